@@ -1,0 +1,125 @@
+"""Compatibility shims that let detectron2 v0.6 run on current NumPy, Pillow and without its
+compiled ops. Imported by ``jsis_d2/__init__.py`` before anything touches detectron2.
+
+Every shim is applied only when the name is missing, so with an official detectron2 build
+(and its ``_C`` extension) importing this module changes nothing:
+
+- NumPy >= 1.24 removed the aliases ``np.int``, ``np.float``, ``np.bool``, ``np.str`` that
+  detectron2 0.6 still uses (``data/build.py``, ``structures/masks.py``,
+  ``evaluation/sem_seg_evaluation.py``, ``utils/visualizer.py``). They are restored as the
+  builtins they always aliased.
+- Pillow >= 10 removed ``Image.LINEAR`` (an alias of ``Image.BILINEAR``) which
+  ``detectron2/data/transforms/transform.py`` uses as a default argument at import time.
+- ``detectron2._C`` (C++/CUDA ops) is absent from the ``pb1-detectron2`` sdist. A placeholder
+  module is registered so that ``import detectron2.layers`` works; JSIS-Net uses none of those
+  ops (ROIAlign and NMS come from torchvision). Any op accessed on the placeholder raises
+  :class:`MissingCompiledOpError` naming the op and how to get the full build.
+"""
+import importlib.machinery
+import importlib.util
+import logging
+import sys
+import types
+import warnings
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["MissingCompiledOpError", "PLACEHOLDER_C_MODULE", "apply", "applied"]
+
+logger = logging.getLogger(__name__)
+
+# Names removed from NumPy 1.24 that detectron2 0.6 uses, and what they always meant.
+_NUMPY_ALIASES = {"int": int, "float": float, "bool": bool, "str": str}
+
+PLACEHOLDER_C_MODULE = "detectron2._C"
+
+#: What this module changed in the running process (for logs and tests).
+applied = []
+
+
+class MissingCompiledOpError(RuntimeError):
+    """Raised when code asks for a detectron2 C++/CUDA op that this install lacks."""
+
+
+class _MissingCModule(types.ModuleType):
+    """Stands in for ``detectron2._C`` when detectron2 was installed without compiled ops."""
+
+    _jsis_placeholder = True
+
+    # ``detectron2.utils.collect_env`` queries these three; answer truthfully.
+    @staticmethod
+    def get_compiler_version():
+        return "not built (detectron2 installed without compiled ops; jsis_d2 placeholder)"
+
+    @staticmethod
+    def get_cuda_version():
+        return "not built"
+
+    @staticmethod
+    def has_cuda():
+        return False
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        raise MissingCompiledOpError(
+            f"detectron2._C.{name} is not available: this detectron2 was installed without its "
+            "compiled C++/CUDA ops (the pb1-detectron2 sdist does not ship them). JSIS-Net does "
+            "not need them; if you do, install official detectron2 built from source "
+            "(see the project's Dockerfile, or "
+            "`pip install 'git+https://github.com/facebookresearch/detectron2.git'`)."
+        )
+
+
+def _restore_numpy_aliases():
+    for name, value in _NUMPY_ALIASES.items():
+        if name in np.__dict__:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                getattr(np, name)
+        except AttributeError:
+            setattr(np, name, value)
+            applied.append(f"numpy.{name}")
+
+
+def _restore_pillow_names():
+    if not hasattr(Image, "LINEAR"):
+        Image.LINEAR = Image.BILINEAR
+        applied.append("PIL.Image.LINEAR")
+
+
+def _c_extension_present():
+    if PLACEHOLDER_C_MODULE in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(PLACEHOLDER_C_MODULE) is not None
+    except ImportError:  # detectron2 itself is missing: nothing to shim
+        return True
+
+
+def _register_missing_c_placeholder():
+    if _c_extension_present():
+        return
+    module = _MissingCModule(PLACEHOLDER_C_MODULE)
+    module.__spec__ = importlib.machinery.ModuleSpec(PLACEHOLDER_C_MODULE, loader=None)
+    sys.modules[PLACEHOLDER_C_MODULE] = module
+    import detectron2
+
+    detectron2._C = module
+    applied.append(PLACEHOLDER_C_MODULE)
+
+
+def apply():
+    """Apply every missing shim (idempotent). Returns the list of what was changed."""
+    _restore_numpy_aliases()
+    _restore_pillow_names()
+    _register_missing_c_placeholder()
+    if applied:
+        logger.debug("jsis_d2.compat applied: %s", ", ".join(applied))
+    return list(applied)
+
+
+apply()

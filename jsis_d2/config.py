@@ -1,0 +1,124 @@
+"""Config keys of jsis_d2 (all of them, in one place) and the config setup used by the tools.
+
+Every key JSIS-Net adds to Detectron2's defaults is declared in :func:`add_jsis_config` with
+its meaning and units, so a YAML file that misspells a key fails loudly at merge time.
+"""
+import logging
+import os
+
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_jsis_config", "get_jsis_cfg", "setup_cfg", "ConfigError"]
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message names the file or key."""
+
+
+def add_jsis_config(cfg):
+    """Add the JSIS-Net keys to a Detectron2 config (in place). Idempotent."""
+    if "JSIS" in cfg.MODEL:
+        return cfg
+
+    # ---------------------------------------------------------------- model
+    cfg.MODEL.JSIS = CN()
+    # Which branches are built and trained (paper Table 3 ablation): any non-empty subset of
+    # ["semantic", "instance"]. Both = JSIS-Net joint training.
+    cfg.MODEL.JSIS.BRANCHES = ["semantic", "instance"]
+    # Loss balancing, paper Table 2 (lambda_1..lambda_6). lambda_7 (L2 regularization, 5.5e-5)
+    # is SOLVER.WEIGHT_DECAY. The trainer logs the weighted losses.
+    cfg.MODEL.JSIS.LOSS_WEIGHTS = CN()
+    cfg.MODEL.JSIS.LOSS_WEIGHTS.RPN_OBJ = 1.0  # lambda_1: RPN objectness
+    cfg.MODEL.JSIS.LOSS_WEIGHTS.RPN_REG = 1.0  # lambda_2: RPN box regression
+    cfg.MODEL.JSIS.LOSS_WEIGHTS.DET_CLS = 1.0  # lambda_3: detector classification
+    cfg.MODEL.JSIS.LOSS_WEIGHTS.DET_REG = 0.15  # lambda_4: detector box regression
+    cfg.MODEL.JSIS.LOSS_WEIGHTS.MASK = 0.3  # lambda_5: mask sigmoid cross-entropy
+    cfg.MODEL.JSIS.LOSS_WEIGHTS.SEG = 1.0  # lambda_6: semantic softmax cross-entropy
+    # Panoptic merge at inference: "jsis" (paper 2.2) or "kirillov" (PanopticFPN heuristic).
+    cfg.MODEL.JSIS.MERGE = "jsis"
+    # Stuff classes covering fewer pixels than this (at the ORIGINAL image resolution) are
+    # replaced by the best stuff class above it (paper 2.2: 4096).
+    cfg.MODEL.JSIS.STUFF_AREA_THRESH = 4096
+    # Instances with a score below this are dropped before the merge.
+    cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH = 0.5
+    # Mask probability at or above which an instance covers a pixel.
+    cfg.MODEL.JSIS.MASK_THRESHOLD = 0.5
+    # "kirillov" merge only: an instance whose visible part is below this fraction of its
+    # mask is dropped.
+    cfg.MODEL.JSIS.KIRILLOV_OVERLAP_THRESH = 0.5
+    # Run the panoptic merge at inference (needs both branches).
+    cfg.MODEL.JSIS.PANOPTIC_ON = True
+
+    # Semantic branch: PPMHead (uses Detectron2's SEM_SEG_HEAD node for the common keys:
+    # NAME, IN_FEATURES, NUM_CLASSES = K (things + stuff), IGNORE_VALUE, NORM, CONVS_DIM).
+    # Pyramid pooling bin sizes (output grid of each adaptive average pool).
+    cfg.MODEL.SEM_SEG_HEAD.PPM_BINS = [1, 2, 3, 6]
+    # Channels of each pyramid level after its 1x1 reduction conv.
+    cfg.MODEL.SEM_SEG_HEAD.PPM_DIM = 512
+    # Hybrid upsampling: a transposed convolution with this stride (kernel 2*stride), then a
+    # bilinear resize to the input size.
+    cfg.MODEL.SEM_SEG_HEAD.DECONV_STRIDE = 2
+    # Dropout before the classifier (PSPNet uses 0.1).
+    cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
+
+    # ---------------------------------------------------------------- data
+    cfg.INPUT.JSIS = CN()
+    # Fixed network input size [H, W] (paper: COCO 400x400, Mapillary 512x1024). Images are
+    # resized to exactly this size (aspect ratio not kept); outputs go back to the original
+    # size. Empty list: use Detectron2's MIN_SIZE_*/MAX_SIZE_* resizing instead.
+    cfg.INPUT.JSIS.FIXED_SIZE = [400, 400]
+    # Semantic target of crowd regions: "class" (their category, as any pixel) or "ignore".
+    cfg.INPUT.JSIS.CROWD_SEM_SEG = "class"
+    # Skip samples whose files are missing/corrupt/inconsistent (logged by name and counted)
+    # instead of failing. Default: fail with an error naming the file.
+    cfg.DATALOADER.SKIP_BAD_SAMPLES = False
+
+    # ---------------------------------------------------------------- solver
+    # Epoch-based schedule: when EPOCHS > 0, MAX_ITER and STEPS are computed from the number
+    # of training images and IMS_PER_BATCH (STEPS from STEPS_EPOCHS). 0: use MAX_ITER/STEPS.
+    cfg.SOLVER.EPOCHS = 0
+    cfg.SOLVER.STEPS_EPOCHS = []
+    # Fail fast (with the iteration and the loss values) when a loss becomes NaN/inf.
+    cfg.SOLVER.STOP_ON_NONFINITE_LOSS = True
+
+    # ---------------------------------------------------------------- evaluation
+    cfg.TEST.JSIS = CN()
+    # RPN mean recall (paper Table 4): a GT box is recalled when some proposal has IoU >= this.
+    cfg.TEST.JSIS.RPN_RECALL_IOU = 0.5
+    # Write panoptic predictions (PNG + JSON) under OUTPUT_DIR/inference when evaluating.
+    cfg.TEST.JSIS.SAVE_PANOPTIC = True
+    return cfg
+
+
+def get_jsis_cfg():
+    """Detectron2's default config with the JSIS-Net keys added."""
+    return add_jsis_config(get_cfg())
+
+
+def setup_cfg(config_file=None, opts=None, freeze=True):
+    """Build a config from a YAML file (with ``_BASE_`` inheritance) and ``KEY VALUE`` opts.
+
+    Raises :class:`ConfigError` naming the file when it does not exist or does not parse, and
+    naming the key when an override is unknown.
+    """
+    cfg = get_jsis_cfg()
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"config file not found: {config_file}")
+        try:
+            cfg.merge_from_file(config_file)
+        except (KeyError, ValueError, AssertionError) as e:
+            raise ConfigError(f"cannot use config file {config_file}: {e}") from e
+    if opts:
+        if len(opts) % 2:
+            raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {opts}")
+        try:
+            cfg.merge_from_list(list(opts))
+        except (KeyError, ValueError, AssertionError) as e:
+            raise ConfigError(f"cannot apply overrides {opts}: {e}") from e
+    if freeze:
+        cfg.freeze()
+    return cfg

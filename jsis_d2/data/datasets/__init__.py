@@ -1,0 +1,1 @@
+"""Dataset registration (COCO panoptic, Mapillary Vistas, custom, synthetic)."""

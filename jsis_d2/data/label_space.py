@@ -1,0 +1,124 @@
+"""The one label space of jsis_d2, and conversion to and from dataset category ids.
+
+Id spaces used across the project:
+
+- **dataset id**: the ``id`` of a category in the dataset's JSON (COCO panoptic: 1..200 with
+  gaps; Mapillary Vistas: 1..65). Used in every file: panoptic JSON, PNG segments_info,
+  saved predictions.
+- **contiguous index** ``k`` in ``[0, K)``: used inside the model and in dataset dicts. Things
+  come first, in dataset order (``k < T``), then stuff in dataset order (``T <= k < K``).
+  So the thing index used by Detectron2's ROI heads (``gt_classes``/``pred_classes`` in
+  ``[0, T)``) IS the contiguous index of that thing: no second mapping exists.
+
+``K = len(categories)`` is ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``; ``T = number of things`` is
+``MODEL.ROI_HEADS.NUM_CLASSES``.
+"""
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+__all__ = ["LabelSpace"]
+
+
+class LabelSpace:
+    """Maps dataset category ids <-> contiguous indices (things first, then stuff).
+
+    Args:
+        categories: dataset categories, each a dict with at least ``id`` (int), ``name`` (str)
+            and ``isthing`` (0/1 or bool); ``color`` ([r, g, b]) optional.
+    """
+
+    def __init__(self, categories: Sequence[Dict]):
+        if not categories:
+            raise ValueError("LabelSpace: the category list is empty")
+        for i, c in enumerate(categories):
+            missing = {"id", "name", "isthing"} - set(c)
+            if missing:
+                raise ValueError(f"LabelSpace: category #{i} ({c}) lacks key(s) {sorted(missing)}")
+        ids = [int(c["id"]) for c in categories]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"LabelSpace: duplicate category id(s) {dup}")
+        things = [c for c in categories if c["isthing"]]
+        stuff = [c for c in categories if not c["isthing"]]
+        self.categories: List[Dict] = [dict(c) for c in things + stuff]
+        self.num_classes = len(self.categories)  # K
+        self.num_things = len(things)  # T
+        self.dataset_ids: List[int] = [int(c["id"]) for c in self.categories]
+        self.names: List[str] = [str(c["name"]) for c in self.categories]
+        self.is_thing: List[bool] = [bool(c["isthing"]) for c in self.categories]
+        self.colors: List[List[int]] = [
+            list(c.get("color", _fallback_color(k))) for k, c in enumerate(self.categories)
+        ]
+        self._to_contiguous = {d: k for k, d in enumerate(self.dataset_ids)}
+        # Dense lookup table for vectorized conversion of dataset ids (-1 = unknown).
+        self._lut = np.full(max(self.dataset_ids) + 1, -1, dtype=np.int64)
+        self._lut[self.dataset_ids] = np.arange(self.num_classes)
+
+    def to_contiguous(self, dataset_id: int) -> int:
+        """Dataset category id -> contiguous index; KeyError naming the id if unknown."""
+        try:
+            return self._to_contiguous[int(dataset_id)]
+        except KeyError:
+            raise KeyError(
+                f"unknown category id {dataset_id} (known: {sorted(self._to_contiguous)})"
+            ) from None
+
+    def to_dataset_id(self, index: int) -> int:
+        """Contiguous index -> dataset category id."""
+        if not 0 <= int(index) < self.num_classes:
+            raise IndexError(f"contiguous index {index} outside [0, {self.num_classes})")
+        return self.dataset_ids[int(index)]
+
+    def to_contiguous_array(self, dataset_ids: np.ndarray) -> np.ndarray:
+        """Vectorized :meth:`to_contiguous` for an int array; ValueError lists unknown ids."""
+        a = np.asarray(dataset_ids, dtype=np.int64)
+        inside = (a >= 0) & (a < len(self._lut))
+        out = np.full(a.shape, -1, dtype=np.int64)
+        out[inside] = self._lut[a[inside]]
+        if (out < 0).any():
+            raise ValueError(f"unknown category id(s) {sorted(set(a[out < 0].tolist()))}")
+        return out
+
+    def to_dataset_id_array(self, indices: np.ndarray) -> np.ndarray:
+        """Vectorized :meth:`to_dataset_id`."""
+        a = np.asarray(indices, dtype=np.int64)
+        if a.size and (a.min() < 0 or a.max() >= self.num_classes):
+            raise IndexError(f"contiguous index outside [0, {self.num_classes}): {a.min()}..{a.max()}")
+        return np.asarray(self.dataset_ids, dtype=np.int64)[a]
+
+    def metadata(self) -> Dict:
+        """The fields jsis_d2 puts into ``MetadataCatalog`` (Detectron2 conventions).
+
+        ``thing_classes`` has T names (index = thing index = contiguous index);
+        ``stuff_classes`` has all K names (index = contiguous index), so Detectron2's
+        Visualizer draws semantic maps and panoptic segments of both kinds by contiguous index.
+        """
+        things = range(self.num_things)
+        return {
+            "thing_classes": [self.names[k] for k in things],
+            "thing_colors": [self.colors[k] for k in things],
+            "stuff_classes": list(self.names),
+            "stuff_colors": list(self.colors),
+            "thing_dataset_id_to_contiguous_id": {self.dataset_ids[k]: k for k in things},
+            "stuff_dataset_id_to_contiguous_id": dict(self._to_contiguous),
+            "is_thing": list(self.is_thing),
+            "num_things": self.num_things,
+            "categories": [dict(c) for c in self.categories],
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata) -> "LabelSpace":
+        """Rebuild from the ``categories`` field that :meth:`metadata` stored."""
+        cats = getattr(metadata, "categories", None)
+        if cats is None:
+            raise KeyError(
+                f"metadata of dataset {getattr(metadata, 'name', '?')!r} has no 'categories' "
+                "(was it registered by jsis_d2?)"
+            )
+        return cls(cats)
+
+
+def _fallback_color(k: int) -> List[int]:
+    rng = np.random.RandomState(k)
+    return [int(x) for x in rng.randint(0, 256, size=3)]

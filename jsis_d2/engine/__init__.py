@@ -1,0 +1,1 @@
+"""Training engine: Trainer (DefaultTrainer with JSIS-Net build_* overrides) and hooks."""

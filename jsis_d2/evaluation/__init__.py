@@ -1,0 +1,1 @@
+"""Evaluation: native PQ (pq_compute) and the JSIS-Net DatasetEvaluator."""

@@ -1,0 +1,1 @@
+"""JSIS-Net model parts: meta-architecture (JSISNet) and semantic head (PPMHead)."""

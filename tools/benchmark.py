@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""jsis_d2 benchmarks: each subcommand compares both sides in one run and reports ratios.
+
+    python tools/benchmark.py SUBCOMMAND [--quick] [--output DIR] [options]
+    python tools/benchmark.py all --quick        # every subcommand, small (CI smoke)
+
+Each subcommand lives in ``jsis_d2/benchmark/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> dict``; results are written to ``DIR/<name>.json`` and ``DIR/<name>.md``.
+Threads are pinned (``--threads``, default 2) and stated in every result.
+"""
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+
+import torch
+
+SUBCOMMANDS = {
+    "merge": "jsis_panoptic_merge vs detectron2 / panopticapi combine heuristics",
+    "mapper": "dataset mapper throughput (images/s) at 400x400 and 512x1024",
+    "pq": "pq_compute vs panopticapi (vs hotcoco if installed) on generated images",
+    "joint": "JSIS-Net vs two separate networks: latency, peak memory, train step",
+    "panoptic_fpn": "JSIS-Net vs Detectron2 PanopticFPN R50: latency, memory, FLOPs",
+    "topk": "test-time RPN post-NMS top-k: PQ vs latency (trained checkpoint)",
+    "hw": "achieved GFLOP/s of JSIS-Net inference vs dense conv throughput",
+}
+
+logger = logging.getLogger("jsis_d2.benchmark")
+
+
+def _available():
+    out = {}
+    for name, help_text in SUBCOMMANDS.items():
+        try:
+            out[name] = (importlib.import_module(f"jsis_d2.benchmark.{name}"), help_text)
+        except ModuleNotFoundError as e:
+            if e.name != f"jsis_d2.benchmark.{name}":
+                raise
+    return out
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    mods = _available()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quick", action="store_true", help="small sizes/repeats (CI smoke)")
+    common.add_argument("--output", default="output/benchmark", help="folder for JSON + markdown")
+    common.add_argument("--threads", type=int, default=2, help="torch/numpy threads (pinned)")
+    for name, (mod, help_text) in mods.items():
+        p = sub.add_parser(name, help=help_text, parents=[common])
+        mod.add_arguments(p)
+    sub.add_parser("all", help="run every subcommand with its defaults", parents=[common])
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.output, exist_ok=True)
+    names = list(mods) if args.cmd == "all" else [args.cmd]
+    for name in names:
+        mod = mods[name][0]
+        if args.cmd == "all":  # fill the subcommand's own defaults
+            p = argparse.ArgumentParser(parents=[common], add_help=False)
+            mod.add_arguments(p)
+            sub_args = p.parse_args(
+                (["--quick"] if args.quick else [])
+                + ["--output", args.output, "--threads", str(args.threads)]
+            )
+        else:
+            sub_args = args
+        logger.info("benchmark %s ...", name)
+        result = mod.run(sub_args)
+        result.setdefault("threads", args.threads)
+        with open(os.path.join(args.output, f"{name}.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        md = result.get("markdown")
+        if md:
+            with open(os.path.join(args.output, f"{name}.md"), "w") as f:
+                f.write(md + "\n")
+            sys.stdout.write(md + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
