@@ -81,8 +81,6 @@ def add_jsis_config(cfg):
     # of training images and IMS_PER_BATCH (STEPS from STEPS_EPOCHS). 0: use MAX_ITER/STEPS.
     cfg.SOLVER.EPOCHS = 0
     cfg.SOLVER.STEPS_EPOCHS = []
-    # Fail fast (with the iteration and the loss values) when a loss becomes NaN/inf.
-    cfg.SOLVER.STOP_ON_NONFINITE_LOSS = True
 
     # ---------------------------------------------------------------- evaluation
     cfg.TEST.JSIS = CN()
