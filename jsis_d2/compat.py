@@ -14,6 +14,8 @@ Every shim is applied only when the name is missing, so with an official detectr
   module is registered so that ``import detectron2.layers`` works; JSIS-Net uses none of those
   ops (ROIAlign and NMS come from torchvision). Any op accessed on the placeholder raises
   :class:`MissingCompiledOpError` naming the op and how to get the full build.
+- Recent PyTorch warns that ``torch.jit.script`` is deprecated each time detectron2 0.6 applies
+  it at import; that one warning is silenced (it says nothing about the user's code).
 """
 import importlib.machinery
 import importlib.util
@@ -114,6 +116,9 @@ def _register_missing_c_placeholder():
 
 def apply():
     """Apply every missing shim (idempotent). Returns the list of what was changed."""
+    warnings.filterwarnings(
+        "ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning
+    )
     _restore_numpy_aliases()
     _restore_pillow_names()
     _register_missing_c_placeholder()

@@ -1,0 +1,95 @@
+"""The train/evaluate job behind ``tools/train_net.py`` (and the demo): config setup, job
+checks, Detectron2's ``launch``, and clean one-line errors for known failures."""
+import logging
+import sys
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..config import ConfigError, setup_cfg
+from .checks import (
+    check_checkpoint_matches_model,
+    check_datasets,
+    check_output_dir,
+    fallback_syncbn,
+    UsageError,
+)
+from .schedule import resolve_epoch_schedule
+from .trainer import Trainer
+
+__all__ = ["setup", "main", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def setup(args):
+    """Config from file + opts, job checks, epoch schedule, Detectron2's default_setup."""
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
+    check_output_dir(cfg.OUTPUT_DIR, resume=args.resume, eval_only=args.eval_only)
+    fallback_syncbn(cfg)
+    check_datasets(cfg)
+    if not args.eval_only:
+        resolve_epoch_schedule(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="jsis_d2")
+    return cfg
+
+
+def main(args):
+    """Train (returns the final evaluation results) or, with ``--eval-only``, evaluate."""
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        if args.resume and checkpointer.has_checkpoint():
+            path = checkpointer.get_checkpoint_file()
+        else:
+            path = cfg.MODEL.WEIGHTS
+        if not path:
+            raise UsageError("--eval-only needs MODEL.WEIGHTS (a checkpoint) or --resume")
+        check_checkpoint_matches_model(model, path)
+        checkpointer.load(path)
+        logger.info("Evaluating checkpoint %s", path)
+        return Trainer.test(cfg, model)
+
+    trainer = Trainer(cfg)
+    if args.resume and trainer.checkpointer.has_checkpoint():
+        check_checkpoint_matches_model(trainer.model, trainer.checkpointer.get_checkpoint_file())
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()
+    return getattr(trainer, "_last_eval_results", None)
+
+
+def run(argv=None):
+    """Parse arguments, launch (one process per GPU), turn known failures into one clean line."""
+    args = default_argument_parser().parse_args(argv)
+    try:
+        if args.num_gpus > 1 and not torch.cuda.is_available():
+            raise UsageError(
+                f"--num-gpus {args.num_gpus} needs CUDA GPUs (none available); on CPU use "
+                "--num-gpus 1 with MODEL.DEVICE cpu"
+            )
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except (ConfigError, UsageError) as e:
+        sys.stderr.write(f"train_net: error: {e}\n")
+        return 2
+    except FloatingPointError as e:
+        sys.stderr.write(
+            f"train_net: training stopped: {e}\nThe last checkpoint in OUTPUT_DIR is intact; "
+            "lower SOLVER.BASE_LR or check the data, then continue with --resume.\n"
+        )
+        return 3
+    return 0
+
