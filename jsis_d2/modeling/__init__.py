@@ -1,1 +1,9 @@
-"""JSIS-Net model parts: meta-architecture (JSISNet) and semantic head (PPMHead)."""
+"""JSIS-Net model parts: meta-architecture (JSISNet) and semantic head (PPMHead).
+
+Importing this package registers ``JSISNet`` in Detectron2's ``META_ARCH_REGISTRY`` and
+``PPMHead`` in ``SEM_SEG_HEADS_REGISTRY``.
+"""
+from .meta_arch import JSISNet  # noqa: F401  (registration)
+from .ppm_head import PPMHead  # noqa: F401  (registration)
+
+__all__ = ["JSISNet", "PPMHead"]

@@ -1,0 +1,380 @@
+"""JSISNet: one ResNet C4 backbone shared by an instance branch (Detectron2's RPN + Res5ROIHeads
+with a mask head) and a semantic branch (:class:`~jsis_d2.modeling.ppm_head.PPMHead`), plus the
+panoptic merge of :mod:`jsis_d2.postprocessing` (paper sections 2.1 and 2.2).
+
+Id spaces: every class index in and out of the model is a CONTIGUOUS index
+(:mod:`jsis_d2.data.label_space`): ``k`` in ``[0, K)`` for the semantic branch, things first,
+so a ROI-head class in ``[0, T)`` is the contiguous index of that thing. The model knows only
+K = ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` and T = ``MODEL.ROI_HEADS.NUM_CLASSES`` (is_thing =
+``k < T``); it never reads the ``MetadataCatalog``.
+
+Shapes: network input images [3, H', W'] (fixed size, INPUT.JSIS.FIXED_SIZE); outputs at the
+ORIGINAL size (H, W) = (input["height"], input["width"]).
+"""
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers.mask_ops import _do_paste_mask
+from detectron2.modeling import (
+    META_ARCH_REGISTRY,
+    GeneralizedRCNN,
+    build_backbone,
+    build_proposal_generator,
+    build_roi_heads,
+    build_sem_seg_head,
+)
+from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
+from detectron2.structures import ImageList, Instances
+
+from ..postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
+
+__all__ = ["JSISNet", "LOSS_KEY_TO_WEIGHT", "paste_mask_probs"]
+
+logger = logging.getLogger(__name__)
+
+BRANCHES = ("semantic", "instance")
+MERGES = ("jsis", "kirillov")
+# Detectron2 loss key -> MODEL.JSIS.LOSS_WEIGHTS key (paper Table 2, lambda_1..lambda_6).
+LOSS_KEY_TO_WEIGHT = {
+    "loss_rpn_cls": "RPN_OBJ",
+    "loss_rpn_loc": "RPN_REG",
+    "loss_cls": "DET_CLS",
+    "loss_box_reg": "DET_REG",
+    "loss_mask": "MASK",
+    "loss_sem_seg": "SEG",
+}
+# Detectron2's own loss-weight keys: JSIS-Net weights the losses with MODEL.JSIS.LOSS_WEIGHTS
+# only, so these must stay 1.0 (otherwise a loss would silently be weighted twice).
+_D2_WEIGHT_KEYS = (
+    ("MODEL.RPN.LOSS_WEIGHT", lambda c: c.MODEL.RPN.LOSS_WEIGHT),
+    ("MODEL.RPN.BBOX_REG_LOSS_WEIGHT", lambda c: c.MODEL.RPN.BBOX_REG_LOSS_WEIGHT),
+    ("MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT", lambda c: c.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT),
+    ("MODEL.SEM_SEG_HEAD.LOSS_WEIGHT", lambda c: c.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT),
+)
+
+
+def paste_mask_probs(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int):
+    """Paste per-ROI mask probabilities into the image, keeping them as floats.
+
+    Args:
+        mask_probs: float [N, M, M] probabilities in [0, 1] (ROI mask head output).
+        boxes: float [N, 4] XYXY boxes in the (height, width) image.
+    Returns:
+        float [N, height, width] probabilities (0 outside each box).
+    """
+    n = mask_probs.shape[0]
+    out = mask_probs.new_zeros((n, height, width), dtype=torch.float32)
+    if n == 0:
+        return out
+    # As Detectron2's paste_masks_in_image, without the thresholding: on CPU one by one over
+    # the box region only; on GPU all at once.
+    if mask_probs.device.type == "cpu":
+        for i in range(n):
+            m, (ys, xs) = _do_paste_mask(
+                mask_probs[i : i + 1, None].float(), boxes[i : i + 1], height, width, True
+            )
+            out[i, ys, xs] = m[0]
+    else:
+        m, _ = _do_paste_mask(mask_probs[:, None].float(), boxes, height, width, False)
+        out = m
+    return out
+
+
+@META_ARCH_REGISTRY.register()
+class JSISNet(GeneralizedRCNN):
+    """JSIS-Net: joint semantic and instance segmentation on one shared C4 backbone.
+
+    Branches (``MODEL.JSIS.BRANCHES``, paper Table 3): "semantic" (PPM head), "instance" (RPN +
+    Res5ROIHeads with masks) or both. Training returns the weighted losses
+    ``{loss_rpn_cls, loss_rpn_loc, loss_cls, loss_box_reg, loss_mask, loss_sem_seg}`` (only the
+    enabled branches' keys), each multiplied by its lambda. Inference: see :meth:`inference`.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        proposal_generator: Optional[nn.Module],
+        roi_heads: Optional[nn.Module],
+        sem_seg_head: Optional[nn.Module],
+        loss_weights: Dict[str, float],
+        num_classes: int,
+        num_things: int,
+        merge: str = "jsis",
+        panoptic_on: bool = True,
+        stuff_area_thresh: int = 4096,
+        instance_score_thresh: float = 0.5,
+        mask_threshold: float = 0.5,
+        kirillov_overlap_thresh: float = 0.5,
+        **kwargs,
+    ):
+        """
+        Args:
+            backbone, pixel_mean, pixel_std, input_format, vis_period: as GeneralizedRCNN.
+            proposal_generator, roi_heads: the instance branch (both None: branch off).
+            sem_seg_head: the semantic branch (None: off). Must return (logits, losses) with an
+                unweighted "loss_sem_seg".
+            loss_weights: {Detectron2 loss key: lambda}, see LOSS_KEY_TO_WEIGHT.
+            num_classes: K (semantic classes, things first). num_things: T (ROI-head classes).
+            merge: "jsis" (paper 2.2) or "kirillov" (PanopticFPN heuristic).
+            panoptic_on: run the merge at inference (needs both branches).
+            stuff_area_thresh, instance_score_thresh, mask_threshold, kirillov_overlap_thresh:
+                merge parameters (MODEL.JSIS.*); mask_threshold also binarizes the returned
+                instance masks.
+        """
+        super().__init__(
+            backbone=backbone,
+            proposal_generator=proposal_generator,
+            roi_heads=roi_heads,
+            **kwargs,
+        )
+        self.sem_seg_head = sem_seg_head
+        self.semantic_on = sem_seg_head is not None
+        self.instance_on = roi_heads is not None
+        if not (self.semantic_on or self.instance_on):
+            raise ValueError("JSISNet needs at least one branch (MODEL.JSIS.BRANCHES is empty)")
+        if self.instance_on and proposal_generator is None:
+            raise ValueError("JSISNet: the instance branch needs a proposal generator (RPN)")
+        if merge not in MERGES:
+            raise ValueError(f"MODEL.JSIS.MERGE must be one of {MERGES}, got {merge!r}")
+        if not 0 <= num_things <= num_classes:
+            raise ValueError(
+                f"MODEL.ROI_HEADS.NUM_CLASSES (T={num_things}) must be <= "
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES (K={num_classes}): things are the first T of "
+                f"the K classes"
+            )
+        unknown = set(loss_weights) - set(LOSS_KEY_TO_WEIGHT)
+        if unknown:
+            raise ValueError(f"JSISNet: loss_weights has unknown loss keys {sorted(unknown)}")
+        self.loss_weights = dict(loss_weights)
+        self.num_classes = num_classes
+        self.num_things = num_things
+        self.merge = merge
+        self.panoptic_on = panoptic_on and self.semantic_on and self.instance_on
+        self.stuff_area_thresh = stuff_area_thresh
+        self.instance_score_thresh = instance_score_thresh
+        self.mask_threshold = mask_threshold
+        self.kirillov_overlap_thresh = kirillov_overlap_thresh
+        self.register_buffer(
+            "is_thing", torch.arange(num_classes) < num_things, persistent=False
+        )
+
+    @classmethod
+    def from_config(cls, cfg):
+        branches = list(cfg.MODEL.JSIS.BRANCHES)
+        bad = [b for b in branches if b not in BRANCHES]
+        if not branches or bad or len(set(branches)) != len(branches):
+            raise ValueError(
+                f"MODEL.JSIS.BRANCHES must be a non-empty list of distinct names from "
+                f"{list(BRANCHES)}, got {branches}"
+                + (f" (unknown: {bad})" if bad else "")
+            )
+        if cfg.MODEL.JSIS.MERGE not in MERGES:
+            raise ValueError(f"MODEL.JSIS.MERGE must be one of {MERGES}, got {cfg.MODEL.JSIS.MERGE!r}")
+        for key, get in _D2_WEIGHT_KEYS:
+            if get(cfg) != 1.0:
+                raise ValueError(
+                    f"{key} = {get(cfg)}: JSIS-Net weights its losses with MODEL.JSIS.LOSS_WEIGHTS "
+                    f"(paper lambdas); keep {key} at 1.0 to avoid weighting a loss twice"
+                )
+        instance_on = "instance" in branches
+        semantic_on = "semantic" in branches
+        if instance_on and not cfg.MODEL.MASK_ON:
+            raise ValueError("MODEL.MASK_ON must be True: JSIS-Net's instance branch predicts masks")
+        if instance_on and cfg.MODEL.KEYPOINT_ON:
+            raise ValueError("MODEL.KEYPOINT_ON is not supported by JSIS-Net")
+
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        lw = cfg.MODEL.JSIS.LOSS_WEIGHTS
+        loss_weights = {}
+        if instance_on:
+            for k in ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"):
+                loss_weights[k] = float(lw[LOSS_KEY_TO_WEIGHT[k]])
+        if semantic_on:
+            loss_weights["loss_sem_seg"] = float(lw.SEG)
+        return {
+            "backbone": backbone,
+            "proposal_generator": build_proposal_generator(cfg, shapes) if instance_on else None,
+            "roi_heads": build_roi_heads(cfg, shapes) if instance_on else None,
+            "sem_seg_head": build_sem_seg_head(cfg, shapes) if semantic_on else None,
+            "loss_weights": loss_weights,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "num_things": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            "merge": cfg.MODEL.JSIS.MERGE,
+            "panoptic_on": cfg.MODEL.JSIS.PANOPTIC_ON,
+            "stuff_area_thresh": cfg.MODEL.JSIS.STUFF_AREA_THRESH,
+            "instance_score_thresh": cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
+            "mask_threshold": cfg.MODEL.JSIS.MASK_THRESHOLD,
+            "kirillov_overlap_thresh": cfg.MODEL.JSIS.KIRILLOV_OVERLAP_THRESH,
+            "input_format": cfg.INPUT.FORMAT,
+            "vis_period": cfg.VIS_PERIOD if instance_on else 0,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+        }
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: list of JSISDatasetMapper dicts: "image" uint8 [3, H', W']; in
+                training also "sem_seg" int64 [H', W'] (semantic branch) and "instances"
+                (gt_boxes, gt_classes in [0, T), gt_masks; instance branch).
+        Returns:
+            training: dict of WEIGHTED losses (lambda * Detectron2 loss), keys of the enabled
+                branches among LOSS_KEY_TO_WEIGHT. Inference: see :meth:`inference`.
+        """
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        losses = {}
+        if self.semantic_on:
+            if "sem_seg" not in batched_inputs[0]:
+                raise ValueError("JSISNet training: the semantic branch needs 'sem_seg' inputs")
+            gt_sem_seg = ImageList.from_tensors(
+                [x["sem_seg"].to(self.device) for x in batched_inputs],
+                self.backbone.size_divisibility,
+                self.sem_seg_head.ignore_value,
+            ).tensor
+            _, sem_losses = self.sem_seg_head(features, gt_sem_seg)
+            losses.update(sem_losses)
+        if self.instance_on:
+            if "instances" not in batched_inputs[0]:
+                raise ValueError("JSISNet training: the instance branch needs 'instances' inputs")
+            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+            _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+            if self.vis_period > 0:
+                from detectron2.utils.events import get_event_storage
+
+                if get_event_storage().iter % self.vis_period == 0:
+                    self.visualize_training(batched_inputs, proposals)
+            losses.update(proposal_losses)
+            losses.update(detector_losses)
+        return self._weight_losses(losses)
+
+    def _weight_losses(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        unknown = set(losses) - set(self.loss_weights)
+        if unknown:
+            raise KeyError(
+                f"JSISNet: no lambda for loss key(s) {sorted(unknown)} "
+                f"(known: {sorted(LOSS_KEY_TO_WEIGHT)})"
+            )
+        return {k: v * self.loss_weights[k] for k, v in losses.items()}
+
+    # ------------------------------------------------------------------ inference
+    def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
+        """
+        Args:
+            batched_inputs: list of dicts with "image" uint8 [3, H', W'] and optionally
+                "height", "width" (the ORIGINAL size; default: the input size).
+            do_postprocess: map outputs to the original size and merge (True), or return the
+                raw outputs at the network input size (False).
+        Returns:
+            do_postprocess=True: one dict per image, at the original size (H, W), keys of the
+            enabled branches only:
+
+            * "sem_seg": float [K, H, W] logits (contiguous classes).
+            * "instances": Instances (H, W): pred_boxes (XYXY), scores, pred_classes int64 in
+              [0, T) (= contiguous index), pred_masks bool [N, H, W] (prob >= MASK_THRESHOLD).
+            * "proposals": Instances (H, W): proposal_boxes, objectness_logits.
+            * "panoptic_seg": (int32 [H, W] segment ids, segments_info) from the merge
+              (both branches and MODEL.JSIS.PANOPTIC_ON).
+
+            do_postprocess=False: one dict per image at the padded input size: "sem_seg" float
+            [K, Hp, Wp] logits; "instances" (pred_masks float [N, 1, M, M] probabilities) and
+            "proposals" in input coordinates.
+        """
+        assert not self.training
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        n = len(batched_inputs)
+        sem_seg_results = [None] * n
+        detector_results = [None] * n
+        proposals = [None] * n
+        if self.semantic_on:
+            sem_seg_results, _ = self.sem_seg_head(
+                features, None, output_size=tuple(images.tensor.shape[-2:])
+            )
+        if self.instance_on:
+            proposals, _ = self.proposal_generator(images, features, None)
+            detector_results, _ = self.roi_heads(images, features, proposals, None)
+
+        outputs = []
+        for i, (inp, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            out = {}
+            if not do_postprocess:
+                if self.semantic_on:
+                    out["sem_seg"] = sem_seg_results[i]
+                if self.instance_on:
+                    out["instances"] = detector_results[i]
+                    out["proposals"] = proposals[i]
+                outputs.append(out)
+                continue
+            height = int(inp.get("height", image_size[0]))
+            width = int(inp.get("width", image_size[1]))
+            if self.semantic_on:
+                out["sem_seg"] = sem_seg_postprocess(sem_seg_results[i], image_size, height, width)
+            if self.instance_on:
+                out["instances"], mask_probs = self._postprocess_instances(
+                    detector_results[i], height, width
+                )
+                out["proposals"] = detector_postprocess(proposals[i], height, width)
+            if self.panoptic_on:
+                out["panoptic_seg"] = self._merge(out["sem_seg"], out["instances"], mask_probs)
+            outputs.append(out)
+        return outputs
+
+    def _postprocess_instances(self, results: Instances, height: int, width: int):
+        """ROI-head output (input coordinates, masks [N, 1, M, M] probabilities) -> (Instances
+        at (height, width) with bool pred_masks [N, H, W], float probabilities [N', H, W] of
+        the instances with score >= INSTANCE_SCORE_THRESH (the merge's input), their indices)."""
+        roi_probs = results.pred_masks[:, 0]
+        results.remove("pred_masks")
+        results.roi_mask_probs = roi_probs
+        r = detector_postprocess(results, height, width)  # scales + clips boxes, drops empty
+        roi_probs = r.roi_mask_probs
+        r.remove("roi_mask_probs")
+        boxes = r.pred_boxes.tensor
+        probs = paste_mask_probs(roi_probs, boxes, height, width)
+        r.pred_masks = probs >= self.mask_threshold
+        return r, probs
+
+    def _merge(self, sem_seg: torch.Tensor, instances: Instances, mask_probs: torch.Tensor):
+        keep = torch.nonzero(instances.scores >= self.instance_score_thresh, as_tuple=True)[0]
+        inst = Instances(
+            instances.image_size,
+            pred_masks=mask_probs[keep],
+            scores=instances.scores[keep],
+            pred_classes=instances.pred_classes[keep],
+        )
+        if self.merge == "jsis":
+            pan, info = jsis_panoptic_merge(
+                sem_seg,
+                inst,
+                self.is_thing,
+                stuff_area_thresh=self.stuff_area_thresh,
+                instance_score_thresh=self.instance_score_thresh,
+                mask_threshold=self.mask_threshold,
+            )
+        else:
+            pan, info = kirillov_panoptic_merge(
+                sem_seg,
+                inst,
+                self.is_thing,
+                overlap_thresh=self.kirillov_overlap_thresh,
+                stuff_area_thresh=self.stuff_area_thresh,
+                instance_score_thresh=self.instance_score_thresh,
+                mask_threshold=self.mask_threshold,
+            )
+        keep_l = keep.tolist()
+        for s in info:  # instance_id: index into the returned "instances"
+            if s["isthing"]:
+                s["instance_id"] = keep_l[s["instance_id"]]
+        return pan, info

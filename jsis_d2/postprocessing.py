@@ -1,0 +1,265 @@
+"""Panoptic merge of JSIS-Net's semantic and instance outputs (paper section 2.2).
+
+Pure functions of tensors and plain arguments (no model, no catalog); they run on CPU and CUDA
+tensors alike and return results on the device of ``sem_seg``.
+
+Shape legend: ``K`` classes (things first, then stuff: the contiguous label space of
+:mod:`jsis_d2.data.label_space`), ``N`` predicted instances, ``H x W`` image size.
+Every class id here is a CONTIGUOUS index in ``[0, K)``; dataset category ids never appear.
+
+- :func:`jsis_panoptic_merge`: the paper's heuristic (per-pixel highest mask probability for
+  overlapping instances, stuff map from the best stuff class, small stuff areas replaced by
+  the best stuff class above the area threshold).
+- :func:`kirillov_panoptic_merge`: the Kirillov et al. / PanopticFPN heuristic (instances pasted
+  in score order, dropped when mostly covered; small stuff areas become void), implemented by
+  Detectron2's :func:`combine_semantic_and_instance_outputs` on our K-class stuff map.
+"""
+import logging
+from typing import Dict, List, Sequence, Tuple, Union
+
+import torch
+
+__all__ = ["jsis_panoptic_merge", "kirillov_panoptic_merge", "stuff_map"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_inputs(sem_seg, instances, is_thing) -> torch.Tensor:
+    """Validate merge inputs; return ``is_thing`` as a bool tensor [K] on sem_seg's device."""
+    if not isinstance(sem_seg, torch.Tensor) or sem_seg.dim() != 3:
+        shape = tuple(sem_seg.shape) if isinstance(sem_seg, torch.Tensor) else type(sem_seg)
+        raise ValueError(f"sem_seg must be a float tensor [K, H, W], got {shape}")
+    K, H, W = sem_seg.shape
+    is_thing = torch.as_tensor(is_thing, device=sem_seg.device)
+    if is_thing.dim() != 1 or is_thing.numel() != K:
+        raise ValueError(
+            f"is_thing has {is_thing.numel()} entries (shape {tuple(is_thing.shape)}) but sem_seg "
+            f"has K={K} classes: they must match"
+        )
+    is_thing = is_thing.bool()
+    for name in ("pred_masks", "scores", "pred_classes"):
+        if not instances.has(name):
+            raise ValueError(f"instances lack the field '{name}' needed by the panoptic merge")
+    masks = instances.pred_masks
+    n = len(instances)
+    if masks.dim() != 3 or masks.shape[0] != n or tuple(masks.shape[1:]) != (H, W):
+        raise ValueError(
+            f"instances.pred_masks has shape {tuple(masks.shape)}, expected [N={n}, H={H}, W={W}] "
+            f"(the sem_seg size): paste the masks at image size first"
+        )
+    if instances.scores.numel() != n or instances.pred_classes.numel() != n:
+        raise ValueError(
+            f"instances.scores ({instances.scores.numel()}) / pred_classes "
+            f"({instances.pred_classes.numel()}) must have one entry per mask ({n})"
+        )
+    if n:
+        cls = instances.pred_classes.to(sem_seg.device).long()
+        out_of_range = (cls < 0) | (cls >= K)
+        if bool(out_of_range.any()):
+            raise ValueError(
+                f"instances.pred_classes contains {cls[out_of_range].unique().tolist()}, outside "
+                f"the K={K} classes"
+            )
+        not_thing = ~is_thing[cls]
+        if bool(not_thing.any()):
+            raise ValueError(
+                f"instances.pred_classes contains {cls[not_thing].unique().tolist()}, which "
+                f"is_thing marks as stuff: every predicted instance class must be a thing class"
+            )
+    return is_thing
+
+
+def stuff_map(sem_seg: torch.Tensor, is_thing: torch.Tensor) -> torch.Tensor:
+    """Most probable STUFF class per pixel (rule 3).
+
+    Args:
+        sem_seg: float [K, H, W] class scores. is_thing: bool [K].
+    Returns:
+        int64 [H, W] contiguous class index of the best stuff class (ties: lower index), or -1
+        everywhere when there is no stuff class.
+    """
+    stuff_ids = torch.nonzero(~is_thing, as_tuple=True)[0]
+    H, W = sem_seg.shape[1:]
+    if stuff_ids.numel() == 0:
+        return torch.full((H, W), -1, dtype=torch.long, device=sem_seg.device)
+    return stuff_ids[sem_seg.index_select(0, stuff_ids).argmax(dim=0)]
+
+
+def jsis_panoptic_merge(
+    sem_seg: torch.Tensor,
+    instances,
+    is_thing: Union[torch.Tensor, Sequence[bool]],
+    *,
+    stuff_area_thresh: int = 4096,
+    instance_score_thresh: float = 0.5,
+    mask_threshold: float = 0.5,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """Merge semantic and instance predictions into a panoptic segmentation (paper 2.2).
+
+    Args:
+        sem_seg: float [K, H, W] per-class scores (logits or probabilities: only their order per
+            pixel matters), contiguous class index k on dim 0.
+        instances: Detectron2 ``Instances`` of size (H, W) with ``pred_masks`` float [N, H, W]
+            mask probabilities in [0, 1] (pasted at image size, not thresholded; bool masks are
+            accepted and read as probabilities 0/1), ``scores`` float [N], ``pred_classes``
+            int [N] (contiguous indices, each a thing class).
+        is_thing: bool [K] (tensor or sequence): which classes are things.
+        stuff_area_thresh: stuff classes covering fewer pixels than this (after instances are
+            pasted) are replaced by the best stuff class at or above it, or by void.
+        instance_score_thresh: instances with ``score < instance_score_thresh`` are dropped.
+        mask_threshold: instance i covers pixel p when ``pred_masks[i, p] >= mask_threshold``.
+
+    Rules, in order: (1) score threshold; (2) a pixel covered by several instances goes to the
+    highest mask probability there (ties: higher score, then lower index), an instance left
+    without pixels gets no segment; (3) stuff map = best stuff class per pixel; (4) instances
+    over stuff; (5) stuff classes whose remaining area is below ``stuff_area_thresh`` are
+    removed, their pixels take the best-scoring stuff class among those at or above it (void
+    when none); (6) unique ids.
+
+    Returns:
+        panoptic_seg: int32 [H, W] on sem_seg's device; 0 = void, else a segment id.
+        segments_info: list of dicts ``{"id", "category_id" (contiguous), "isthing", "area"}``
+            plus ``"score"`` and ``"instance_id"`` (index into ``instances``) for things.
+            Ids: kept instances first, by decreasing score (ties: lower index), numbered
+            1, 2, ...; then stuff classes by increasing class index.
+
+    Raises:
+        ValueError: ``is_thing`` length != K, masks not [N, H, W], a class outside [0, K) or
+            a class that is not a thing.
+    """
+    is_thing = _check_inputs(sem_seg, instances, is_thing)
+    device = sem_seg.device
+    K, H, W = sem_seg.shape
+
+    # (1) score threshold, then order by decreasing score (stable: ties keep lower index first)
+    scores = instances.scores.to(device)
+    kept = torch.nonzero(scores >= instance_score_thresh, as_tuple=True)[0]
+    order = kept[torch.sort(scores[kept], descending=True, stable=True)[1]]
+    n = order.numel()
+
+    # (2) per-pixel winner among covering instances: highest probability; argmax returns the
+    # first maximum, i.e. the higher-scoring / lower-index instance on ties.
+    if n:
+        probs = instances.pred_masks.to(device)[order]
+        if not probs.dtype.is_floating_point:
+            probs = probs.float()
+        covering = probs >= mask_threshold
+        probs = probs.masked_fill(~covering, float("-inf"))
+        winner = probs.argmax(dim=0)  # [H, W] position in `order`
+        covered = covering.any(dim=0)
+        del probs, covering
+    else:
+        winner = torch.zeros((H, W), dtype=torch.long, device=device)
+        covered = torch.zeros((H, W), dtype=torch.bool, device=device)
+
+    # (3) stuff map, (4) instances over stuff: only uncovered pixels keep a stuff label
+    stuff = stuff_map(sem_seg, is_thing)
+    free = ~covered & (stuff >= 0)
+    # (5) stuff area threshold among the remaining pixels
+    area = torch.bincount(stuff[free], minlength=K)
+    big = (area >= stuff_area_thresh) & (area > 0)
+    small_pixels = free & ~big[stuff.clamp(min=0)]
+    if bool(small_pixels.any()):
+        if bool(big.any()):
+            big_ids = torch.nonzero(big, as_tuple=True)[0]
+            best_big = big_ids[sem_seg.index_select(0, big_ids).argmax(dim=0)]
+            stuff = torch.where(small_pixels, best_big, stuff)
+        else:
+            free = free & ~small_pixels  # nothing to fall back to: void
+
+    # (6) ids. Segment slot s in [0, n) = instance order[s], [n, n + K) = stuff class s - n.
+    slot = torch.full((H, W), -1, dtype=torch.long, device=device)
+    slot = torch.where(covered, winner, slot)
+    slot = torch.where(free, stuff + n, slot)
+    valid = slot >= 0
+    seg_area = torch.bincount(slot[valid], minlength=n + K)
+    present = seg_area > 0
+    ids = torch.cumsum(present.long(), 0) * present.long()  # 0 for absent slots
+    panoptic_seg = torch.zeros((H, W), dtype=torch.int32, device=device)
+    panoptic_seg[valid] = ids[slot[valid]].to(torch.int32)
+
+    # segments_info (one transfer to host)
+    present_slots = torch.nonzero(present, as_tuple=True)[0].cpu().tolist()
+    seg_area_l = seg_area.cpu().tolist()
+    order_l = order.cpu().tolist()
+    cls_l = instances.pred_classes.cpu().tolist() if n else []
+    score_l = instances.scores.cpu().tolist() if n else []
+    segments_info = []
+    for seg_id, s in enumerate(present_slots, start=1):
+        if s < n:
+            i = order_l[s]
+            segments_info.append(
+                {
+                    "id": seg_id,
+                    "category_id": int(cls_l[i]),
+                    "isthing": True,
+                    "area": int(seg_area_l[s]),
+                    "score": float(score_l[i]),
+                    "instance_id": int(i),
+                }
+            )
+        else:
+            segments_info.append(
+                {"id": seg_id, "category_id": s - n, "isthing": False, "area": int(seg_area_l[s])}
+            )
+    return panoptic_seg, segments_info
+
+
+def kirillov_panoptic_merge(
+    sem_seg: torch.Tensor,
+    instances,
+    is_thing: Union[torch.Tensor, Sequence[bool]],
+    *,
+    overlap_thresh: float = 0.5,
+    stuff_area_thresh: int = 4096,
+    instance_score_thresh: float = 0.5,
+    mask_threshold: float = 0.5,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """The Kirillov et al. / PanopticFPN merge, on our K-class semantic output.
+
+    Detectron2's :func:`combine_semantic_and_instance_outputs` does the work: instances with
+    ``score >= instance_score_thresh`` are pasted in decreasing score order (mask =
+    ``pred_masks >= mask_threshold``); an instance whose already-taken part exceeds
+    ``overlap_thresh`` of its mask is dropped, otherwise it takes its free pixels. The free
+    pixels then take the stuff map (best stuff class per pixel, as in :func:`stuff_map`); a stuff
+    class covering fewer than ``stuff_area_thresh`` free pixels is dropped and its pixels stay
+    void (unlike the JSIS rule 5).
+
+    Args and returns: as :func:`jsis_panoptic_merge` (same output format: int32 [H, W] ids,
+    segments_info with ``id``, ``category_id`` (contiguous), ``isthing``, ``area``, ``score``
+    and ``instance_id`` for things). ``pred_masks`` may be float probabilities or bool.
+    """
+    from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
+    from detectron2.structures import Instances
+
+    is_thing = _check_inputs(sem_seg, instances, is_thing)
+    device = sem_seg.device
+    masks = instances.pred_masks.to(device)
+    if masks.dtype != torch.bool:
+        masks = masks >= mask_threshold
+    inst = Instances(
+        tuple(sem_seg.shape[1:]),
+        pred_masks=masks,
+        scores=instances.scores.to(device),
+        pred_classes=instances.pred_classes.to(device),
+    )
+    # Detectron2 reserves label 0 for "things": shift our stuff labels by one so that any
+    # contiguous index (even 0, when there are no things) is kept, and mark void as 0.
+    semantic = stuff_map(sem_seg, is_thing) + 1
+    panoptic_seg, segments_info = combine_semantic_and_instance_outputs(
+        inst, semantic, overlap_thresh, stuff_area_thresh, instance_score_thresh
+    )
+    if segments_info:
+        areas = torch.bincount(panoptic_seg.flatten().long(), minlength=len(segments_info) + 1)
+        areas = areas.cpu().tolist()
+    out = []
+    for s in segments_info:
+        s = dict(s)
+        if s["isthing"]:
+            s["area"] = int(areas[s["id"]])
+            s["category_id"] = int(s["category_id"])
+        else:
+            s["category_id"] = int(s["category_id"]) - 1
+            s["area"] = int(s["area"])
+        out.append(s)
+    return panoptic_seg.to(torch.int32), out
