@@ -1,2 +1,10 @@
-"""Data: label space, dataset registration, mapper, synthetic dataset."""
+"""Data: label space, dataset registration, mapper, synthetic dataset.
+
+Importing this package registers every built-in dataset (lazily) with Detectron2.
+"""
 from .label_space import LabelSpace  # noqa: F401
+from . import datasets  # noqa: F401,E402  (registers jsis_* datasets)
+from .augmentations import build_augmentations  # noqa: F401,E402
+from .dataset_mapper import BadSampleError, JSISDatasetMapper  # noqa: F401,E402
+from .synthetic import make_synthetic_datasets, register_synthetic_datasets  # noqa: F401,E402
+from .datasets.panoptic import register_panoptic_dataset  # noqa: F401,E402

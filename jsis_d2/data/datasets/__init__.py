@@ -1,1 +1,9 @@
 """Dataset registration (COCO panoptic, Mapillary Vistas, custom, synthetic)."""
+from .panoptic import (  # noqa: F401
+    DatasetNotFoundError,
+    load_panoptic_json,
+    panoptic_metadata,
+    register_panoptic_dataset,
+)
+from . import builtin  # noqa: F401,E402  (registers the jsis_* datasets at import)
+from .builtin import register_all  # noqa: F401,E402

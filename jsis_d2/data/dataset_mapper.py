@@ -1,0 +1,252 @@
+"""JSISDatasetMapper: one dataset dict -> model input, with targets derived at load time.
+
+Shape legend: H, W = original image size (dataset dict "height"/"width"); H', W' = network
+input size (``INPUT.JSIS.FIXED_SIZE``); N = number of instance targets.
+
+Nothing is preprocessed offline: the mapper reads the image and the COCO-format panoptic PNG,
+applies the same geometric transforms to both (image bilinear, panoptic map nearest, so the
+semantic map and the masks stay aligned), then derives the targets with
+:func:`jsis_d2.data.targets.panoptic_targets`:
+
+- ``sem_seg`` over all K classes: contiguous index per pixel; void (id 0, unlabeled) ->
+  ``ignore_label`` (``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``, 255); crowd pixels -> their class
+  (``INPUT.JSIS.CROWD_SEM_SEG: "class"``, default) or ``ignore_label`` ("ignore").
+- ``instances``: every non-crowd thing segment with at least one pixel after the resize;
+  boxes are tight around the resized masks (the JSON bbox is not used). Crowd regions never
+  become instances.
+
+Bad samples raise :class:`BadSampleError` naming the file: missing/corrupt image or PNG, an
+image whose size differs from the dataset dict, a PNG whose size differs from its image, a
+PNG segment id missing from segments_info or a segments_info id absent from the PNG.
+Grayscale, palette and RGBA images are converted to ``INPUT.FORMAT`` (not errors).
+With ``DATALOADER.SKIP_BAD_SAMPLES: True`` a TRAINING mapper logs the file, the reason and a
+running count (per data-loader worker) and returns ``None``, so Detectron2's ``MapDataset``
+draws another sample. Test-mode mappers always raise: evaluating on a silently different
+image set would give wrong numbers.
+"""
+import copy
+import inspect
+import logging
+import random
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from detectron2.config import configurable
+from detectron2.data import common as d2_common
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.utils.file_io import PathManager
+
+from .augmentations import build_augmentations
+from .targets import CROWD_SEM_SEG_MODES, check_segments, panoptic_targets, rgb_to_ids
+from .targets import targets_to_instances
+
+__all__ = ["JSISDatasetMapper", "BadSampleError", "read_panoptic_png"]
+
+logger = logging.getLogger(__name__)
+
+
+class _SetSamplingRandom(random.Random):
+    """``random.Random`` whose ``sample`` also accepts a set (as before Python 3.11)."""
+
+    def sample(self, population, k, **kwargs):
+        if isinstance(population, (set, frozenset)):
+            population = sorted(population)
+        return super().sample(population, k, **kwargs)
+
+
+def _fix_map_dataset_retry():
+    """detectron2 0.6 ``MapDataset.__getitem__`` retries a sample whose mapper returned None
+    with ``self._rng.sample(<a set>, k=1)``, a TypeError since Python 3.11 (d2go issue #655).
+    That is the path SKIP_BAD_SAMPLES relies on, so give MapDataset an RNG that accepts sets.
+    Applied only when the running detectron2 has that code; no-op otherwise."""
+    cls = d2_common.MapDataset
+    if sys.version_info < (3, 11) or getattr(cls, "_jsis_retry_fixed", False):
+        return
+    try:
+        buggy = "self._rng.sample(self._fallback_candidates" in inspect.getsource(cls.__getitem__)
+    except (OSError, TypeError):
+        buggy = False
+    if not buggy:
+        return
+    original_init = cls.__init__
+
+    def __init__(self, dataset, map_func):
+        original_init(self, dataset, map_func)
+        self._rng = _SetSamplingRandom(42)
+
+    cls.__init__ = __init__
+    cls._jsis_retry_fixed = True
+    logger.debug("jsis_d2: patched detectron2 MapDataset retry sampling for Python >= 3.11")
+
+
+_fix_map_dataset_retry()
+
+
+class BadSampleError(ValueError):
+    """A dataset sample whose files are missing, corrupt or inconsistent (message names the file)."""
+
+
+def _read_image(file_name: str, image_format: str) -> np.ndarray:
+    try:
+        return utils.read_image(file_name, format=image_format)
+    except FileNotFoundError:
+        raise BadSampleError(f"image file not found: {file_name}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadSampleError(f"cannot read image {file_name}: {e}") from e
+
+
+def read_panoptic_png(file_name: str) -> np.ndarray:
+    """Read a COCO panoptic PNG as uint8 [H, W, 3] RGB (decode ids with ``rgb_to_ids``)."""
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            img = Image.open(f)
+            if img.mode != "RGB":
+                raise BadSampleError(
+                    f"panoptic PNG {file_name} has mode {img.mode!r}; expected RGB "
+                    "(ids = R + 256 G + 256^2 B)"
+                )
+            return np.asarray(img)
+    except FileNotFoundError:
+        raise BadSampleError(f"panoptic PNG not found: {file_name}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise BadSampleError(f"cannot read panoptic PNG {file_name}: {e}") from e
+
+
+class JSISDatasetMapper:
+    """Maps a jsis_d2 panoptic dataset dict to the model input.
+
+    Output (dict):
+        "image": uint8 tensor [3, H', W'] in ``image_format`` channel order;
+        "height", "width": ORIGINAL size H, W; "file_name", "image_id";
+        training: "sem_seg" int64 [H', W'] (contiguous k, void = ignore_label) and
+        "instances" (``Instances`` of size (H', W'): gt_boxes XYXY, gt_classes int64 in
+        [0, T), gt_masks BitMasks [N, H', W']);
+        test: "pan_seg_file_name" and "segments_info" passed through (for the evaluator).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: List,
+        image_format: str = "BGR",
+        crowd_sem_seg: str = "class",
+        ignore_label: int = 255,
+        skip_bad_samples: bool = False,
+    ):
+        """
+        Args:
+            is_train: training mode (targets, flip) or test mode (image only).
+            augmentations: Detectron2 augmentations/transforms (see ``build_augmentations``).
+            image_format: ``INPUT.FORMAT`` ("BGR", "RGB", ...).
+            crowd_sem_seg: "class" or "ignore": semantic target of crowd pixels.
+            ignore_label: semantic target of void pixels.
+            skip_bad_samples: training only: return None (logged) instead of raising.
+        """
+        if crowd_sem_seg not in CROWD_SEM_SEG_MODES:
+            raise ValueError(
+                f"INPUT.JSIS.CROWD_SEM_SEG must be one of {CROWD_SEM_SEG_MODES}, "
+                f"got {crowd_sem_seg!r}"
+            )
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.crowd_sem_seg = crowd_sem_seg
+        self.ignore_label = int(ignore_label)
+        self.skip_bad_samples = bool(skip_bad_samples) and is_train
+        self.num_skipped = 0
+        mode = "training" if is_train else "inference"
+        logger.info(f"[JSISDatasetMapper] Augmentations used in {mode}: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        return {
+            "is_train": is_train,
+            "augmentations": build_augmentations(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "crowd_sem_seg": cfg.INPUT.JSIS.CROWD_SEM_SEG,
+            "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "skip_bad_samples": cfg.DATALOADER.SKIP_BAD_SAMPLES,
+        }
+
+    def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
+        try:
+            return self._map(dataset_dict)
+        except BadSampleError as e:
+            if not self.skip_bad_samples:
+                raise
+            self.num_skipped += 1
+            logger.warning(
+                "Skipping bad sample %s (image_id %s): %s [%d bad sample(s) skipped so far by "
+                "this worker; DATALOADER.SKIP_BAD_SAMPLES=True]",
+                dataset_dict.get("file_name"),
+                dataset_dict.get("image_id"),
+                e,
+                self.num_skipped,
+            )
+            return None
+
+    def _map(self, dataset_dict: Dict) -> Dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        file_name = dataset_dict["file_name"]
+        image = _read_image(file_name, self.image_format)
+        h, w = image.shape[:2]
+        expected = (dataset_dict.get("height", h), dataset_dict.get("width", w))
+        if (h, w) != tuple(expected):
+            raise BadSampleError(
+                f"image {file_name} is {h}x{w} (HxW) but its dataset entry says "
+                f"{expected[0]}x{expected[1]}"
+            )
+        dataset_dict["height"], dataset_dict["width"] = h, w
+
+        pan_rgb = None
+        if self.is_train:
+            pan_file = dataset_dict.get("pan_seg_file_name")
+            if pan_file is None:
+                raise BadSampleError(f"dataset entry of {file_name} has no 'pan_seg_file_name'")
+            pan_rgb = read_panoptic_png(pan_file)
+            if pan_rgb.shape[:2] != (h, w):
+                raise BadSampleError(
+                    f"panoptic PNG {pan_file} is {pan_rgb.shape[0]}x{pan_rgb.shape[1]} but its "
+                    f"image {file_name} is {h}x{w}"
+                )
+            segments_info = dataset_dict["segments_info"]
+            not_in_json, not_in_png = check_segments(rgb_to_ids(pan_rgb), segments_info)
+            if not_in_json:
+                raise BadSampleError(
+                    f"panoptic PNG {pan_file} contains segment id(s) {not_in_json[:10]} that "
+                    "are not in its segments_info (JSON)"
+                )
+            if not_in_png:
+                raise BadSampleError(
+                    f"segments_info (JSON) of {pan_file} lists segment id(s) {not_in_png[:10]} "
+                    "that do not appear in the PNG"
+                )
+
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        if not self.is_train:
+            return dataset_dict
+
+        # Nearest resize/flip of the RGB-encoded map keeps every pixel an exact segment id.
+        pan_ids = rgb_to_ids(transforms.apply_segmentation(pan_rgb))
+        targets = panoptic_targets(
+            pan_ids,
+            dataset_dict["segments_info"],
+            crowd_sem_seg=self.crowd_sem_seg,
+            ignore_label=self.ignore_label,
+        )
+        dataset_dict["sem_seg"] = torch.as_tensor(targets.sem_seg, dtype=torch.int64)
+        dataset_dict["instances"] = targets_to_instances(targets)
+        dataset_dict.pop("pan_seg_file_name", None)
+        dataset_dict.pop("segments_info", None)
+        return dataset_dict

@@ -1,0 +1,106 @@
+"""Built-in datasets, registered at import (lazily: nothing is read until DatasetCatalog.get).
+
+Root: ``$DETECTRON2_DATASETS`` (default ``./datasets``), as in Detectron2. Expected layout::
+
+    coco/
+      train2017/  val2017/                          images (*.jpg)
+      panoptic_train2017/  panoptic_val2017/        panoptic PNGs
+      annotations/panoptic_{train,val}2017.json
+    mapillary_vistas/                               Mapillary Vistas v1.2
+      training/images/*.jpg
+      training/panoptic/panoptic_2018.json
+      training/panoptic/*.png
+      validation/...                                (same)
+    jsis_synthetic/                                 python tools/make_synthetic_dataset.py
+      {train,val}/images/*.png, {train,val}/panoptic/*.png,
+      {train,val}/panoptic_{train,val}.json
+
+Names (never Detectron2's own): jsis_coco_2017_{train,val}_panoptic,
+jsis_mapillary_vistas_{train,val}_panoptic, jsis_synthetic_{train,val}.
+"""
+import json
+import os
+from typing import Dict, List, Optional
+
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+from ..synthetic import register_synthetic_datasets
+from .panoptic import register_panoptic_dataset
+
+__all__ = ["register_all", "mapillary_vistas_categories", "datasets_root"]
+
+COCO_HINT = (
+    "Get COCO panoptic 2017 from https://cocodataset.org/#download (train2017.zip, "
+    "val2017.zip, panoptic_annotations_trainval2017.zip; unzip the panoptic_*2017.zip inside "
+    "annotations/ into coco/) and set DETECTRON2_DATASETS to the folder holding coco/."
+)
+MAPILLARY_HINT = (
+    "Get Mapillary Vistas v1.2 from https://www.mapillary.com/dataset/vistas (research "
+    "edition) into mapillary_vistas/{training,validation}/{images,panoptic} and set "
+    "DETECTRON2_DATASETS to the folder holding mapillary_vistas/."
+)
+
+_COCO_SPLITS = {
+    "jsis_coco_2017_train_panoptic": (
+        "coco/train2017",
+        "coco/panoptic_train2017",
+        "coco/annotations/panoptic_train2017.json",
+    ),
+    "jsis_coco_2017_val_panoptic": (
+        "coco/val2017",
+        "coco/panoptic_val2017",
+        "coco/annotations/panoptic_val2017.json",
+    ),
+}
+_MAPILLARY_SPLITS = {
+    "jsis_mapillary_vistas_train_panoptic": "mapillary_vistas/training",
+    "jsis_mapillary_vistas_val_panoptic": "mapillary_vistas/validation",
+}
+
+
+def datasets_root() -> str:
+    """``$DETECTRON2_DATASETS`` or ``datasets``."""
+    return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+def mapillary_vistas_categories() -> List[Dict]:
+    """The 65 Mapillary Vistas v1.2 panoptic categories (37 things, 28 stuff), package data."""
+    path = os.path.join(os.path.dirname(__file__), "mapillary_vistas_v1.2_categories.json")
+    with open(path) as f:
+        return json.load(f)
+
+
+def register_all(root: Optional[str] = None) -> None:
+    """Register every built-in dataset under ``root`` (default :func:`datasets_root`).
+
+    Idempotent; calling it again (e.g. after changing ``DETECTRON2_DATASETS``) re-registers
+    the names with the new paths.
+    """
+    root = root or datasets_root()
+    coco_categories = [
+        {k: c[k] for k in ("id", "name", "isthing", "color")} for c in COCO_CATEGORIES
+    ]
+    for name, (images, panoptic, js) in _COCO_SPLITS.items():
+        register_panoptic_dataset(
+            name,
+            os.path.join(root, images),
+            os.path.join(root, panoptic),
+            os.path.join(root, js),
+            coco_categories,
+            missing_hint=COCO_HINT,
+        )
+    mapillary = mapillary_vistas_categories()
+    for name, split_dir in _MAPILLARY_SPLITS.items():
+        d = os.path.join(root, split_dir)
+        register_panoptic_dataset(
+            name,
+            os.path.join(d, "images"),
+            os.path.join(d, "panoptic"),
+            os.path.join(d, "panoptic", "panoptic_2018.json"),
+            mapillary,
+            missing_hint=MAPILLARY_HINT,
+        )
+    register_synthetic_datasets(os.path.join(root, "jsis_synthetic"))
+
+
+register_all()

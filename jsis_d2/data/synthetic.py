@@ -1,0 +1,434 @@
+"""Deterministic synthetic panoptic dataset in COCO panoptic format (the demo's default data).
+
+Each image is a real (if small) panoptic task:
+
+- 5 STUFF classes, decided by texture and colour statistics, covering the whole image in
+  large regions with irregular boundaries (argmax of smooth random fields; every stuff region
+  starts at >= 5% of the image): "sky" (smooth bluish gradient), "grass" (green per-pixel
+  noise), "bricks" (reddish oriented stripes, period 5-9 px), "tiles" (grey checkerboard,
+  period 8-14 px, rotated), "sand" (yellowish with sparse dark dots).
+- 4 THING classes, decided by SHAPE only ("disc", "triangle", "square", "cross"); colours are
+  random (not tied to the class) with shading and noise, rotated, 8 px to 1/3 of the image,
+  overlapping and occluding each other (every instance keeps >= 30% of its area visible).
+- A few crowd regions (iscrowd=1: a cluster of tiny shapes of one class, one segment), and
+  void pixels (thin unlabeled rings around some objects, as in COCO's annotations).
+
+Layout written under ``root`` (one folder per split)::
+
+    root/<split>/images/000000.png ...          RGB images
+    root/<split>/panoptic/000000.png ...        panoptic PNGs, id = R + 256 G + 256^2 B
+    root/<split>/panoptic_<split>.json          COCO panoptic JSON (images, annotations with
+                                                segments_info incl. area, bbox, iscrowd,
+                                                categories)
+
+Segment ids: stuff ``category_id * 1000``, things ``category_id * 1000 + n`` (n >= 1).
+Dataset category ids: things 1..4, stuff 11..15 (deliberately not contiguous: the label
+space maps them to k = 0..8, things first).
+
+Same arguments -> byte-identical files (each image has its own RNG seeded by
+(seed, split, index), so the images do not depend on ``num_images``).
+"""
+import json
+import logging
+import os
+import shutil
+import zlib
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .datasets.panoptic import register_panoptic_dataset
+
+__all__ = [
+    "SYNTHETIC_CATEGORIES",
+    "SYNTHETIC_DATASET_NAMES",
+    "default_synthetic_root",
+    "synthetic_split_paths",
+    "render_synthetic_image",
+    "generate_synthetic_dataset",
+    "register_synthetic_datasets",
+    "make_synthetic_datasets",
+]
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+THING_NAMES = ("disc", "triangle", "square", "cross")
+STUFF_NAMES = ("sky", "grass", "bricks", "tiles", "sand")
+_THING_COLORS = ([220, 20, 60], [0, 0, 142], [255, 140, 0], [106, 0, 228])
+_STUFF_COLORS = ([70, 130, 180], [107, 142, 35], [150, 60, 40], [128, 128, 128], [230, 200, 120])
+SYNTHETIC_CATEGORIES: List[Dict] = [
+    {"id": i + 1, "name": n, "isthing": 1, "color": list(_THING_COLORS[i]), "supercategory": "shape"}
+    for i, n in enumerate(THING_NAMES)
+] + [
+    {"id": 11 + i, "name": n, "isthing": 0, "color": list(_STUFF_COLORS[i]), "supercategory": "texture"}
+    for i, n in enumerate(STUFF_NAMES)
+]
+SYNTHETIC_DATASET_NAMES = {"train": "jsis_synthetic_train", "val": "jsis_synthetic_val"}
+MISSING_HINT = (
+    "Generate the synthetic dataset with `python tools/make_synthetic_dataset.py` "
+    "(writes $DETECTRON2_DATASETS/jsis_synthetic, default ./datasets/jsis_synthetic)."
+)
+
+# Generation constants (fractions are of the image area / shorter side).
+_MIN_STUFF_FRACTION = 0.05  # a stuff region below this is merged into its neighbours
+_MIN_THING_PX = 8  # smallest object size (bounding extent, pixels)
+_MAX_THING_FRACTION = 1.0 / 3  # largest object size, fraction of the shorter side
+_MIN_VISIBLE_FRACTION = 0.3  # occlusion limit: each instance keeps this much of its area
+_MIN_VISIBLE_PX = 12
+_CROWD_PROB = 0.2  # images with one crowd region
+_VOID_RING_PROB = 0.3  # objects with a 1-px unlabeled ring around them
+_MIN_COLOR_CONTRAST = 60.0  # RGB distance between a thing and the stuff under it
+
+
+def default_synthetic_root() -> str:
+    """``$DETECTRON2_DATASETS/jsis_synthetic`` (default ``./datasets/jsis_synthetic``)."""
+    return os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "jsis_synthetic")
+
+
+def synthetic_split_paths(root: str, split: str) -> Dict[str, str]:
+    """Paths of one split: {"image_root", "panoptic_root", "panoptic_json"}."""
+    d = os.path.join(root, split)
+    return {
+        "image_root": os.path.join(d, "images"),
+        "panoptic_root": os.path.join(d, "panoptic"),
+        "panoptic_json": os.path.join(d, f"panoptic_{split}.json"),
+    }
+
+
+# ------------------------------------------------------------------------------ rendering
+def _hsv(rng, h: Tuple[float, float], s: Tuple[float, float], v: Tuple[float, float]) -> np.ndarray:
+    """Random colour with hue/sat/val in the given ranges (fractions) -> float32 RGB [3]."""
+    hsv = np.array(
+        [[[rng.uniform(*h) % 1.0 * 180.0, rng.uniform(*s) * 255.0, rng.uniform(*v) * 255.0]]]
+    )
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _stuff_texture(k: int, rng, h: int, w: int) -> np.ndarray:
+    """float32 [h, w, 3] RGB texture of stuff class k (index into STUFF_NAMES)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta = rng.uniform(0, np.pi)
+    u = xx * np.cos(theta) + yy * np.sin(theta)
+    v = -xx * np.sin(theta) + yy * np.cos(theta)
+    name = STUFF_NAMES[k]
+    if name == "sky":
+        base = _hsv(rng, (0.55, 0.65), (0.35, 0.7), (0.75, 0.95))
+        shade = 1.0 - 0.3 * (yy / max(h - 1, 1)) * rng.uniform(0.5, 1.0)
+        lum = (shade - 1.0) * 255.0 + rng.normal(0, 2.0, (h, w))
+    elif name == "grass":
+        base = _hsv(rng, (0.22, 0.38), (0.5, 0.85), (0.35, 0.6))
+        lum = rng.normal(0, 28.0, (h, w))
+    elif name == "bricks":
+        base = _hsv(rng, (-0.03, 0.06), (0.5, 0.8), (0.5, 0.8))
+        period = rng.uniform(5.0, 9.0)
+        lum = 45.0 * np.sin(2 * np.pi * u / period + rng.uniform(0, 2 * np.pi))
+        lum = lum + rng.normal(0, 6.0, (h, w))
+    elif name == "tiles":
+        base = _hsv(rng, (0.0, 1.0), (0.0, 0.12), (0.45, 0.8))
+        period = rng.uniform(8.0, 14.0)
+        checker = np.sign(np.sin(np.pi * u / period) * np.sin(np.pi * v / period))
+        lum = 35.0 * checker + rng.normal(0, 5.0, (h, w))
+    else:  # sand
+        base = _hsv(rng, (0.11, 0.16), (0.35, 0.6), (0.7, 0.9))
+        dots = (rng.random((h, w)) < 0.04).astype(np.float32)
+        dots = cv2.dilate(dots, np.ones((2, 2), np.uint8))
+        lum = -80.0 * dots + rng.normal(0, 6.0, (h, w))
+    return base[None, None, :] + lum[:, :, None].astype(np.float32)
+
+
+def _stuff_layout(rng, h: int, w: int, n: int) -> np.ndarray:
+    """int [h, w] region index in [0, n): argmax of smooth random fields, regions >= 5%."""
+    fields = []
+    for _ in range(n):
+        coarse = cv2.resize(rng.normal(size=(3, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        fine = cv2.resize(rng.normal(size=(12, 12)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        fields.append(coarse + 0.2 * fine)
+    fields = np.stack(fields)
+    alive = np.ones(n, dtype=bool)
+    while True:
+        scores = np.where(alive[:, None, None], fields, -np.inf)
+        region = scores.argmax(0)
+        areas = np.bincount(region.ravel(), minlength=n)
+        small = np.nonzero(alive & (areas < _MIN_STUFF_FRACTION * h * w))[0]
+        if len(small) == 0 or alive.sum() == 1:
+            return region
+        alive[small[np.argmin(areas[small])]] = False
+
+
+def _shape_polygon(cls: int, rng, cx: float, cy: float, size: float) -> List[Tuple[float, float]]:
+    """Polygon (x, y) of thing class ``cls`` with bounding extent ~``size``, random rotation."""
+    r = size / 2.0
+    if THING_NAMES[cls] == "disc":
+        a = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+        pts = np.stack([np.cos(a) * r, np.sin(a) * r * rng.uniform(0.85, 1.0)], 1)
+    elif THING_NAMES[cls] == "triangle":
+        a = np.array([0, 2 * np.pi / 3, 4 * np.pi / 3]) + np.pi / 2
+        pts = np.stack([np.cos(a), np.sin(a)], 1) * r * 1.1
+    elif THING_NAMES[cls] == "square":
+        s = r * 0.75
+        pts = np.array([[-s, -s], [s, -s], [s, s], [-s, s]]) * [1.0, rng.uniform(0.85, 1.0)]
+    else:  # cross
+        t = r * 0.33
+        pts = np.array(
+            [[-t, -r], [t, -r], [t, -t], [r, -t], [r, t], [t, t], [t, r], [-t, r],
+             [-t, t], [-r, t], [-r, -t], [-t, -t]]
+        )
+    ang = rng.uniform(0, 2 * np.pi)
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    pts = pts @ rot.T + [cx, cy]
+    return [(float(x), float(y)) for x, y in pts]
+
+
+def _polygon_mask(poly, h: int, w: int) -> np.ndarray:
+    canvas = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(canvas).polygon(poly, fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def _sample_size(rng, h: int, w: int) -> float:
+    hi = max(_MIN_THING_PX + 1.0, _MAX_THING_FRACTION * min(h, w))
+    lo = float(_MIN_THING_PX)
+    mid = min(2.0 * lo, hi)
+    if rng.random() < 0.25:  # small objects
+        return float(np.exp(rng.uniform(np.log(lo), np.log(mid))))
+    return float(np.exp(rng.uniform(np.log(mid), np.log(hi))))
+
+
+def render_synthetic_image(rng, h: int, w: int) -> Tuple[np.ndarray, np.ndarray, List[Dict]]:
+    """One synthetic image.
+
+    Returns:
+        image uint8 [h, w, 3] RGB; pan_ids int64 [h, w] (0 = void); segments: list of
+        {"id", "category_id" (dataset id), "iscrowd"} for every id > 0 in ``pan_ids``.
+    """
+    # ---- stuff: 1-4 classes in large irregular regions
+    n_stuff = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.4, 0.35, 0.15]))
+    stuff_cls = rng.choice(len(STUFF_NAMES), n_stuff, replace=False)
+    region = _stuff_layout(rng, h, w, n_stuff)
+    image = np.zeros((h, w, 3), np.float32)
+    pan = np.zeros((h, w), np.int64)
+    segments = []
+    for j, k in enumerate(stuff_cls):
+        m = region == j
+        if not m.any():
+            continue
+        cat = SYNTHETIC_CATEGORIES[len(THING_NAMES) + int(k)]["id"]
+        image[m] = _stuff_texture(int(k), rng, h, w)[m]
+        pan[m] = cat * 1000
+        segments.append({"id": cat * 1000, "category_id": cat, "iscrowd": 0})
+
+    # ---- things (and at most one crowd), painted in order: later ones occlude earlier ones
+    owner = np.zeros((h, w), np.int32)  # index + 1 of the painted object owning each pixel
+    objects = []  # dicts: cls, mask (full), crowd
+    plans = []
+    if rng.random() < _CROWD_PROB:
+        plans.append(True)
+    plans += [False] * int(rng.integers(2, 8))
+    attempts = 0
+    while plans and attempts < 40:
+        attempts += 1
+        crowd = plans[0]
+        cls = int(rng.integers(len(THING_NAMES)))
+        if crowd:
+            cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+            spread = rng.uniform(0.08, 0.15) * min(h, w)
+            mask = np.zeros((h, w), bool)
+            for _ in range(int(rng.integers(5, 10))):
+                px, py = cx + rng.normal(0, spread), cy + rng.normal(0, spread)
+                mask |= _polygon_mask(_shape_polygon(cls, rng, px, py, rng.uniform(5, 8)), h, w)
+        else:
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            mask = _polygon_mask(_shape_polygon(cls, rng, cx, cy, _sample_size(rng, h, w)), h, w)
+        if mask.sum() < _MIN_VISIBLE_PX:
+            continue
+        # occlusion limit for the objects already painted
+        new_owner = np.where(mask, len(objects) + 1, owner)
+        visible = np.bincount(new_owner.ravel(), minlength=len(objects) + 2)[1:-1]
+        if any(
+            vis < max(_MIN_VISIBLE_FRACTION * o["mask"].sum(), _MIN_VISIBLE_PX)
+            for vis, o in zip(visible, objects)
+        ):
+            continue
+        # colour: random, but distinguishable from what lies beneath
+        under = image[mask].mean(0)
+        for _ in range(10):
+            color = rng.uniform(20, 235, 3).astype(np.float32)
+            if np.linalg.norm(color - under) >= _MIN_COLOR_CONTRAST:
+                break
+        ys, xs = np.nonzero(mask)
+        g = rng.normal(size=2)
+        g = g / (np.linalg.norm(g) + 1e-6) * rng.uniform(10, 30) / max(np.ptp(xs) + np.ptp(ys), 1)
+        shade = (xs - xs.mean()) * g[0] + (ys - ys.mean()) * g[1]
+        image[ys, xs] = color + shade[:, None] + rng.normal(0, 5.0, (len(xs), 1))
+        owner = new_owner
+        objects.append({"cls": cls, "mask": mask, "crowd": crowd})
+        plans.pop(0)
+
+    ring_kernel = np.ones((3, 3), np.uint8)
+    void = np.zeros((h, w), bool)
+    for i, o in enumerate(objects):
+        cat = SYNTHETIC_CATEGORIES[o["cls"]]["id"]
+        seg_id = cat * 1000 + i + 1
+        vis = owner == i + 1
+        pan[vis] = seg_id
+        segments.append({"id": seg_id, "category_id": cat, "iscrowd": int(o["crowd"])})
+        if not o["crowd"] and rng.random() < _VOID_RING_PROB:
+            void |= cv2.dilate(o["mask"].astype(np.uint8), ring_kernel).astype(bool) & ~o["mask"]
+    pan[void & (owner == 0)] = 0
+
+    image = image + rng.normal(0, 3.0, image.shape).astype(np.float32)
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    present = set(np.unique(pan).tolist())
+    segments = [s for s in segments if s["id"] in present]
+    return image, pan, segments
+
+
+def _segment_stats(pan: np.ndarray, seg_id: int) -> Tuple[int, List[int]]:
+    ys, xs = np.nonzero(pan == seg_id)
+    x0, y0 = int(xs.min()), int(ys.min())
+    return int(len(xs)), [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
+
+
+def _ids_to_rgb(pan: np.ndarray) -> np.ndarray:
+    return np.stack([pan % 256, pan // 256 % 256, pan // 65536], -1).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------ dataset files
+def _params(split, num_images, image_size, seed, image_format) -> Dict:
+    return {
+        "version": GENERATOR_VERSION,
+        "split": split,
+        "num_images": int(num_images),
+        "image_size": [int(s) for s in image_size],
+        "seed": int(seed),
+        "image_format": image_format,
+    }
+
+
+def _existing_params(json_file: str) -> Optional[Dict]:
+    try:
+        with open(json_file) as f:
+            return json.load(f).get("info", {}).get("jsis_synthetic")
+    except (OSError, ValueError):
+        return None
+
+
+def generate_synthetic_dataset(
+    root: str,
+    split: str = "train",
+    num_images: int = 400,
+    image_size: Union[int, Sequence[int]] = 128,
+    seed: int = 0,
+    image_format: str = "png",
+    overwrite: bool = False,
+) -> Dict[str, str]:
+    """Write one split of the synthetic dataset under ``root/<split>`` (layout: module doc).
+
+    Args:
+        root: dataset root folder.
+        split: split name ("train", "val", ...); part of every image's RNG seed.
+        num_images: number of images.
+        image_size: H (square) or [H, W], pixels.
+        seed: base seed. Same arguments -> byte-identical files.
+        image_format: "png" (lossless, default) or "jpg".
+        overwrite: regenerate even if the split already exists with the same arguments.
+
+    Returns:
+        {"image_root", "panoptic_root", "panoptic_json"}.
+
+    A split folder that already holds this generator's output with the same arguments is
+    reused as is (unless ``overwrite``); with other arguments it is replaced. A non-empty
+    folder that this generator did not write is never deleted (ValueError).
+    """
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    h, w = (int(s) for s in image_size)
+    if h < 32 or w < 32:
+        raise ValueError(f"synthetic image_size must be >= 32 px, got {image_size}")
+    if image_format not in ("png", "jpg"):
+        raise ValueError(f"synthetic image_format must be 'png' or 'jpg', got {image_format!r}")
+    paths = synthetic_split_paths(root, split)
+    params = _params(split, num_images, (h, w), seed, image_format)
+    split_dir = os.path.dirname(paths["panoptic_json"])
+    if os.path.isdir(split_dir) and os.listdir(split_dir):
+        old = _existing_params(paths["panoptic_json"])
+        if old is None:
+            raise ValueError(
+                f"{split_dir} exists and was not written by the synthetic generator; "
+                "choose another root or remove it"
+            )
+        if old == params and not overwrite:
+            logger.info(f"Synthetic split {split!r} already at {split_dir} (same arguments)")
+            return paths
+        shutil.rmtree(split_dir)
+    os.makedirs(paths["image_root"], exist_ok=True)
+    os.makedirs(paths["panoptic_root"], exist_ok=True)
+
+    split_code = zlib.crc32(split.encode("utf-8"))
+    images, annotations = [], []
+    for i in range(num_images):
+        rng = np.random.default_rng([int(seed), split_code, i])
+        image, pan, segments = render_synthetic_image(rng, h, w)
+        stem = f"{i:06d}"
+        image_name = f"{stem}.{image_format}"
+        if image_format == "png":
+            Image.fromarray(image).save(os.path.join(paths["image_root"], image_name))
+        else:
+            Image.fromarray(image).save(os.path.join(paths["image_root"], image_name), quality=95)
+        Image.fromarray(_ids_to_rgb(pan)).save(os.path.join(paths["panoptic_root"], f"{stem}.png"))
+        for s in segments:
+            s["area"], s["bbox"] = _segment_stats(pan, s["id"])
+        images.append({"id": i, "file_name": image_name, "height": h, "width": w})
+        annotations.append({"image_id": i, "file_name": f"{stem}.png", "segments_info": segments})
+    data = {
+        "info": {"description": "jsis_d2 synthetic panoptic dataset", "jsis_synthetic": params},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": SYNTHETIC_CATEGORIES,
+    }
+    with open(paths["panoptic_json"], "w") as f:
+        json.dump(data, f, sort_keys=True, separators=(",", ":"))
+    logger.info(f"Wrote {num_images} synthetic {h}x{w} images ({split}) to {split_dir}")
+    return paths
+
+
+def register_synthetic_datasets(root: Optional[str] = None, names: Optional[Dict[str, str]] = None) -> None:
+    """Register ``jsis_synthetic_{train,val}`` (or ``names``: split -> dataset name) at ``root``
+    (default :func:`default_synthetic_root`). Lazy: the files may not exist yet."""
+    root = root or default_synthetic_root()
+    for split, name in (names or SYNTHETIC_DATASET_NAMES).items():
+        p = synthetic_split_paths(root, split)
+        register_panoptic_dataset(
+            name, p["image_root"], p["panoptic_root"], p["panoptic_json"],
+            SYNTHETIC_CATEGORIES, missing_hint=MISSING_HINT,
+        )
+
+
+def make_synthetic_datasets(
+    root: Optional[str] = None,
+    num_train: int = 400,
+    num_val: int = 50,
+    image_size: Union[int, Sequence[int]] = 128,
+    seed: int = 0,
+    image_format: str = "png",
+    overwrite: bool = False,
+    register: bool = True,
+) -> Dict[str, Dict[str, str]]:
+    """Generate the train and val splits (different images: the split is part of the seed)
+    and register them as ``jsis_synthetic_train`` / ``jsis_synthetic_val``.
+
+    Returns {"train": paths, "val": paths} (see :func:`synthetic_split_paths`).
+    """
+    root = root or default_synthetic_root()
+    out = {}
+    for split, n in (("train", num_train), ("val", num_val)):
+        out[split] = generate_synthetic_dataset(
+            root, split, n, image_size, seed, image_format, overwrite=overwrite
+        )
+    if register:
+        register_synthetic_datasets(root)
+    return out
