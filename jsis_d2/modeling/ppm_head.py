@@ -165,7 +165,8 @@ class PPMHead(nn.Module):
         elif output_size is not None:
             size = tuple(int(s) for s in output_size)
         else:
-            size = tuple(int(s) * self.feature_stride for s in x.shape[-2:])
+            feat = features[self.in_feature]
+            size = tuple(int(s) * self.feature_stride for s in feat.shape[-2:])
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         if self.training:
             if targets is None:
