@@ -118,6 +118,35 @@ def test_resize_and_flip_apply_to_image_and_targets(tmp_path):
     assert (out["height"], out["width"]) == (H, W)  # original size
 
 
+def test_many_segments_path_matches_nearest_resize(tmp_path):
+    """More than 254 segments: the label map goes through the RGB-encoded path."""
+    h, w = 20, 16  # 320 one-pixel segments
+    ids = (np.arange(h * w, dtype=np.int64).reshape(h, w) * 37 + 1) % 65000 + 1
+    d, _ = _sample(tmp_path, ids=ids, image_size=(h, w))
+    d["height"], d["width"] = h, w
+    d["segments_info"] = [
+        {"id": int(i), "category_id": int(i % 4), "isthing": bool(i % 4 < 2), "iscrowd": 0}
+        for i in ids.ravel()
+    ]
+    out = _mapper(augs=[T.Resize((2 * h, 2 * w))])(d)
+    up = ids.repeat(2, 0).repeat(2, 1)  # exact 2x nearest upscale = pixel replication
+    np.testing.assert_array_equal(out["sem_seg"].numpy(), up % 4)
+    things = [i for i in ids.ravel() if i % 4 < 2]
+    assert len(out["instances"]) == len(things) and len(d["segments_info"]) > 255
+    assert out["instances"].gt_classes.tolist() == [i % 4 for i in things]
+    np.testing.assert_array_equal(out["instances"].gt_masks.tensor[7].numpy(), up == things[7])
+    assert (out["instances"].gt_boxes.tensor[:, 2:] - out["instances"].gt_boxes.tensor[:, :2] == 2).all()
+
+
+def test_fixed_size_resize_is_a_noop_at_the_target_size():
+    from jsis_d2.data.augmentations import FixedSizeResize
+
+    img = np.zeros((H, W, 3), np.uint8)
+    assert isinstance(FixedSizeResize((H, W)).get_transform(img), T.NoOpTransform)
+    t = FixedSizeResize((H, 2 * W)).get_transform(img)
+    assert isinstance(t, T.ResizeTransform) and (t.new_h, t.new_w) == (H, 2 * W)
+
+
 def test_test_mode_passes_annotations_through(tmp_path):
     d, _ = _sample(tmp_path)
     out = _mapper(is_train=False, augs=[T.Resize((8, 8))])(d)

@@ -6,9 +6,19 @@ from detectron2.data import transforms as T
 
 from ..config import ConfigError
 
-__all__ = ["build_augmentations"]
+__all__ = ["build_augmentations", "FixedSizeResize"]
 
 logger = logging.getLogger(__name__)
+
+
+class FixedSizeResize(T.Resize):
+    """``T.Resize`` to a fixed (H, W) that returns a ``NoOpTransform`` when the image already
+    has that size (skips a needless copy through PIL)."""
+
+    def get_transform(self, image):
+        if tuple(image.shape[:2]) == tuple(self.shape):
+            return T.NoOpTransform()
+        return super().get_transform(image)
 
 
 def build_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
@@ -24,7 +34,7 @@ def build_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
     if size:
         if len(size) != 2 or any(int(s) <= 0 for s in size):
             raise ConfigError(f"INPUT.JSIS.FIXED_SIZE must be [H, W] with H, W > 0, got {size}")
-        augs: List[T.Augmentation] = [T.Resize((int(size[0]), int(size[1])))]
+        augs: List[T.Augmentation] = [FixedSizeResize((int(size[0]), int(size[1])))]
     elif is_train:
         augs = [
             T.ResizeShortestEdge(

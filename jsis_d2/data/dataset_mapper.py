@@ -42,8 +42,13 @@ from detectron2.data import transforms as T
 from detectron2.utils.file_io import PathManager
 
 from .augmentations import build_augmentations
-from .targets import CROWD_SEM_SEG_MODES, check_segments, panoptic_targets, rgb_to_ids
-from .targets import targets_to_instances
+from .targets import (
+    CROWD_SEM_SEG_MODES,
+    rgb_to_ids,
+    segment_index_map,
+    targets_from_index_map,
+    targets_to_instances,
+)
 
 __all__ = ["JSISDatasetMapper", "BadSampleError", "read_panoptic_png"]
 
@@ -217,12 +222,15 @@ class JSISDatasetMapper:
                     f"image {file_name} is {h}x{w}"
                 )
             segments_info = dataset_dict["segments_info"]
-            not_in_json, not_in_png = check_segments(rgb_to_ids(pan_rgb), segments_info)
+            seg_ids = [int(seg["id"]) for seg in segments_info]
+            index, not_in_json = segment_index_map(rgb_to_ids(pan_rgb), seg_ids)
             if not_in_json:
                 raise BadSampleError(
                     f"panoptic PNG {pan_file} contains segment id(s) {not_in_json[:10]} that "
                     "are not in its segments_info (JSON)"
                 )
+            counts = np.bincount(index.ravel(), minlength=len(seg_ids) + 1)[1:]
+            not_in_png = [i for i, c in zip(seg_ids, counts) if c == 0]
             if not_in_png:
                 raise BadSampleError(
                     f"segments_info (JSON) of {pan_file} lists segment id(s) {not_in_png[:10]} "
@@ -237,13 +245,17 @@ class JSISDatasetMapper:
         if not self.is_train:
             return dataset_dict
 
-        # Nearest resize/flip of the RGB-encoded map keeps every pixel an exact segment id.
-        pan_ids = rgb_to_ids(transforms.apply_segmentation(pan_rgb))
-        targets = panoptic_targets(
-            pan_ids,
-            dataset_dict["segments_info"],
-            crowd_sem_seg=self.crowd_sem_seg,
-            ignore_label=self.ignore_label,
+        # The label map goes through the same transforms with nearest interpolation (PIL,
+        # uint8), so every output pixel is exactly one input pixel's segment: the compact
+        # index map when it fits in uint8, else the RGB-encoded ids (decoded again after).
+        if len(seg_ids) < 255:
+            index = transforms.apply_segmentation(index.astype(np.uint8))
+        else:
+            index, _ = segment_index_map(
+                rgb_to_ids(transforms.apply_segmentation(pan_rgb)), seg_ids
+            )
+        targets = targets_from_index_map(
+            index, segments_info, crowd_sem_seg=self.crowd_sem_seg, ignore_label=self.ignore_label
         )
         dataset_dict["sem_seg"] = torch.as_tensor(targets.sem_seg, dtype=torch.int64)
         dataset_dict["instances"] = targets_to_instances(targets)

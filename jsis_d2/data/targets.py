@@ -25,8 +25,10 @@ __all__ = [
     "CROWD_SEM_SEG_MODES",
     "PanopticTargets",
     "rgb_to_ids",
+    "segment_index_map",
     "check_segments",
     "panoptic_targets",
+    "targets_from_index_map",
     "targets_to_instances",
 ]
 
@@ -43,20 +45,50 @@ class PanopticTargets(NamedTuple):
             ``segments_info`` order.
         classes: int64 [N], contiguous (= thing) index of each mask.
         segment_ids: int64 [N], panoptic segment id of each mask.
+        boxes: float32 [N, 4], XYXY tight around each mask, max exclusive (pixels of the map).
     """
 
     sem_seg: np.ndarray
     masks: np.ndarray
     classes: np.ndarray
     segment_ids: np.ndarray
+    boxes: np.ndarray
 
 
 def rgb_to_ids(pan_rgb: np.ndarray) -> np.ndarray:
-    """Decode a COCO panoptic PNG: uint8 [H, W, 3] RGB -> int64 [H, W] ids R + 256 G + 256^2 B."""
+    """Decode a COCO panoptic PNG: uint8 [H, W, 3] RGB -> int32 [H, W] ids R + 256 G + 256^2 B."""
     if pan_rgb.ndim != 3 or pan_rgb.shape[2] < 3:
         raise ValueError(f"panoptic PNG must be RGB [H, W, 3], got shape {pan_rgb.shape}")
-    c = pan_rgb[:, :, :3].astype(np.int64)
-    return c[:, :, 0] + 256 * c[:, :, 1] + 65536 * c[:, :, 2]
+    ids = pan_rgb[:, :, 0].astype(np.int32)
+    ids |= pan_rgb[:, :, 1].astype(np.int32) << 8
+    ids |= pan_rgb[:, :, 2].astype(np.int32) << 16
+    return ids
+
+
+def segment_index_map(pan_ids: np.ndarray, segment_ids: Sequence[int]) -> Tuple[np.ndarray, List[int]]:
+    """Replace segment ids by their position in ``segment_ids``.
+
+    Args:
+        pan_ids: int [H, W] panoptic segment ids (0 = void).
+        segment_ids: the S segment ids of ``segments_info``, in order.
+
+    Returns:
+        (index map int32 [H, W]: 0 = void, i + 1 = ``segment_ids[i]``; sorted list of the ids
+        > 0 in ``pan_ids`` that are not in ``segment_ids`` (their pixels get 0)).
+    """
+    seg = np.asarray(segment_ids, dtype=np.int64)
+    if len(seg) == 0:
+        unknown = pan_ids != 0
+        return np.zeros(pan_ids.shape, np.int32), sorted(set(pan_ids[unknown].tolist()))
+    order = np.argsort(seg, kind="stable")
+    sorted_ids = seg[order].astype(pan_ids.dtype if seg.max() < 2**31 else np.int64)
+    pos = np.searchsorted(sorted_ids, pan_ids)
+    np.minimum(pos, len(sorted_ids) - 1, out=pos)
+    found = sorted_ids[pos] == pan_ids
+    index = np.where(found, (order + 1).astype(np.int32)[pos], np.int32(0))
+    unknown = ~found & (pan_ids != 0)
+    bad = sorted(set(pan_ids[unknown].tolist())) if unknown.any() else []
+    return index, bad
 
 
 def check_segments(pan_ids: np.ndarray, segments_info: Sequence[Dict]) -> Tuple[List[int], List[int]]:
@@ -66,10 +98,10 @@ def check_segments(pan_ids: np.ndarray, segments_info: Sequence[Dict]) -> Tuple[
         (ids in the map (> 0) that no segment describes, segment ids absent from the map), both
         sorted lists; two empty lists mean the PNG and the JSON agree.
     """
-    present = np.unique(pan_ids)
-    present = set(int(i) for i in present[present != 0])
-    described = [int(s["id"]) for s in segments_info]
-    return sorted(present - set(described)), sorted(set(described) - present)
+    ids = [int(s["id"]) for s in segments_info]
+    index, unknown = segment_index_map(pan_ids, ids)
+    counts = np.bincount(index.ravel(), minlength=len(ids) + 1)[1:]
+    return unknown, sorted(i for i, c in zip(ids, counts) if c == 0)
 
 
 def panoptic_targets(
@@ -92,48 +124,57 @@ def panoptic_targets(
         ValueError: an id in ``pan_ids`` (other than 0) that no segment describes, or a bad
             ``crowd_sem_seg``.
     """
+    index, unknown = segment_index_map(pan_ids, [int(s["id"]) for s in segments_info])
+    if unknown:
+        raise ValueError(
+            f"segment id(s) {unknown[:10]} in the panoptic map are not in segments_info"
+        )
+    return targets_from_index_map(
+        index, segments_info, crowd_sem_seg=crowd_sem_seg, ignore_label=ignore_label
+    )
+
+
+def targets_from_index_map(
+    index: np.ndarray,
+    segments_info: Sequence[Dict],
+    *,
+    crowd_sem_seg: str = "class",
+    ignore_label: int = 255,
+) -> PanopticTargets:
+    """Like :func:`panoptic_targets`, from an index map (int [H, W]: 0 = void, i + 1 =
+    ``segments_info[i]``, see :func:`segment_index_map`). Values above S are not allowed."""
     if crowd_sem_seg not in CROWD_SEM_SEG_MODES:
         raise ValueError(
             f"INPUT.JSIS.CROWD_SEM_SEG must be one of {CROWD_SEM_SEG_MODES}, got {crowd_sem_seg!r}"
         )
-    pan_ids = np.asarray(pan_ids, dtype=np.int64)
-    h, w = pan_ids.shape
+    h, w = index.shape
     seg_ids = np.array([int(s["id"]) for s in segments_info], dtype=np.int64)
     seg_cls = np.array([int(s["category_id"]) for s in segments_info], dtype=np.int64)
     crowd = np.array([bool(s.get("iscrowd", 0)) for s in segments_info], dtype=bool)
     thing = np.array([bool(s["isthing"]) for s in segments_info], dtype=bool)
 
-    # Compact index per pixel: 0 = void, i + 1 = segments_info[i] (searchsorted, vectorized).
-    order = np.argsort(seg_ids, kind="stable")
-    sorted_ids = seg_ids[order]
-    pos = np.searchsorted(sorted_ids, pan_ids).clip(max=max(len(sorted_ids) - 1, 0))
-    if len(sorted_ids):
-        found = sorted_ids[pos] == pan_ids
-        compact = np.where(found, order[pos] + 1, 0)
-    else:
-        found = np.zeros_like(pan_ids, dtype=bool)
-        compact = np.zeros_like(pan_ids)
-    unknown = (~found) & (pan_ids != 0)
-    if unknown.any():
-        raise ValueError(
-            f"segment id(s) {sorted(set(pan_ids[unknown].tolist()))[:10]} in the panoptic map "
-            "are not in segments_info"
-        )
-
     sem_of_segment = seg_cls.copy()
     if crowd_sem_seg == "ignore":
         sem_of_segment[crowd] = ignore_label
     lut = np.concatenate([[ignore_label], sem_of_segment]).astype(np.int64)
-    sem_seg = lut[compact]
+    sem_seg = lut[index]
 
     inst_idx = np.nonzero(thing & ~crowd)[0]
-    if len(inst_idx):
-        masks = compact[None] == (inst_idx + 1)[:, None, None]
-        keep = masks.reshape(len(inst_idx), -1).any(axis=1)
-        masks, inst_idx = masks[keep], inst_idx[keep]
-    else:
-        masks = np.zeros((0, h, w), dtype=bool)
-    return PanopticTargets(sem_seg, masks, seg_cls[inst_idx], seg_ids[inst_idx])
+    masks = index[None] == (inst_idx + 1)[:, None, None].astype(index.dtype)
+    rows = masks.any(axis=2)  # [N, H]
+    cols = masks.any(axis=1)  # [N, W]
+    keep = rows.any(axis=1)
+    masks, rows, cols, inst_idx = masks[keep], rows[keep], cols[keep], inst_idx[keep]
+    boxes = np.stack(
+        [
+            cols.argmax(axis=1),
+            rows.argmax(axis=1),
+            w - cols[:, ::-1].argmax(axis=1),
+            h - rows[:, ::-1].argmax(axis=1),
+        ],
+        axis=1,
+    ).astype(np.float32).reshape(-1, 4)
+    return PanopticTargets(sem_seg, masks, seg_cls[inst_idx], seg_ids[inst_idx], boxes)
 
 
 def targets_to_instances(targets: PanopticTargets) -> Instances:
@@ -142,8 +183,7 @@ def targets_to_instances(targets: PanopticTargets) -> Instances:
     ``gt_classes`` int64 [N] in [0, T)."""
     h, w = targets.sem_seg.shape
     inst = Instances((h, w))
-    masks = BitMasks(torch.from_numpy(np.ascontiguousarray(targets.masks)))
-    inst.gt_boxes = masks.get_bounding_boxes() if len(masks) else Boxes(torch.zeros((0, 4)))
+    inst.gt_boxes = Boxes(torch.from_numpy(targets.boxes))
     inst.gt_classes = torch.as_tensor(targets.classes, dtype=torch.int64)
-    inst.gt_masks = masks
+    inst.gt_masks = BitMasks(torch.from_numpy(np.ascontiguousarray(targets.masks)))
     return inst
