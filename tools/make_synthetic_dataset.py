@@ -16,7 +16,9 @@ from jsis_d2.data.synthetic import default_synthetic_root, make_synthetic_datase
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--root", default=None, help="output folder (default: %(default)s -> "
                         "$DETECTRON2_DATASETS/jsis_synthetic)")
     parser.add_argument("--num-train", type=int, default=400)

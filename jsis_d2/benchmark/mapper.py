@@ -36,8 +36,8 @@ SIZES = ((400, 400), (512, 1024))
 
 
 def add_arguments(parser):
-    parser.add_argument("--images", type=int, default=None, help="images per size (default 24, quick 4)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed passes (default 3, quick 1)")
+    parser.add_argument("--images", type=int, default=None, help="per size (default 24, quick 4)")
+    parser.add_argument("--repeats", type=int, default=None, help="passes (default 3, quick 1)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -63,7 +63,7 @@ def run(args):
     with tempfile.TemporaryDirectory() as tmp:
         for h, w in SIZES:
             split = f"b{h}x{w}"
-            paths = generate_synthetic_dataset(tmp, split, num, (h, w), args.seed, image_format="jpg")
+            paths = generate_synthetic_dataset(tmp, split, num, (h, w), args.seed, "jpg")
             dicts = load_panoptic_json(
                 paths["panoptic_json"], paths["image_root"], paths["panoptic_root"],
                 LabelSpace(SYNTHETIC_CATEGORIES),

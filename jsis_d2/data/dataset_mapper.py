@@ -93,7 +93,7 @@ _fix_map_dataset_retry()
 
 
 class BadSampleError(ValueError):
-    """A dataset sample whose files are missing, corrupt or inconsistent (message names the file)."""
+    """A sample whose files are missing, corrupt or inconsistent (the message names the file)."""
 
 
 def _read_image(file_name: str, image_format: str) -> np.ndarray:

@@ -60,11 +60,11 @@ STUFF_NAMES = ("sky", "grass", "bricks", "tiles", "sand")
 _THING_COLORS = ([220, 20, 60], [0, 0, 142], [255, 140, 0], [106, 0, 228])
 _STUFF_COLORS = ([70, 130, 180], [107, 142, 35], [150, 60, 40], [128, 128, 128], [230, 200, 120])
 SYNTHETIC_CATEGORIES: List[Dict] = [
-    {"id": i + 1, "name": n, "isthing": 1, "color": list(_THING_COLORS[i]), "supercategory": "shape"}
-    for i, n in enumerate(THING_NAMES)
+    {"id": i + 1, "name": n, "isthing": 1, "color": list(c), "supercategory": "shape"}
+    for i, (n, c) in enumerate(zip(THING_NAMES, _THING_COLORS))
 ] + [
-    {"id": 11 + i, "name": n, "isthing": 0, "color": list(_STUFF_COLORS[i]), "supercategory": "texture"}
-    for i, n in enumerate(STUFF_NAMES)
+    {"id": 11 + i, "name": n, "isthing": 0, "color": list(c), "supercategory": "texture"}
+    for i, (n, c) in enumerate(zip(STUFF_NAMES, _STUFF_COLORS))
 ]
 SYNTHETIC_DATASET_NAMES = {"train": "jsis_synthetic_train", "val": "jsis_synthetic_val"}
 MISSING_HINT = (
@@ -85,7 +85,8 @@ _MIN_COLOR_CONTRAST = 60.0  # RGB distance between a thing and the stuff under i
 
 def default_synthetic_root() -> str:
     """``$DETECTRON2_DATASETS/jsis_synthetic`` (default ``./datasets/jsis_synthetic``)."""
-    return os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "jsis_synthetic")
+    root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+    return os.path.join(root, "jsis_synthetic")
 
 
 def synthetic_split_paths(root: str, split: str) -> Dict[str, str]:
@@ -139,12 +140,18 @@ def _stuff_texture(k: int, rng, h: int, w: int) -> np.ndarray:
     return base[None, None, :] + lum[:, :, None].astype(np.float32)
 
 
+def _smooth_noise(rng, grid: int, h: int, w: int) -> np.ndarray:
+    """float32 [h, w]: a grid x grid normal field upsampled (bicubic)."""
+    field = rng.normal(size=(grid, grid)).astype(np.float32)
+    return cv2.resize(field, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
 def _stuff_layout(rng, h: int, w: int, n: int) -> np.ndarray:
     """int [h, w] region index in [0, n): argmax of smooth random fields, regions >= 5%."""
     fields = []
     for _ in range(n):
-        coarse = cv2.resize(rng.normal(size=(3, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-        fine = cv2.resize(rng.normal(size=(12, 12)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        coarse = _smooth_noise(rng, 3, h, w)
+        fine = _smooth_noise(rng, 12, h, w)
         fields.append(coarse + 0.2 * fine)
     fields = np.stack(fields)
     alive = np.ones(n, dtype=bool)
@@ -396,7 +403,9 @@ def generate_synthetic_dataset(
     return paths
 
 
-def register_synthetic_datasets(root: Optional[str] = None, names: Optional[Dict[str, str]] = None) -> None:
+def register_synthetic_datasets(
+    root: Optional[str] = None, names: Optional[Dict[str, str]] = None
+) -> None:
     """Register ``jsis_synthetic_{train,val}`` (or ``names``: split -> dataset name) at ``root``
     (default :func:`default_synthetic_root`). Lazy: the files may not exist yet."""
     root = root or default_synthetic_root()

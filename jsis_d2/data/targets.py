@@ -65,7 +65,9 @@ def rgb_to_ids(pan_rgb: np.ndarray) -> np.ndarray:
     return ids
 
 
-def segment_index_map(pan_ids: np.ndarray, segment_ids: Sequence[int]) -> Tuple[np.ndarray, List[int]]:
+def segment_index_map(
+    pan_ids: np.ndarray, segment_ids: Sequence[int]
+) -> Tuple[np.ndarray, List[int]]:
     """Replace segment ids by their position in ``segment_ids``.
 
     Args:
@@ -91,7 +93,9 @@ def segment_index_map(pan_ids: np.ndarray, segment_ids: Sequence[int]) -> Tuple[
     return index, bad
 
 
-def check_segments(pan_ids: np.ndarray, segments_info: Sequence[Dict]) -> Tuple[List[int], List[int]]:
+def check_segments(
+    pan_ids: np.ndarray, segments_info: Sequence[Dict]
+) -> Tuple[List[int], List[int]]:
     """Compare the ids present in a map with the ids of ``segments_info``.
 
     Returns:
