@@ -1,1 +1,25 @@
-"""Evaluation: native PQ (pq_compute) and the JSIS-Net DatasetEvaluator."""
+"""Evaluation: native PQ (:func:`pq_compute`) and the JSIS-Net ``DatasetEvaluator``.
+
+Names are imported lazily so that ``python -m jsis_d2.evaluation.pq`` runs the module once.
+"""
+import importlib
+
+__all__ = ["pq_compute", "PQStats", "PanopticEvalError", "JSISEvaluator", "rpn_recall"]
+
+_WHERE = {
+    "pq_compute": "pq",
+    "PQStats": "pq",
+    "PanopticEvalError": "pq",
+    "JSISEvaluator": "evaluator",
+    "rpn_recall": "evaluator",
+}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

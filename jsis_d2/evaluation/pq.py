@@ -1,0 +1,849 @@
+"""Panoptic quality (PQ, SQ, RQ): the same rules and numbers as panopticapi, vectorized.
+
+:func:`pq_compute` has the signature and returns the result dict of
+``panopticapi.evaluation.pq_compute``::
+
+    {"All": {"pq", "sq", "rq", "n"}, "Things": {...}, "Stuff": {...},
+     "per_class": {dataset_category_id: {"pq", "sq", "rq"}}}
+
+(fractions in [0, 1], not percent). The rules reproduced from panopticapi:
+
+- Segment ids come from the PNG colors, ``id = R + 256 * G + 256**2 * B``; id 0 (``VOID``)
+  is void. Ground-truth segments with ``iscrowd == 1`` are crowd regions: never matched, never
+  false negatives.
+- A ground-truth segment ``g`` (not crowd) and a predicted segment ``p`` of the same category
+  match when ``IoU > 0.5`` where ``IoU = |g & p| / (|p| + |g| - |g & p| - |p & void|)``: the
+  prediction's pixels on ground-truth void are left out of the union. ``|g|`` is the ground
+  truth's JSON ``area`` (as panopticapi does; the PNG pixel count when the JSON has none) and
+  ``|p|`` is the predicted PNG pixel count.
+- Each unmatched non-crowd ground-truth segment is a false negative. An unmatched predicted
+  segment is a false positive unless more than half of it lies on void plus the crowd region of
+  its category (the last crowd segment of that category in ``segments_info``, as panopticapi).
+- Per category ``PQ = sum(IoU of matches) / (TP + FP/2 + FN/2)``, ``SQ = sum(IoU) / TP``,
+  ``RQ = TP / (TP + FP/2 + FN/2)``. Categories with ``TP + FP + FN == 0`` get 0 in
+  ``per_class`` and are left out of the averages (``n`` counts the others).
+- Matched IoUs are summed in panopticapi's order (images split into ``cpu_count()`` chunks as
+  its process pool does), so on the same machine the numbers are bit-identical.
+
+Differences, all on input panopticapi cannot evaluate: where it divides by zero (no category
+with any TP/FP/FN in a group) the group's pq/sq/rq are 0.0 with ``n = 0``; and bad input
+raises a :class:`PanopticEvalError` (a ``ValueError``; some are also ``KeyError`` /
+``FileNotFoundError``) naming the image, file and ids: a prediction missing for a ground-truth
+image, a missing or unreadable PNG, an unknown category id, duplicate segment ids, an id in a
+PNG absent from ``segments_info`` or the reverse (checked for ground truth too), different
+ground-truth and prediction sizes.
+
+Speed: no process pool. PNGs are decoded with Pillow (the decoder panopticapi uses) in a small
+thread pool (Pillow releases the GIL), and each image pair is reduced to runs of equal
+(ground-truth id, predicted id) along the raster order, so the joint histogram costs a few
+vectorized passes over the pixels instead of a sort.
+
+Array legend: ``H, W`` image size; ``Ng``/``Np`` ground-truth / predicted segments of one
+image; ``C`` categories (category *index* = position in the category list).
+
+Command line::
+
+    python -m jsis_d2.evaluation.pq GT_JSON PRED_JSON [--gt-folder D] [--pred-folder D]
+        [--per-class] [--threads N]
+"""
+import argparse
+import ctypes
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "VOID",
+    "PanopticEvalError",
+    "MissingPredictionError",
+    "MissingFileError",
+    "UnknownSegmentError",
+    "UnknownCategoryError",
+    "IdIndex",
+    "SegmentTable",
+    "ImagePQStats",
+    "PQStats",
+    "read_panoptic_png",
+    "write_panoptic_png",
+    "segment_table",
+    "joint_histogram",
+    "image_pq_stats",
+    "pq_stats_from_histogram",
+    "compute_pq_stats",
+    "pq_compute",
+    "format_pq_table",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Segment id of void pixels (panopticapi ``VOID``).
+VOID = 0
+#: Matching threshold: a ground-truth and a predicted segment match when IoU is above it.
+MATCH_IOU = 0.5
+#: Bits of a raw 4-byte PNG pixel (R, G, B, X/A little-endian) that hold the segment id.
+_ID_BITS = 0xFFFFFF
+#: An unmatched prediction more than this fraction on void + crowd is not a false positive.
+IGNORE_FRACTION = 0.5
+
+
+class PanopticEvalError(ValueError):
+    """Bad panoptic input; the message names the image, file and ids."""
+
+    def __str__(self):  # KeyError subclasses would otherwise print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingPredictionError(PanopticEvalError, KeyError):
+    """A ground-truth image has no prediction."""
+
+
+class MissingFileError(PanopticEvalError, FileNotFoundError):
+    """A PNG file or a segmentation folder does not exist."""
+
+
+class UnknownSegmentError(PanopticEvalError, KeyError):
+    """A segment id is in a PNG but not in ``segments_info``, or the reverse."""
+
+
+class UnknownCategoryError(PanopticEvalError, KeyError):
+    """A segment has a category id that is not in the category list."""
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+class _ArrowSchema(ctypes.Structure):
+    pass
+
+
+_ArrowSchema._fields_ = [
+    ("format", ctypes.c_char_p), ("name", ctypes.c_char_p), ("metadata", ctypes.c_char_p),
+    ("flags", ctypes.c_int64), ("n_children", ctypes.c_int64),
+    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowSchema))),
+    ("dictionary", ctypes.c_void_p), ("release", ctypes.c_void_p),
+    ("private_data", ctypes.c_void_p),
+]
+
+
+class _ArrowArray(ctypes.Structure):
+    pass
+
+
+_ArrowArray._fields_ = [
+    ("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+    ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64),
+    ("buffers", ctypes.POINTER(ctypes.c_void_p)),
+    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowArray))),
+    ("dictionary", ctypes.c_void_p), ("release", ctypes.c_void_p),
+    ("private_data", ctypes.c_void_p),
+]
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+def _raw_from_arrow(im) -> Optional[np.ndarray]:
+    """Zero-copy uint32 view [H*W] of a loaded 4-byte-per-pixel Pillow image, or None.
+
+    Pillow (>= 11.2) exports its pixel buffer through the Arrow C data interface as a
+    fixed-size list of 4 uint8 per pixel (R, G, B, X/A). The view reads that buffer in place
+    (little-endian: ``R + 256 G + 256**2 B + 256**3 X``); the export (which keeps Pillow's
+    memory alive) is released when the view is freed. None when the export is unavailable or
+    not laid out as expected (e.g. an image split over several memory blocks).
+    """
+    export = getattr(im, "__arrow_c_array__", None)
+    if export is None or sys.byteorder != "little":
+        return None
+    try:
+        schema_cap, array_cap = export()
+    except Exception:  # e.g. "image is not in a single block": the caller uses tobytes
+        return None
+    w, h = im.size
+    n = w * h
+    schema = _ArrowSchema.from_address(_capsule_pointer(schema_cap, b"arrow_schema"))
+    arr = _ArrowArray.from_address(_capsule_pointer(array_cap, b"arrow_array"))
+    if schema.format != b"+w:4" or schema.n_children != 1 or arr.n_children != 1:
+        return None
+    if schema.children[0].contents.format != b"C" or arr.length != n or arr.offset != 0:
+        return None
+    child = arr.children[0].contents
+    if child.length != 4 * n or child.offset != 0 or child.n_buffers != 2 or n == 0:
+        return None
+    if not child.buffers[1]:
+        return None
+    buf = (ctypes.c_uint32 * n).from_address(child.buffers[1])
+    buf._keep_alive = (schema_cap, array_cap)  # the view's base holds buf, buf the export
+    return np.ctypeslib.as_array(buf)
+
+
+def _read_raw(path: str, where: str = ""):
+    """Decode a panoptic PNG to raw uint32 pixels [H*W] (ids in the low 24 bits) and (H, W).
+
+    The high byte is 255 (RGB) or alpha (RGBA): callers mask with ``0xFFFFFF``.
+    """
+    prefix = f"{where}: " if where else ""
+    try:
+        with Image.open(path) as im:
+            if im.mode == "P":
+                im = im.convert("RGB")
+            if im.mode not in ("RGB", "RGBA"):
+                raise PanopticEvalError(
+                    f"{prefix}panoptic PNG {path} has mode {im.mode!r}; expected RGB(A) colors "
+                    "encoding segment ids"
+                )
+            im.load()
+            w, h = im.size
+            raw = _raw_from_arrow(im)
+            if raw is None:
+                packed = im.tobytes("raw", "RGBX" if im.mode == "RGB" else "RGBA")
+                raw = np.frombuffer(packed, dtype="<u4")
+    except FileNotFoundError:
+        raise MissingFileError(f"{prefix}panoptic PNG not found: {path}") from None
+    except PanopticEvalError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:
+        raise PanopticEvalError(f"{prefix}cannot decode panoptic PNG {path}: {e}") from e
+    return raw, (h, w)
+
+
+def read_panoptic_png(path: str, where: str = "") -> np.ndarray:
+    """Decode a COCO panoptic PNG to its segment ids.
+
+    Returns:
+        uint32 array [H, W], ``R + 256 * G + 256**2 * B`` (alpha of RGBA files ignored, as
+        panopticapi does). Palette files are converted to RGB first.
+    Raises:
+        MissingFileError if the file does not exist, PanopticEvalError if it cannot be decoded
+        or is not an RGB(A)/palette image. ``where`` (e.g. "image 42") prefixes the message.
+    """
+    raw, shape = _read_raw(path, where)
+    return np.bitwise_and(raw, 0xFFFFFF).reshape(shape)
+
+
+def write_panoptic_png(path: str, ids: np.ndarray) -> None:
+    """Write segment ids [H, W] (integers in [0, 2**24)) as a COCO panoptic RGB PNG."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2:
+        raise ValueError(f"{path}: panoptic ids must be [H, W], got shape {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= 1 << 24):
+        raise ValueError(f"{path}: panoptic ids must be in [0, 2**24), got {ids.min()}..{ids.max()}")
+    u = ids.astype("<u4")
+    rgb = np.stack([u & 255, (u >> 8) & 255, (u >> 16) & 255], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+# ----------------------------------------------------------------------------- segments
+
+
+class IdIndex:
+    """Maps segment ids to their row in a sorted id list, vectorized.
+
+    Row 0 is void (id 0), rows 1.. the segments in ascending id order (``with_void=False``:
+    rows are the given ascending ids, e.g. class indices). Looks ids up in a
+    small collision-free multiplicative hash table (a few multiplier tries) instead of a binary
+    search; falls back to ``np.searchsorted`` for very many segments.
+    """
+
+    _MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                    0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
+
+    def __init__(self, ids: np.ndarray, with_void: bool = True):
+        ids = np.asarray(ids, dtype=np.int64)
+        # [N + 1] with row 0 = void, or the ids as given
+        self.ids = np.concatenate((np.zeros(1, dtype=np.int64), ids)) if with_void else ids
+        self.mult = None
+        n = len(self.ids)
+        bits = max(4, int(2 * n - 1).bit_length() + int(n).bit_length())  # table >= 2 n**2
+        if bits > 18:
+            return
+        u = self.ids.astype(np.uint64)
+        rows = np.arange(n, dtype=np.int64)
+        shift = np.uint64(64 - bits)
+        for m in self._MULTIPLIERS:
+            mult = np.uint64(m)
+            h = (u * mult) >> shift
+            table = np.zeros(1 << bits, dtype=np.int64)
+            table[h] = rows
+            if (table[h] == rows).all():  # no two ids share a slot
+                self.mult, self.shift, self.table = mult, shift, table
+                return
+
+    def find(self, values: np.ndarray):
+        """Rows of uint64 ``values`` [R] and a bool mask [R] of values not in the list."""
+        if self.mult is not None:
+            h = values * self.mult
+            h >>= self.shift
+            pos = self.table[h.view(np.int64)]  # int64 indices take numpy's fast path
+        else:
+            pos = np.searchsorted(self.ids, values.astype(np.int64))
+            np.minimum(pos, len(self.ids) - 1, out=pos)
+        return pos, self.ids[pos] != values
+
+
+class SegmentTable(NamedTuple):
+    """One image's segments, sorted by id (arrays of length N).
+
+    ids: int64 segment ids (> 0), ascending. cats: int64 category indices in [0, C).
+    iscrowd: bool. area: int64 JSON areas, or None (then PNG pixel counts are used).
+    crowd_row_of_cat: category index -> row of the LAST crowd segment of that category in the
+    original ``segments_info`` order (panopticapi's rule for false positives on crowd).
+    index: :class:`IdIndex` of the ids (with void as row 0).
+    """
+
+    ids: np.ndarray
+    cats: np.ndarray
+    iscrowd: np.ndarray
+    area: Optional[np.ndarray]
+    crowd_row_of_cat: Dict[int, int]
+    index: IdIndex
+
+
+def segment_table(
+    segments_info: Sequence[Dict],
+    cat_index: Dict[int, int],
+    where: str,
+    use_area: bool = False,
+) -> SegmentTable:
+    """Validate ``segments_info`` and turn it into a :class:`SegmentTable`.
+
+    Args:
+        segments_info: list of dicts with ``id``, ``category_id`` and (ground truth)
+            ``iscrowd`` / ``area``.
+        cat_index: category id as it appears in ``segments_info`` -> category index.
+        where: names the image and file in error messages.
+        use_area: take ``area`` from the dicts (ground truth, panopticapi's union) when every
+            segment has one.
+    Raises:
+        PanopticEvalError for a missing key, a segment id out of [1, 2**24) or duplicate ids;
+        UnknownCategoryError for a category id not in ``cat_index``.
+    """
+    segs = segments_info
+    try:
+        ids = np.array([s["id"] for s in segs], dtype=np.int64)
+        cats = np.array([cat_index.get(s["category_id"], -1) for s in segs], dtype=np.int64)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        _explain_bad_segment(segs, cat_index, where)
+        raise
+    if len(cats) and cats.min() < 0:
+        _explain_bad_segment(segs, cat_index, where)
+    iscrowd = np.array([s.get("iscrowd", 0) == 1 for s in segs], dtype=bool)
+    area = None
+    if use_area:
+        areas = [s.get("area") for s in segs]
+        if None not in areas:
+            area = np.array(areas, dtype=np.int64)
+    n = len(ids)
+    if n and (ids.min() <= VOID or ids.max() >= 1 << 24):
+        bad = ids[(ids <= VOID) | (ids >= 1 << 24)].tolist()
+        raise PanopticEvalError(
+            f"{where}: segment id(s) {bad} out of range (1 .. 2**24-1; {VOID} is void)"
+        )
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    if n > 1 and (ids[1:] == ids[:-1]).any():
+        dup = np.unique(ids[1:][ids[1:] == ids[:-1]]).tolist()
+        raise PanopticEvalError(f"{where}: duplicate segment id(s) {dup} in segments_info")
+    crowd_row_of_cat = {}
+    if iscrowd.any():
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        for i in np.flatnonzero(iscrowd).tolist():  # JSON order: the last one wins
+            crowd_row_of_cat[int(cats[i])] = int(rank[i])
+    return SegmentTable(
+        ids=ids,
+        cats=cats[order],
+        iscrowd=iscrowd[order],
+        area=None if area is None else area[order],
+        crowd_row_of_cat=crowd_row_of_cat,
+        index=IdIndex(ids),
+    )
+
+
+def _explain_bad_segment(segs, cat_index, where):
+    """Raise the precise error for the first malformed segment of ``segs``."""
+    for i, s in enumerate(segs):
+        if not isinstance(s, dict) or "id" not in s or "category_id" not in s:
+            raise PanopticEvalError(
+                f"{where}: segment #{i} ({s!r}) must be a dict with 'id' and 'category_id'"
+            )
+        try:
+            int(s["id"])
+        except (TypeError, ValueError):
+            raise PanopticEvalError(f"{where}: segment #{i} has a non-integer id {s['id']!r}")
+        cid = s["category_id"]
+        try:
+            known = cid in cat_index
+        except TypeError:
+            known = False
+        if not known:
+            raise UnknownCategoryError(
+                f"{where}: segment {s['id']} has unknown category_id {cid!r} "
+                f"(known: {sorted(cat_index)[:20]}{' ...' if len(cat_index) > 20 else ''})"
+            )
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+def _runs(a: np.ndarray, b: np.ndarray):
+    """Runs of equal (a, b) along the raster order of two arrays of the same size.
+
+    Returns (a values [R], b values [R], lengths int64 [R]); R is about the number of
+    segment boundaries crossed by the rows, far below H*W on segmentation maps.
+    """
+    a = a.reshape(-1)
+    b = b.reshape(-1)
+    n = a.size
+    if n == 0:
+        return a[:0], b[:0], np.zeros(0, dtype=np.int64)
+    change = np.not_equal(a[1:], a[:-1])
+    change |= np.not_equal(b[1:], b[:-1])
+    starts = np.flatnonzero(change)
+    starts += 1
+    starts = np.concatenate((np.zeros(1, dtype=starts.dtype), starts))
+    lengths = np.diff(starts, append=n)
+    return a[starts], b[starts], lengths
+
+
+def joint_histogram(
+    a: np.ndarray,
+    a_ids,
+    b: np.ndarray,
+    b_ids,
+    a_name: str = "first map",
+    b_name: str = "second map",
+    a_bits: Optional[int] = None,
+    b_bits: Optional[int] = None,
+) -> np.ndarray:
+    """Pixel counts of every (a label, b label) pair of two label maps of the same size.
+
+    Args:
+        a, b: integer label maps (any shape, same number of pixels).
+        a_ids, b_ids: int64 [Na], [Nb], ascending (or their :class:`IdIndex`): every label
+            allowed in ``a`` / ``b``.
+        a_name, b_name: used in the error message.
+        a_bits, b_bits: optional bit masks: the label is ``value & bits`` (e.g. ``0xFFFFFF`` for
+            raw 4-byte RGBX pixels), applied after the run detection so the maps are not copied.
+    Returns:
+        int64 [Na, Nb]: ``out[i, j] = #{pixels with a == a_ids[i] and b == b_ids[j]}``.
+    Raises:
+        UnknownSegmentError listing the labels of ``a`` (or ``b``) not in ``a_ids`` (``b_ids``).
+    """
+    av, bv, lengths = _runs(a, b)
+    av = av.astype(np.uint64)
+    bv = bv.astype(np.uint64)
+    if a_bits is not None:
+        av &= np.uint64(a_bits)
+    if b_bits is not None:
+        bv &= np.uint64(b_bits)
+    a_index = a_ids if isinstance(a_ids, IdIndex) else IdIndex(a_ids, with_void=False)
+    b_index = b_ids if isinstance(b_ids, IdIndex) else IdIndex(b_ids, with_void=False)
+    ai, a_bad = a_index.find(av)
+    bi, b_bad = b_index.find(bv)
+    for bad, vals, name in ((a_bad, av, a_name), (b_bad, bv, b_name)):
+        if bad.any():
+            unknown = np.unique(vals[bad]).tolist()
+            raise UnknownSegmentError(
+                f"{name}: segment id(s) {unknown[:20]} present in the PNG/map but not in "
+                "segments_info"
+            )
+    na, nb = len(a_index.ids), len(b_index.ids)
+    key = ai * nb
+    key += bi
+    counts = np.bincount(key, weights=lengths, minlength=na * nb)
+    return counts.astype(np.int64).reshape(na, nb)
+
+
+class ImagePQStats(NamedTuple):
+    """PQ statistics of one image (category indices in [0, C)).
+
+    match_cat / match_iou: category and IoU (float64) of each match, in panopticapi's order
+    (ascending ground-truth id, then predicted id). fp_cat / fn_cat: category of each false
+    positive / false negative.
+    """
+
+    match_cat: np.ndarray
+    match_iou: np.ndarray
+    fp_cat: np.ndarray
+    fn_cat: np.ndarray
+
+
+def image_pq_stats(
+    gt_ids: np.ndarray,
+    gt: SegmentTable,
+    pred_ids: np.ndarray,
+    pred: SegmentTable,
+    where: str = "image",
+) -> ImagePQStats:
+    """Match the segments of one image (panopticapi's rules, see the module docstring).
+
+    Args:
+        gt_ids, pred_ids: integer id maps [H, W] (0 = void), same shape.
+        gt, pred: their :class:`SegmentTable`; category indices in the same space.
+        where: names the image/files in error messages.
+    Raises:
+        PanopticEvalError on size mismatch; UnknownSegmentError when a map holds an id missing
+        from its table or a table lists an id absent from its map.
+    """
+    _check_same_size(gt_ids.shape, pred_ids.shape, where)
+    hist = joint_histogram(
+        gt_ids, gt.index, pred_ids, pred.index, f"{where} (ground truth)", f"{where} (prediction)"
+    )
+    return pq_stats_from_histogram(hist, gt, pred, where)
+
+
+def _check_same_size(gt_shape, pred_shape, where):
+    if tuple(gt_shape) != tuple(pred_shape):
+        raise PanopticEvalError(
+            f"{where}: ground truth is {gt_shape[1]}x{gt_shape[0]} (WxH) but the prediction is "
+            f"{pred_shape[1]}x{pred_shape[0]}"
+        )
+
+
+def pq_stats_from_histogram(
+    hist: np.ndarray, gt: SegmentTable, pred: SegmentTable, where: str = "image"
+) -> ImagePQStats:
+    """:func:`image_pq_stats` from the joint histogram.
+
+    Args:
+        hist: int64 [Ng + 1, Np + 1] pixel counts; row/column 0 = void, then the segments in
+            the (ascending id) order of ``gt`` / ``pred``.
+    """
+    pred_area = hist[:, 1:].sum(0)
+    gt_png_area = hist[1:, :].sum(1)
+    for area, table, name in ((pred_area, pred, "prediction"), (gt_png_area, gt, "ground truth")):
+        absent = area == 0
+        if absent.any():
+            raise UnknownSegmentError(
+                f"{where} ({name}): segment id(s) {table.ids[absent].tolist()[:20]} listed in "
+                "segments_info but not present in the PNG/map"
+            )
+    gt_area = gt.area if gt.area is not None else gt_png_area
+    inter = hist[1:, 1:]  # [Ng, Np]
+    void_p = hist[0, 1:]  # [Np] predicted pixels on ground-truth void
+
+    cand = inter > 0
+    cand &= gt.cats[:, None] == pred.cats[None, :]
+    if gt.iscrowd.any():
+        cand &= ~gt.iscrowd[:, None]
+    gi, pi = np.nonzero(cand)  # row-major: ascending (gt id, pred id), as panopticapi
+    i = inter[gi, pi]
+    union = pred_area[pi] + gt_area[gi] - i - void_p[pi]
+    iou = i / union
+    ok = iou > MATCH_IOU
+    gi, pi, iou = gi[ok], pi[ok], iou[ok]
+    gt_unmatched = ~gt.iscrowd
+    gt_unmatched[gi] = False
+    pred_unmatched = np.ones(len(pred.ids), dtype=bool)
+    pred_unmatched[pi] = False
+
+    ignored = void_p
+    if gt.crowd_row_of_cat:
+        ignored = void_p.copy()
+        for j in np.flatnonzero(pred_unmatched).tolist():
+            row = gt.crowd_row_of_cat.get(int(pred.cats[j]))
+            if row is not None:
+                ignored[j] += inter[row, j]
+    fp = pred_unmatched & ~(ignored / pred_area > IGNORE_FRACTION)
+    return ImagePQStats(gt.cats[gi], iou, pred.cats[fp], gt.cats[gt_unmatched])
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+class PQStats:
+    """Per-category sums over images: matched IoU (float64), TP, FP, FN (int64), each [C]."""
+
+    def __init__(self, num_categories: int):
+        self.iou = np.zeros(num_categories, dtype=np.float64)
+        self.tp = np.zeros(num_categories, dtype=np.int64)
+        self.fp = np.zeros(num_categories, dtype=np.int64)
+        self.fn = np.zeros(num_categories, dtype=np.int64)
+
+    @property
+    def num_categories(self) -> int:
+        return len(self.tp)
+
+    def add_image(self, s: ImagePQStats) -> "PQStats":
+        """Accumulate one image. IoUs are added one by one in order (panopticapi's sums)."""
+        c = self.num_categories
+        np.add.at(self.iou, s.match_cat, s.match_iou)
+        self.tp += np.bincount(s.match_cat, minlength=c)
+        self.fp += np.bincount(s.fp_cat, minlength=c)
+        self.fn += np.bincount(s.fn_cat, minlength=c)
+        return self
+
+    def __iadd__(self, other: "PQStats") -> "PQStats":
+        self.iou += other.iou
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        return self
+
+    def to_array(self) -> np.ndarray:
+        """float64 [4, C]: iou, tp, fp, fn (fixed size, for gathering across processes)."""
+        return np.stack([self.iou, self.tp, self.fp, self.fn]).astype(np.float64)
+
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> "PQStats":
+        s = cls(a.shape[1])
+        s.iou[:] = a[0]
+        s.tp[:] = np.rint(a[1])
+        s.fp[:] = np.rint(a[2])
+        s.fn[:] = np.rint(a[3])
+        return s
+
+    def per_class(self) -> List[Optional[Dict[str, float]]]:
+        """Per category: {"pq", "sq", "rq"} (fractions), or None when TP + FP + FN == 0."""
+        out = []
+        for iou, tp, fp, fn in zip(
+            self.iou.tolist(), self.tp.tolist(), self.fp.tolist(), self.fn.tolist()
+        ):
+            if tp + fp + fn == 0:
+                out.append(None)
+                continue
+            denom = tp + 0.5 * fp + 0.5 * fn
+            out.append(
+                {"pq": iou / denom, "sq": iou / tp if tp != 0 else 0.0, "rq": tp / denom}
+            )
+        return out
+
+    def average(self, isthing: Sequence[bool], which: Optional[bool] = None) -> Dict:
+        """panopticapi's ``pq_average``: mean over categories with TP + FP + FN > 0.
+
+        Args:
+            isthing: bool per category [C]. which: None (all), True (things), False (stuff).
+        Returns:
+            {"pq", "sq", "rq", "n"}; 0.0 (not a division by zero) when n == 0.
+        """
+        pq, sq, rq, n = 0, 0, 0, 0
+        for r, th in zip(self.per_class(), isthing):
+            if (which is not None and bool(th) != which) or r is None:
+                continue
+            n += 1
+            pq += r["pq"]
+            sq += r["sq"]
+            rq += r["rq"]
+        if n == 0:
+            return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}
+        return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}
+
+    def results(self, category_ids: Sequence, isthing: Sequence[bool]) -> Dict:
+        """The result dict of panopticapi's ``pq_compute`` (per_class keyed by category id)."""
+        out = {}
+        for name, which in (("All", None), ("Things", True), ("Stuff", False)):
+            out[name] = self.average(isthing, which)
+        out["per_class"] = {
+            cid: (r if r is not None else {"pq": 0.0, "sq": 0.0, "rq": 0.0})
+            for cid, r in zip(category_ids, self.per_class())
+        }
+        return out
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _load_json(path: str, what: str) -> Dict:
+    try:
+        with open(path, "r") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise MissingFileError(f"{what} JSON not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise PanopticEvalError(f"{what} JSON {path} does not parse: {e}") from e
+
+
+def _default_folder(json_file: str) -> str:
+    # panopticapi: ``json_file.replace('.json', '')`` (every occurrence, kept as is)
+    return json_file.replace(".json", "")
+
+
+def compute_pq_stats(
+    gt_json_file: str,
+    pred_json_file: str,
+    gt_folder: Optional[str] = None,
+    pred_folder: Optional[str] = None,
+    num_threads: Optional[int] = None,
+):
+    """Statistics behind :func:`pq_compute`.
+
+    Returns:
+        (PQStats over the GT JSON's categories in file order, categories list of dicts).
+    """
+    gt_json = _load_json(gt_json_file, "ground-truth")
+    pred_json = _load_json(pred_json_file, "prediction")
+    gt_folder = _default_folder(gt_json_file) if gt_folder is None else gt_folder
+    pred_folder = _default_folder(pred_json_file) if pred_folder is None else pred_folder
+    for folder, what in ((gt_folder, "ground-truth"), (pred_folder, "prediction")):
+        if not os.path.isdir(folder):
+            raise MissingFileError(f"folder {folder} with {what} segmentations doesn't exist")
+    for key, js, path in (
+        ("categories", gt_json, gt_json_file),
+        ("annotations", gt_json, gt_json_file),
+        ("annotations", pred_json, pred_json_file),
+    ):
+        if key not in js:
+            raise PanopticEvalError(f"{path} has no {key!r} list")
+
+    categories = list(gt_json["categories"])
+    cat_ids = [c["id"] for c in categories]
+    if len(set(cat_ids)) != len(cat_ids):
+        dup = sorted({c for c in cat_ids if cat_ids.count(c) > 1})
+        raise PanopticEvalError(f"{gt_json_file}: duplicate category id(s) {dup}")
+    cat_index = {cid: k for k, cid in enumerate(cat_ids)}
+
+    pred_by_image = {}
+    for ann in pred_json["annotations"]:
+        iid = ann.get("image_id")
+        if iid in pred_by_image:
+            raise PanopticEvalError(f"{pred_json_file}: several predictions for image_id {iid!r}")
+        pred_by_image[iid] = ann
+    pairs = []
+    for gt_ann in gt_json["annotations"]:
+        iid = gt_ann.get("image_id")
+        if iid not in pred_by_image:
+            raise MissingPredictionError(
+                f"no prediction for the image with id {iid!r} (ground truth "
+                f"{gt_ann.get('file_name')}) in {pred_json_file}"
+            )
+        pairs.append((gt_ann, pred_by_image[iid]))
+
+    def one(pair):
+        gt_ann, pred_ann = pair
+        iid = gt_ann["image_id"]
+        gt_file = os.path.join(gt_folder, gt_ann["file_name"])
+        pred_file = os.path.join(pred_folder, pred_ann["file_name"])
+        where_gt = f"image {iid!r}, ground truth {gt_file}"
+        where_pred = f"image {iid!r}, prediction {pred_file}"
+        gt_t = segment_table(gt_ann["segments_info"], cat_index, where_gt, use_area=True)
+        pred_t = segment_table(pred_ann["segments_info"], cat_index, where_pred)
+        where = f"image {iid!r} ({gt_file} vs {pred_file})"
+        gt_raw, gt_shape = _read_raw(gt_file, f"image {iid!r}")
+        pred_raw, pred_shape = _read_raw(pred_file, f"image {iid!r}")
+        _check_same_size(gt_shape, pred_shape, where)
+        hist = joint_histogram(
+            gt_raw, gt_t.index, pred_raw, pred_t.index, where_gt, where_pred, _ID_BITS, _ID_BITS
+        )
+        return pq_stats_from_histogram(hist, gt_t, pred_t, where)
+
+    num_threads = num_threads or _default_threads()
+    if num_threads > 1 and len(pairs) > 1:
+        with ThreadPoolExecutor(max_workers=num_threads) as ex:
+            per_image = list(ex.map(one, pairs))
+    else:
+        per_image = [one(p) for p in pairs]
+
+    # Sum in panopticapi's order: its pool splits the images into cpu_count() chunks, sums
+    # each chunk in image order, then adds the chunk totals in chunk order.
+    total = PQStats(len(categories))
+    bounds = np.cumsum([0] + [len(c) for c in np.array_split(np.arange(len(pairs)), _cpu())])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        chunk = PQStats(len(categories))
+        for s in per_image[lo:hi]:
+            chunk.add_image(s)
+        total += chunk
+    return total, categories
+
+
+def _cpu() -> int:
+    return multiprocessing.cpu_count()
+
+
+def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
+    """Panoptic quality of predictions in COCO panoptic format (drop-in for panopticapi).
+
+    Args:
+        gt_json_file, pred_json_file: COCO panoptic JSON files (``annotations`` with
+            ``image_id``, ``file_name``, ``segments_info``; the ground truth also has
+            ``categories`` with ``id`` and ``isthing``). Category ids are dataset ids.
+        gt_folder, pred_folder: folders of the PNGs; default: the JSON path without ``.json``.
+    Returns:
+        panopticapi's result dict (see the module docstring), fractions in [0, 1].
+    """
+    start = time.perf_counter()
+    stats, categories = compute_pq_stats(gt_json_file, pred_json_file, gt_folder, pred_folder)
+    results = stats.results(
+        [c["id"] for c in categories], [c.get("isthing", 0) == 1 for c in categories]
+    )
+    logger.info(
+        "PQ of %s vs %s (%.2f s):\n%s",
+        pred_json_file,
+        gt_json_file,
+        time.perf_counter() - start,
+        format_pq_table(results),
+    )
+    return results
+
+
+def format_pq_table(results: Dict, categories: Optional[Sequence[Dict]] = None,
+                    per_class: bool = False) -> str:
+    """panopticapi's All/Things/Stuff table (percent), optionally followed by every class."""
+    lines = ["{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}".format("", "PQ", "SQ", "RQ", "N")]
+    lines.append("-" * (10 + 7 * 4))
+    for name in ("All", "Things", "Stuff"):
+        r = results[name]
+        lines.append(
+            "{:10s}| {:5.1f}  {:5.1f}  {:5.1f} {:5d}".format(
+                name, 100 * r["pq"], 100 * r["sq"], 100 * r["rq"], r["n"]
+            )
+        )
+    if per_class:
+        names = {c["id"]: c.get("name", str(c["id"])) for c in (categories or [])}
+        lines.append("")
+        lines.append("{:>6s} {:24s} {:>5s}  {:>5s}  {:>5s}".format("id", "class", "PQ", "SQ", "RQ"))
+        for cid, r in results["per_class"].items():
+            lines.append(
+                "{:>6} {:24.24s} {:5.1f}  {:5.1f}  {:5.1f}".format(
+                    cid, names.get(cid, ""), 100 * r["pq"], 100 * r["sq"], 100 * r["rq"]
+                )
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jsis_d2.evaluation.pq",
+        description="Panoptic quality of COCO-format panoptic predictions (panopticapi's "
+        "numbers, computed natively).",
+    )
+    parser.add_argument("gt_json", help="ground-truth COCO panoptic JSON")
+    parser.add_argument("pred_json", help="prediction COCO panoptic JSON")
+    parser.add_argument("--gt-folder", default=None, help="ground-truth PNGs (default: GT_JSON "
+                        "without .json)")
+    parser.add_argument("--pred-folder", default=None, help="predicted PNGs (default: PRED_JSON "
+                        "without .json)")
+    parser.add_argument("--per-class", action="store_true", help="also print every class")
+    parser.add_argument("--threads", type=int, default=None, help="decoding threads")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        stats, categories = compute_pq_stats(
+            args.gt_json, args.pred_json, args.gt_folder, args.pred_folder, args.threads
+        )
+    except PanopticEvalError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    results = stats.results(
+        [c["id"] for c in categories], [c.get("isthing", 0) == 1 for c in categories]
+    )
+    sys.stdout.write(format_pq_table(results, categories, per_class=args.per_class) + "\n")
+    sys.stdout.write("Time elapsed: {:0.2f} seconds\n".format(time.perf_counter() - start))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
