@@ -415,7 +415,8 @@ class JSISEvaluator(DatasetEvaluator):
                     ev.evaluate()
                     ev.accumulate()
                     ev.summarize()
-                logger.info("COCO %s evaluation:\n%s", iou_type, buf.getvalue())
+                summary = [ln for ln in buf.getvalue().splitlines() if ln.lstrip().startswith("Av")]
+                logger.info("COCO %s evaluation:\n%s", iou_type, "\n".join(summary))
                 s = ev.stats
                 res = {name: (100 * float(v) if v >= 0 else float("nan"))
                        for name, v in (("AP", s[0]), ("AP50", s[1]), ("AP75", s[2]))}
