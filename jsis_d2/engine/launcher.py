@@ -1,6 +1,8 @@
 """The train/evaluate job behind ``tools/train_net.py`` (and the demo): config setup, job
 checks, Detectron2's ``launch``, and clean one-line errors for known failures."""
+import json
 import logging
+import os
 import sys
 
 import torch
@@ -55,7 +57,13 @@ def main(args):
         check_checkpoint_matches_model(model, path)
         checkpointer.load(path)
         logger.info("Evaluating checkpoint %s", path)
-        return Trainer.test(cfg, model)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            out = os.path.join(cfg.OUTPUT_DIR, "eval_results.json")
+            with open(out, "w") as f:
+                json.dump({"checkpoint": path, "results": results}, f, indent=2, default=float)
+            logger.info("Wrote %s", out)
+        return results
 
     trainer = Trainer(cfg)
     if args.resume and trainer.checkpointer.has_checkpoint():

@@ -38,12 +38,7 @@ class Trainer(DefaultTrainer):
 
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return JSISEvaluator(
-            dataset_name,
-            output_dir=output_folder,
-            rpn_recall_iou=cfg.TEST.JSIS.RPN_RECALL_IOU,
-            save_panoptic=cfg.TEST.JSIS.SAVE_PANOPTIC,
-        )
+        return JSISEvaluator.from_config(cfg, dataset_name, output_dir=output_folder)
 
     def resume_or_load(self, resume=True):
         """Detectron2's resume_or_load, plus one log line saying exactly what was restored."""

@@ -1,0 +1,120 @@
+"""The main job on Detectron2's engine: tools/train_net.py's run() on a tiny synthetic set.
+
+Each run trains the quick R18 config (64x64 inputs) for a few iterations on CPU.
+"""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+from jsis_d2.engine.launcher import run
+
+CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
+NAMES = {"train": "jsis_test_tn_train", "val": "jsis_test_tn_val"}
+
+
+@pytest.fixture(scope="module")
+def tiny_synthetic(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("syn"))
+    make_synthetic_datasets(root, num_train=4, num_val=2, image_size=64, register=False)
+    register_synthetic_datasets(root, names=NAMES)
+    return root
+
+
+def _argv(out, *extra, max_iter=4):
+    return [
+        "--config-file", CONFIG, *[a for a in extra if a.startswith("--")],
+        "OUTPUT_DIR", str(out),
+        "DATASETS.TRAIN", f"('{NAMES['train']}',)", "DATASETS.TEST", f"('{NAMES['val']}',)",
+        "SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", "2",
+        "SOLVER.STEPS", "(3,)", "SEED", "7",
+        *[a for a in extra if not a.startswith("--")],
+    ]
+
+
+def _final_results(out):
+    """The evaluation results the trainer logged last (metrics.json, flattened keys)."""
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    evals = [r for r in rows if "panoptic_seg/PQ" in r]
+    assert evals, "no evaluation was logged"
+    return evals[-1]
+
+
+def test_train_evaluate_resume_and_eval_only(tiny_synthetic, tmp_path):
+    out = tmp_path / "run"
+    assert run(_argv(out)) == 0
+    for f in ("model_final.pth", "model_0000001.pth", "metrics.json", "config.yaml", "log.txt"):
+        assert (out / f).is_file(), f
+    trained = _final_results(out)
+    for key in ("panoptic_seg/PQ", "panoptic_seg/SQ", "panoptic_seg/RQ", "sem_seg/mIoU"):
+        assert key in trained
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
+
+    # Kill after the checkpoint at iteration 1 (2 iterations done): drop what came later.
+    os.remove(out / "model_final.pth")
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    assert run(_argv(out, "--resume")) == 0
+    log = (out / "log.txt").read_text()
+    assert "Resumed from checkpoint" in log and "continues at iteration 2 of 4" in log
+    assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 3
+
+    # --eval-only with the final checkpoint reproduces the metrics training reported.
+    resumed = _final_results(out)
+    ev = tmp_path / "eval"
+    rc = run(_argv(ev, "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth")))
+    assert rc == 0
+    log = (ev / "log.txt").read_text()
+    assert f"Evaluating checkpoint {out / 'model_final.pth'}" in log
+    saved = json.load(open(ev / "eval_results.json"))["results"]
+    assert saved["panoptic_seg"]["PQ"] == pytest.approx(resumed["panoptic_seg/PQ"], abs=1e-9)
+    assert saved["sem_seg"]["mIoU"] == pytest.approx(resumed["sem_seg/mIoU"], abs=1e-9)
+
+
+def test_existing_run_is_not_overwritten_without_resume(tiny_synthetic, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    assert run(_argv(out)) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_clear_message(tiny_synthetic, tmp_path, capsys):
+    # lambda_6 = inf makes the weighted semantic loss non-finite at the first iteration.
+    rc = run(_argv(tmp_path / "nan", "MODEL.JSIS.LOSS_WEIGHTS.SEG", "1e999"))
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "training stopped" in err and "NaN" in err and "iteration=0" in err
+
+
+@pytest.mark.parametrize(
+    "argv_extra, message",
+    [
+        (("DATASETS.TEST", "('no_such_dataset',)"), "unknown dataset 'no_such_dataset'"),
+        (("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "12"), "NUM_CLASSES=12"),
+        (("MODEL.NO_SUCH_KEY", "1"), "NO_SUCH_KEY"),
+    ],
+)
+def test_bad_jobs_fail_with_one_clean_line(tiny_synthetic, tmp_path, capsys, argv_extra, message):
+    assert run(_argv(tmp_path / "bad", *argv_extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_config_and_foreign_checkpoint(tiny_synthetic, tmp_path, capsys):
+    assert run(["--config-file", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    # A checkpoint of a model with another number of classes is refused for evaluation.
+    out = tmp_path / "run"
+    assert run(_argv(out, max_iter=1)) == 0
+    state = torch.load(out / "model_final.pth", weights_only=False)
+    for k in list(state["model"]):
+        if k.startswith("sem_seg_head.predictor"):
+            state["model"][k] = torch.zeros((12,) + tuple(state["model"][k].shape[1:]))
+    torch.save(state, tmp_path / "other_k.pth")
+    rc = run(_argv(tmp_path / "ev", "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "other_k.pth")))
+    assert rc == 2
+    assert "another number of classes" in capsys.readouterr().err
+    shutil.rmtree(out)
