@@ -82,7 +82,26 @@ def stuff_map(sem_seg: torch.Tensor, is_thing: torch.Tensor) -> torch.Tensor:
     H, W = sem_seg.shape[1:]
     if stuff_ids.numel() == 0:
         return torch.full((H, W), -1, dtype=torch.long, device=sem_seg.device)
-    return stuff_ids[sem_seg.index_select(0, stuff_ids).argmax(dim=0)]
+    first, count = int(stuff_ids[0]), stuff_ids.numel()
+    if int(stuff_ids[-1]) - first + 1 == count:  # contiguous (things first): no copy
+        # max(dim=0) (faster than argmax on CPU) returns the first maximum on ties
+        return sem_seg[first : first + count].max(dim=0)[1] + first
+    return stuff_ids[sem_seg.index_select(0, stuff_ids).max(dim=0)[1]]
+
+
+def _running_max(probs: torch.Tensor, order: torch.Tensor):
+    """Max over ``probs[order]`` [n, H, W] without copying it: (best [H, W], position in
+    ``order`` of the first maximum) -- O(n) in-place tensor ops."""
+    order_l = order.tolist()
+    best = probs[order_l[0]].clone()
+    winner = torch.zeros(best.shape, dtype=torch.long, device=best.device)
+    better = torch.empty(best.shape, dtype=torch.bool, device=best.device)
+    for pos in range(1, len(order_l)):
+        p = probs[order_l[pos]]
+        torch.gt(p, best, out=better)  # strict: an earlier (higher-ranked) instance keeps ties
+        torch.maximum(best, p, out=best)
+        winner.masked_fill_(better, pos)
+    return best, winner
 
 
 def jsis_panoptic_merge(
@@ -137,17 +156,20 @@ def jsis_panoptic_merge(
     order = kept[torch.sort(scores[kept], descending=True, stable=True)[1]]
     n = order.numel()
 
-    # (2) per-pixel winner among covering instances: highest probability; argmax returns the
-    # first maximum, i.e. the higher-scoring / lower-index instance on ties.
+    # (2) per-pixel winner: the highest probability over the kept instances taken in score
+    # order, the FIRST maximum winning ties (= higher score, then lower index); the pixel is
+    # covered when that maximum reaches mask_threshold (every tied instance covers it too).
     if n:
-        probs = instances.pred_masks.to(device)[order]
+        probs = instances.pred_masks.to(device)
         if not probs.dtype.is_floating_point:
             probs = probs.float()
-        covering = probs >= mask_threshold
-        probs = probs.masked_fill(~covering, float("-inf"))
-        winner = probs.argmax(dim=0)  # [H, W] position in `order`
-        covered = covering.any(dim=0)
-        del probs, covering
+        if n == probs.shape[0] and bool((order == torch.arange(n, device=device)).all()):
+            # already in score order (Detectron2's detector output is): one reduction, no copy
+            best, winner = probs.max(dim=0)  # max(dim) returns the first maximum on ties
+        else:
+            best, winner = _running_max(probs, order)
+        covered = best >= mask_threshold
+        del best
     else:
         winner = torch.zeros((H, W), dtype=torch.long, device=device)
         covered = torch.zeros((H, W), dtype=torch.bool, device=device)
@@ -155,28 +177,29 @@ def jsis_panoptic_merge(
     # (3) stuff map, (4) instances over stuff: only uncovered pixels keep a stuff label
     stuff = stuff_map(sem_seg, is_thing)
     free = ~covered & (stuff >= 0)
-    # (5) stuff area threshold among the remaining pixels
-    area = torch.bincount(stuff[free], minlength=K)
+    # (5) stuff area threshold among the remaining pixels (bin K collects the other pixels)
+    area = torch.bincount(torch.where(free, stuff, K).flatten(), minlength=K + 1)[:K]
     big = (area >= stuff_area_thresh) & (area > 0)
     small_pixels = free & ~big[stuff.clamp(min=0)]
-    if bool(small_pixels.any()):
+    small_idx = torch.nonzero(small_pixels.flatten(), as_tuple=True)[0]
+    if small_idx.numel():
         if bool(big.any()):
+            # best big stuff class, evaluated at the small-class pixels only
             big_ids = torch.nonzero(big, as_tuple=True)[0]
-            best_big = big_ids[sem_seg.index_select(0, big_ids).argmax(dim=0)]
-            stuff = torch.where(small_pixels, best_big, stuff)
+            scores_at = sem_seg.index_select(0, big_ids).flatten(1).index_select(1, small_idx)
+            stuff = stuff.flatten().index_copy(0, small_idx, big_ids[scores_at.argmax(dim=0)])
+            stuff = stuff.view(H, W)
         else:
             free = free & ~small_pixels  # nothing to fall back to: void
 
-    # (6) ids. Segment slot s in [0, n) = instance order[s], [n, n + K) = stuff class s - n.
-    slot = torch.full((H, W), -1, dtype=torch.long, device=device)
-    slot = torch.where(covered, winner, slot)
-    slot = torch.where(free, stuff + n, slot)
-    valid = slot >= 0
-    seg_area = torch.bincount(slot[valid], minlength=n + K)
+    # (6) ids. Segment slot s in [0, n) = instance order[s], [n, n + K) = stuff class s - n,
+    # n + K = void.
+    slot = torch.where(covered, winner, torch.where(free, stuff + n, n + K))
+    seg_area = torch.bincount(slot.flatten(), minlength=n + K + 1)[: n + K]
     present = seg_area > 0
-    ids = torch.cumsum(present.long(), 0) * present.long()  # 0 for absent slots
-    panoptic_seg = torch.zeros((H, W), dtype=torch.int32, device=device)
-    panoptic_seg[valid] = ids[slot[valid]].to(torch.int32)
+    ids = torch.cumsum(present.int(), 0, dtype=torch.int32) * present.int()  # 0 if absent
+    ids = torch.cat([ids, ids.new_zeros(1)])  # void slot -> id 0
+    panoptic_seg = ids[slot]
 
     # segments_info (one transfer to host)
     present_slots = torch.nonzero(present, as_tuple=True)[0].cpu().tolist()
