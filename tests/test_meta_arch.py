@@ -198,8 +198,11 @@ def test_instance_postprocess_scales_x_and_y_separately_and_keeps_probabilities(
         pred_classes=torch.tensor([1, 2]),
         pred_masks=torch.stack([torch.full((1, 14, 14), 0.7), torch.full((1, 14, 14), 0.4)]),
     )
-    r, probs = model._postprocess_instances(raw, 128, 96)  # H x2, W x1.5
-    assert r.image_size == (128, 96)
+    r, probs, keep = model._postprocess_instances(copy.deepcopy(raw), 128, 96)  # H x2, W x1.5
+    assert keep.tolist() == [0] and probs.shape == (1, 128, 96)  # score 0.3 < 0.5: no merge
+    model.instance_score_thresh = 0.0
+    r, probs, keep = model._postprocess_instances(raw, 128, 96)
+    assert keep.tolist() == [0, 1] and r.image_size == (128, 96)
     assert torch.allclose(r.pred_boxes.tensor, torch.tensor([[0, 0, 48, 64], [48, 32, 96, 96.0]]))
     m0 = r.pred_masks[0]
     assert m0[2:62, 2:46].all() and not m0[64:].any() and not m0[:, 48:].any()
@@ -243,3 +246,12 @@ def test_panoptic_needs_both_branches_and_can_be_switched_off():
     out = infer(m, [{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])[0]
     assert "panoptic_seg" not in out and out["sem_seg"].shape == (K, 64, 64)
     assert copy.deepcopy(m.is_thing).tolist() == [True] * T + [False] * (K - T)
+
+
+def test_inference_when_no_instance_reaches_the_merge():
+    model = model_of("MODEL.JSIS.INSTANCE_SCORE_THRESH", "1.0", "MODEL.JSIS.STUFF_AREA_THRESH", "0")
+    out = infer(model, [{"image": torch.zeros(3, 64, 64, dtype=torch.uint8), "height": 33, "width": 47}])[0]
+    pan, info = out["panoptic_seg"]
+    assert pan.shape == (33, 47) and info and all(not s["isthing"] for s in info)
+    assert sum(s["area"] for s in info) == 33 * 47  # no void: every pixel has a stuff class
+    assert out["instances"].pred_masks.dtype == torch.bool

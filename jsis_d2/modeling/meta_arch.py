@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from detectron2.config import configurable
+from detectron2.layers import paste_masks_in_image
 from detectron2.layers.mask_ops import _do_paste_mask
 from detectron2.modeling import (
     META_ARCH_REGISTRY,
@@ -322,19 +323,24 @@ class JSISNet(GeneralizedRCNN):
             if self.semantic_on:
                 out["sem_seg"] = sem_seg_postprocess(sem_seg_results[i], image_size, height, width)
             if self.instance_on:
-                out["instances"], mask_probs = self._postprocess_instances(
+                out["instances"], mask_probs, keep = self._postprocess_instances(
                     detector_results[i], height, width
                 )
                 out["proposals"] = detector_postprocess(proposals[i], height, width)
             if self.panoptic_on:
-                out["panoptic_seg"] = self._merge(out["sem_seg"], out["instances"], mask_probs)
+                out["panoptic_seg"] = self._merge(out["sem_seg"], out["instances"], mask_probs, keep)
             outputs.append(out)
         return outputs
 
     def _postprocess_instances(self, results: Instances, height: int, width: int):
-        """ROI-head output (input coordinates, masks [N, 1, M, M] probabilities) -> (Instances
-        at (height, width) with bool pred_masks [N, H, W], float probabilities [N', H, W] of
-        the instances with score >= INSTANCE_SCORE_THRESH (the merge's input), their indices)."""
+        """ROI-head output (input coordinates, pred_masks [N, 1, M, M] probabilities) ->
+
+        * Instances at (height, width): boxes scaled (x and y apart) and clipped, empty boxes
+          dropped, pred_masks bool [N, H, W] (pasted probability >= MASK_THRESHOLD);
+        * float [N', H, W] pasted probabilities of the N' instances with score >=
+          INSTANCE_SCORE_THRESH (only those go to the merge; None when there is no merge);
+        * int64 [N'] their indices in the returned Instances.
+        """
         roi_probs = results.pred_masks[:, 0]
         results.remove("pred_masks")
         results.roi_mask_probs = roi_probs
@@ -342,15 +348,19 @@ class JSISNet(GeneralizedRCNN):
         roi_probs = r.roi_mask_probs
         r.remove("roi_mask_probs")
         boxes = r.pred_boxes.tensor
-        probs = paste_mask_probs(roi_probs, boxes, height, width)
-        r.pred_masks = probs >= self.mask_threshold
-        return r, probs
+        r.pred_masks = paste_masks_in_image(
+            roi_probs, boxes, (height, width), threshold=self.mask_threshold
+        ).bool()
+        if not self.panoptic_on:
+            return r, None, None
+        keep = torch.nonzero(r.scores >= self.instance_score_thresh, as_tuple=True)[0]
+        probs = paste_mask_probs(roi_probs[keep], boxes[keep], height, width)
+        return r, probs, keep
 
-    def _merge(self, sem_seg: torch.Tensor, instances: Instances, mask_probs: torch.Tensor):
-        keep = torch.nonzero(instances.scores >= self.instance_score_thresh, as_tuple=True)[0]
+    def _merge(self, sem_seg: torch.Tensor, instances: Instances, mask_probs, keep):
         inst = Instances(
             instances.image_size,
-            pred_masks=mask_probs[keep],
+            pred_masks=mask_probs,
             scores=instances.scores[keep],
             pred_classes=instances.pred_classes[keep],
         )
