@@ -14,6 +14,7 @@ Every class id here is a CONTIGUOUS index in ``[0, K)``; dataset category ids ne
   in score order, dropped when mostly covered; small stuff areas become void), implemented by
   Detectron2's :func:`combine_semantic_and_instance_outputs` on our K-class stuff map.
 """
+
 import logging
 from typing import Dict, List, Sequence, Tuple, Union
 

@@ -1,5 +1,6 @@
 """Every config under configs/ merges (inheritance inside configs/ only) and builds a JSISNet on
 CPU; the paper's values are where the configs say they are."""
+
 import glob
 import os
 
@@ -62,7 +63,12 @@ def test_base_holds_the_paper_solver_and_loss_weights():
     assert (s.BASE_LR, s.MOMENTUM, s.GAMMA, s.WEIGHT_DECAY) == (0.075, 0.9, 0.5, 5.5e-5)
     lw = cfg.MODEL.JSIS.LOSS_WEIGHTS
     assert [lw.RPN_OBJ, lw.RPN_REG, lw.DET_CLS, lw.DET_REG, lw.MASK, lw.SEG] == [
-        1.0, 1.0, 1.0, 0.15, 0.3, 1.0
+        1.0,
+        1.0,
+        1.0,
+        0.15,
+        0.3,
+        1.0,
     ]
     assert cfg.MODEL.WEIGHTS == "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
     assert cfg.MODEL.ROI_HEADS.NAME == "Res5ROIHeads" and cfg.MODEL.MASK_ON
@@ -72,7 +78,11 @@ def test_base_holds_the_paper_solver_and_loss_weights():
 def test_coco_schedule():
     cfg = load("COCO-PanopticSegmentation/jsis_R50_C4_8ep.yaml")
     assert list(cfg.INPUT.JSIS.FIXED_SIZE) == [400, 400]
-    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.EPOCHS, list(cfg.SOLVER.STEPS_EPOCHS)) == (5, 8, [4, 7])
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.EPOCHS, list(cfg.SOLVER.STEPS_EPOCHS)) == (
+        5,
+        8,
+        [4, 7],
+    )
     assert (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.ROI_HEADS.NUM_CLASSES) == (133, 80)
     assert cfg.DATASETS.TRAIN == ("jsis_coco_2017_train_panoptic",)
     assert cfg.DATASETS.TEST == ("jsis_coco_2017_val_panoptic",)
@@ -82,7 +92,11 @@ def test_coco_schedule():
 def test_mapillary_schedule_and_ablations():
     cfg = load("Mapillary-Vistas/jsis_R50_C4_19ep.yaml")
     assert list(cfg.INPUT.JSIS.FIXED_SIZE) == [512, 1024]
-    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.EPOCHS, list(cfg.SOLVER.STEPS_EPOCHS)) == (2, 19, [7, 13])
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.EPOCHS, list(cfg.SOLVER.STEPS_EPOCHS)) == (
+        2,
+        19,
+        [7, 13],
+    )
     assert (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.ROI_HEADS.NUM_CLASSES) == (65, 37)
     assert cfg.DATASETS.TRAIN == ("jsis_mapillary_vistas_train_panoptic",)
     for leaf, branches in (("semantic_only", ["semantic"]), ("instance_only", ["instance"])):

@@ -1,5 +1,6 @@
 """JSISNet: weighted training losses per branch, lambda scaling, inference at the original
 resolution, branch switches, config errors. Tiny quick config (R18, 64x64), CPU."""
+
 import copy
 
 import pytest
@@ -131,11 +132,21 @@ def infer(model, inputs, **kw):
 
 def test_inference_outputs_at_original_resolution():
     # score threshold 0 so that the untrained model's detections reach the merge
-    model = model_of("MODEL.JSIS.INSTANCE_SCORE_THRESH", "0.0", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    model = model_of(
+        "MODEL.JSIS.INSTANCE_SCORE_THRESH", "0.0", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"
+    )
     g = torch.Generator().manual_seed(5)
     inputs = [
-        {"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g), "height": 90, "width": 50},
-        {"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g), "height": 37, "width": 121},
+        {
+            "image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g),
+            "height": 90,
+            "width": 50,
+        },
+        {
+            "image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g),
+            "height": 37,
+            "width": 121,
+        },
     ]
     outs = infer(model, inputs)
     assert len(outs) == 2
@@ -165,8 +176,14 @@ def test_inference_outputs_at_original_resolution():
 
 
 def test_inference_without_postprocess_and_kirillov_merge():
-    model = model_of("MODEL.JSIS.MERGE", "kirillov", "MODEL.JSIS.INSTANCE_SCORE_THRESH", "0.0",
-                     "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    model = model_of(
+        "MODEL.JSIS.MERGE",
+        "kirillov",
+        "MODEL.JSIS.INSTANCE_SCORE_THRESH",
+        "0.0",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+    )
     img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
     raw = infer(model, [{"image": img, "height": 30, "width": 20}], do_postprocess=False)[0]
     assert raw["sem_seg"].shape == (K, 64, 64)
@@ -207,7 +224,9 @@ def test_instance_postprocess_scales_x_and_y_separately_and_keeps_probabilities(
     m0 = r.pred_masks[0]
     assert m0[2:62, 2:46].all() and not m0[64:].any() and not m0[:, 48:].any()
     assert not r.pred_masks[1].any()  # 0.4 < MASK_THRESHOLD
-    assert probs.dtype == torch.float32 and torch.allclose(probs[1, 40:90, 50:90], torch.tensor(0.4))
+    assert probs.dtype == torch.float32 and torch.allclose(
+        probs[1, 40:90, 50:90], torch.tensor(0.4)
+    )
     assert torch.allclose(probs[0, 5:60, 5:40], torch.tensor(0.7))
 
 
@@ -250,7 +269,9 @@ def test_panoptic_needs_both_branches_and_can_be_switched_off():
 
 def test_inference_when_no_instance_reaches_the_merge():
     model = model_of("MODEL.JSIS.INSTANCE_SCORE_THRESH", "1.0", "MODEL.JSIS.STUFF_AREA_THRESH", "0")
-    out = infer(model, [{"image": torch.zeros(3, 64, 64, dtype=torch.uint8), "height": 33, "width": 47}])[0]
+    out = infer(
+        model, [{"image": torch.zeros(3, 64, 64, dtype=torch.uint8), "height": 33, "width": 47}]
+    )[0]
     pan, info = out["panoptic_seg"]
     assert pan.shape == (33, 47) and info and all(not s["isthing"] for s in info)
     assert sum(s["area"] for s in info) == 33 * 47  # no void: every pixel has a stuff class

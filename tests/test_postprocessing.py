@@ -1,5 +1,6 @@
 """Panoptic merges: each JSIS rule on a hand-built case, the edges, bad input, and a pixel-by-
 pixel reference implementation on random inputs. Classes: K = 5, things 0, 1; stuff 2, 3, 4."""
+
 import random
 
 import pytest
@@ -285,8 +286,12 @@ def test_matches_pixelwise_reference_on_random_inputs(seed):
     classes = torch.randint(0, 3, (n,), generator=g)
     area_thr = rng.choice([0, 10, 25, 200])
     pan, info = jsis_panoptic_merge(
-        s, insts(masks, scores, classes, h, w), is_thing,
-        stuff_area_thresh=area_thr, instance_score_thresh=0.5, mask_threshold=0.5,
+        s,
+        insts(masks, scores, classes, h, w),
+        is_thing,
+        stuff_area_thresh=area_thr,
+        instance_score_thresh=0.5,
+        mask_threshold=0.5,
     )
     check_consistent(pan, info)
     ref = reference_merge(
@@ -296,9 +301,7 @@ def test_matches_pixelwise_reference_on_random_inputs(seed):
     for y in range(h):
         for x in range(w):
             sid = int(pan[y, x])
-            got = None if sid == 0 else (
-                by_id[sid]["category_id"], by_id[sid].get("instance_id")
-            )
+            got = None if sid == 0 else (by_id[sid]["category_id"], by_id[sid].get("instance_id"))
             assert got == ref[y][x], (y, x)
 
 
@@ -311,8 +314,11 @@ def test_kirillov_score_order_overlap_threshold_and_small_stuff_void():
     b = box(0.9, 2, 4, 2, 4)  # 4 px fully inside a: overlap 100% > 0.5 -> dropped
     c = box(0.9, 0, 4, 3, 6)  # 12 px, 3 px overlap with a (25%) -> kept with its free 9 px
     pan, info = kirillov_panoptic_merge(
-        s, insts([a, b, c], [0.9, 0.8, 0.7], [0, 1, 1]), IS_THING,
-        overlap_thresh=0.5, stuff_area_thresh=10,
+        s,
+        insts([a, b, c], [0.9, 0.8, 0.7], [0, 1, 1]),
+        IS_THING,
+        overlap_thresh=0.5,
+        stuff_area_thresh=10,
     )
     check_consistent(pan, info)
     things = [(x["instance_id"], x["area"]) for x in info if x["isthing"]]
@@ -340,8 +346,12 @@ def test_cuda_matches_cpu():
     g = torch.Generator().manual_seed(0)
     s = torch.randn(5, 30, 40, generator=g)
     m = torch.rand(4, 30, 40, generator=g)
-    i = Instances((30, 40), pred_masks=m, scores=torch.tensor([0.9, 0.8, 0.7, 0.6]),
-                  pred_classes=torch.tensor([0, 1, 0, 1]))
+    i = Instances(
+        (30, 40),
+        pred_masks=m,
+        scores=torch.tensor([0.9, 0.8, 0.7, 0.6]),
+        pred_classes=torch.tensor([0, 1, 0, 1]),
+    )
     pan, info = jsis_panoptic_merge(s, i, IS_THING, stuff_area_thresh=50)
     pan_c, info_c = jsis_panoptic_merge(s.cuda(), i.to("cuda"), IS_THING, stuff_area_thresh=50)
     assert pan_c.is_cuda and torch.equal(pan, pan_c.cpu()) and info == info_c
@@ -354,8 +364,9 @@ def test_merge_benchmark_smoke_runs_both_sides():
 
     p = argparse.ArgumentParser()
     bench.add_arguments(p)
-    args = p.parse_args(["--instances", "3", "7", "--size", "48", "64", "--classes", "12",
-                         "--things", "5"])
+    args = p.parse_args(
+        ["--instances", "3", "7", "--size", "48", "64", "--classes", "12", "--things", "5"]
+    )
     args.quick, args.output, args.threads = True, None, 1
     res = bench.run(args)
     assert [r["instances"] for r in res["rows"]] == [3, 7]

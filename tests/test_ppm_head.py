@@ -1,4 +1,5 @@
 """PPMHead: shapes, hybrid upsampling, the void-ignoring loss, config errors."""
+
 import pytest
 import torch
 from torch.nn import functional as F

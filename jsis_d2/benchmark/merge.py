@@ -4,12 +4,14 @@ Same synthetic prediction for both sides: a ``--size`` image (default 400x400, C
 K = ``--classes`` (default 133: 80 things + 53 stuff), N = ``--instances`` (default 100)
 instance masks with smooth elliptical probability maps in random boxes, all scores >= 0.5 (so
 every instance goes through both merges: the worst case), in decreasing score order as
-Detectron2's detector returns them (``--unsorted``: random order, the slower path). The JSIS side gets what JSISNet
-gives it (float scores [K, H, W], float mask probabilities [N, H, W]); the Detectron2 side gets
-what PanopticFPN gives it (bool masks, already thresholded when pasted) and, as PanopticFPN
-does, the per-pixel argmax of the scores inside the timed call. Times: median over repeats
-after a warm-up, threads pinned by tools/benchmark.py.
+Detectron2's detector returns them (``--unsorted``: random order, the slower path). The JSIS
+side gets what JSISNet gives it (float scores [K, H, W], float mask probabilities [N, H, W]);
+the Detectron2 side gets what PanopticFPN gives it (bool masks, already thresholded when
+pasted) and, as PanopticFPN does, the per-pixel argmax of the scores inside the timed call.
+The sides run interleaved (one run of each per repeat, so that load from other processes hits
+all alike) after a warm-up; median and min are reported; threads pinned by tools/benchmark.py.
 """
+
 import logging
 import statistics
 import time
@@ -32,7 +34,8 @@ def add_arguments(parser):
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--unsorted", action="store_true",
+        "--unsorted",
+        action="store_true",
         help="instances in random score order (the detector gives them sorted by score)",
     )
 
@@ -106,8 +109,12 @@ def run(args):
 
         def jsis():
             return jsis_panoptic_merge(
-                sem_seg, inst, is_thing, stuff_area_thresh=area,
-                instance_score_thresh=score_thr, mask_threshold=mask_thr,
+                sem_seg,
+                inst,
+                is_thing,
+                stuff_area_thresh=area,
+                instance_score_thresh=score_thr,
+                mask_threshold=mask_thr,
             )
 
         def d2():
@@ -117,11 +124,18 @@ def run(args):
 
         def kirillov():
             return kirillov_panoptic_merge(
-                sem_seg, inst, is_thing, overlap_thresh=overlap, stuff_area_thresh=area,
-                instance_score_thresh=score_thr, mask_threshold=mask_thr,
+                sem_seg,
+                inst,
+                is_thing,
+                overlap_thresh=overlap,
+                stuff_area_thresh=area,
+                instance_score_thresh=score_thr,
+                mask_threshold=mask_thr,
             )
 
-        times = _time_interleaved({"jsis": jsis, "d2": d2, "kirillov": kirillov}, repeats, args.device)
+        times = _time_interleaved(
+            {"jsis": jsis, "d2": d2, "kirillov": kirillov}, repeats, args.device
+        )
         t_jsis, t_d2, t_kir = (statistics.median(times[k]) for k in ("jsis", "d2", "kirillov"))
         m_jsis, m_d2 = min(times["jsis"]), min(times["d2"])
         n_jsis = len(jsis()[1])
@@ -140,8 +154,13 @@ def run(args):
                 "segments_detectron2": n_d2,
             }
         )
-        logger.info("merge N=%d: jsis %.2f ms, detectron2 %.2f ms (x%.1f)", n, 1000 * t_jsis,
-                    1000 * t_d2, t_d2 / t_jsis)
+        logger.info(
+            "merge N=%d: jsis %.2f ms, detectron2 %.2f ms (x%.1f)",
+            n,
+            1000 * t_jsis,
+            1000 * t_d2,
+            t_d2 / t_jsis,
+        )
 
     md = [
         f"Panoptic merge, {h}x{w} image, K={k} classes (T={t} things), device {args.device}, "

@@ -3,6 +3,7 @@
 Importing this package registers ``JSISNet`` in Detectron2's ``META_ARCH_REGISTRY`` and
 ``PPMHead`` in ``SEM_SEG_HEADS_REGISTRY``.
 """
+
 from .meta_arch import JSISNet  # noqa: F401  (registration)
 from .ppm_head import PPMHead  # noqa: F401  (registration)
 

@@ -11,8 +11,9 @@ K = ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` and T = ``MODEL.ROI_HEADS.NUM_CLASSES`` (
 Shapes: network input images [3, H', W'] (fixed size, INPUT.JSIS.FIXED_SIZE); outputs at the
 ORIGINAL size (H, W) = (input["height"], input["width"]).
 """
+
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -53,7 +54,10 @@ LOSS_KEY_TO_WEIGHT = {
 _D2_WEIGHT_KEYS = (
     ("MODEL.RPN.LOSS_WEIGHT", lambda c: c.MODEL.RPN.LOSS_WEIGHT),
     ("MODEL.RPN.BBOX_REG_LOSS_WEIGHT", lambda c: c.MODEL.RPN.BBOX_REG_LOSS_WEIGHT),
-    ("MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT", lambda c: c.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT),
+    (
+        "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT",
+        lambda c: c.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT,
+    ),
     ("MODEL.SEM_SEG_HEAD.LOSS_WEIGHT", lambda c: c.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT),
 )
 
@@ -161,9 +165,7 @@ class JSISNet(GeneralizedRCNN):
         self.instance_score_thresh = instance_score_thresh
         self.mask_threshold = mask_threshold
         self.kirillov_overlap_thresh = kirillov_overlap_thresh
-        self.register_buffer(
-            "is_thing", torch.arange(num_classes) < num_things, persistent=False
-        )
+        self.register_buffer("is_thing", torch.arange(num_classes) < num_things, persistent=False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -172,11 +174,12 @@ class JSISNet(GeneralizedRCNN):
         if not branches or bad or len(set(branches)) != len(branches):
             raise ValueError(
                 f"MODEL.JSIS.BRANCHES must be a non-empty list of distinct names from "
-                f"{list(BRANCHES)}, got {branches}"
-                + (f" (unknown: {bad})" if bad else "")
+                f"{list(BRANCHES)}, got {branches}" + (f" (unknown: {bad})" if bad else "")
             )
         if cfg.MODEL.JSIS.MERGE not in MERGES:
-            raise ValueError(f"MODEL.JSIS.MERGE must be one of {MERGES}, got {cfg.MODEL.JSIS.MERGE!r}")
+            raise ValueError(
+                f"MODEL.JSIS.MERGE must be one of {MERGES}, got {cfg.MODEL.JSIS.MERGE!r}"
+            )
         for key, get in _D2_WEIGHT_KEYS:
             if get(cfg) != 1.0:
                 raise ValueError(
@@ -186,7 +189,9 @@ class JSISNet(GeneralizedRCNN):
         instance_on = "instance" in branches
         semantic_on = "semantic" in branches
         if instance_on and not cfg.MODEL.MASK_ON:
-            raise ValueError("MODEL.MASK_ON must be True: JSIS-Net's instance branch predicts masks")
+            raise ValueError(
+                "MODEL.MASK_ON must be True: JSIS-Net's instance branch predicts masks"
+            )
         if instance_on and cfg.MODEL.KEYPOINT_ON:
             raise ValueError("MODEL.KEYPOINT_ON is not supported by JSIS-Net")
 
@@ -328,7 +333,9 @@ class JSISNet(GeneralizedRCNN):
                 )
                 out["proposals"] = detector_postprocess(proposals[i], height, width)
             if self.panoptic_on:
-                out["panoptic_seg"] = self._merge(out["sem_seg"], out["instances"], mask_probs, keep)
+                out["panoptic_seg"] = self._merge(
+                    out["sem_seg"], out["instances"], mask_probs, keep
+                )
             outputs.append(out)
         return outputs
 

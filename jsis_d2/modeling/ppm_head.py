@@ -17,6 +17,7 @@ Loss: ``loss_sem_seg`` = softmax cross-entropy over K classes, void pixels
 UNWEIGHTED: JSIS-Net applies lambda_6 (``MODEL.JSIS.LOSS_WEIGHTS.SEG``);
 ``MODEL.SEM_SEG_HEAD.LOSS_WEIGHT`` is not read here (JSISNet rejects a value other than 1.0).
 """
+
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import fvcore.nn.weight_init as weight_init
@@ -78,7 +79,7 @@ class PPMHead(nn.Module):
             )
         if deconv_stride < 1:
             raise ValueError(f"PPMHead: DECONV_STRIDE must be >= 1, got {deconv_stride}")
-        (self.in_feature, spec), = input_shape.items()
+        ((self.in_feature, spec),) = input_shape.items()
         in_channels = spec.channels
         self.feature_stride = spec.stride
         self.num_classes = num_classes
