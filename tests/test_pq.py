@@ -130,7 +130,8 @@ def _cases():
     gt, spec = _base_gt()
     empty = np.zeros_like(gt)
     pred2 = np.where(gt > 0, 77, 0)
-    cases.append(("empty_and_pred_only", [(1, gt, _segments(gt, spec)), (2, gt, _segments(gt, spec))],
+    gt_imgs = [(1, gt, _segments(gt, spec)), (2, gt, _segments(gt, spec))]
+    cases.append(("empty_and_pred_only", gt_imgs,
                   [(1, empty, []), (2, pred2, _segments(pred2, {77: (12, 0)}))]))
     return cases
 

@@ -146,13 +146,18 @@ def generate_panoptic_case(root, num_images=300, size=(400, 400), segments=40, s
     return gt_json, pred_json
 
 
-def _timed(fn, repeats):
+def _timed(fn, repeats, cpu=None):
+    """Run ``fn`` ``repeats`` times: (last output, wall times); CPU times of this process (all
+    threads; robust to other load on a shared machine) are appended to ``cpu`` if given."""
     times = []
     out = None
     for _ in range(repeats):
+        c = time.process_time()
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
+        if cpu is not None:
+            cpu.append(time.process_time() - c)
     return out, times
 
 
@@ -166,12 +171,10 @@ def _decode_all(files, threads):
 
 
 def _hotcoco_pq(gt_json, pred_json):
-    import hotcoco  # noqa: F401  (optional)
+    from hotcoco.panoptic import pq_compute as hotcoco_pq  # optional: pip install hotcoco
 
-    fn = getattr(hotcoco, "pq_compute", None)
-    if fn is None:
-        raise RuntimeError("hotcoco has no pq_compute")
-    return fn(gt_json, pred_json)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its table
+        return hotcoco_pq(gt_json, pred_json)
 
 
 def run(args):
@@ -206,23 +209,30 @@ def run(args):
                 return panopticapi_pq(gt_json, pred_json)
 
         times = {"floor_decode": [], "ours": [], "panopticapi": []}
+        cpu = {"floor_decode": [], "ours": []}
         ref = mine = None
         for _ in range(repeats):  # interleaved so drift hits all sides alike
-            times["floor_decode"] += _timed(lambda: _decode_all(files, threads), 1)[1]
-            mine, t_ours = _timed(ours, 1)
+            times["floor_decode"] += _timed(lambda: _decode_all(files, threads), 1,
+                                            cpu["floor_decode"])[1]
+            mine, t_ours = _timed(ours, 1, cpu["ours"])
             times["ours"] += t_ours
             ref, t_ref = _timed(reference, 1)
             times["panopticapi"] += t_ref
         try:
             hc, t_hc = _timed(lambda: _hotcoco_pq(gt_json, pred_json), repeats)
             times["hotcoco"] = t_hc
-            result["hotcoco"] = "measured"
+            result["hotcoco"] = "measured (its own Rust thread pool)"
+            result["hotcoco_max_abs_diff"] = max(
+                abs(hc[g][k] - ref[g][k])
+                for g in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")
+            )
         except Exception as e:  # optional: not installed or different API
             result["hotcoco"] = f"skipped ({type(e).__name__}: {e})"
 
     result["equal_to_panopticapi"] = mine == ref
     result["max_abs_diff"] = max(
-        [abs(mine[g][k] - ref[g][k]) for g in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")]
+        [abs(mine[g][k] - ref[g][k])
+         for g in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")]
         + [abs(mine["per_class"][c][k] - ref["per_class"][c][k])
            for c in ref["per_class"] for k in ("pq", "sq", "rq")]
     )
@@ -230,6 +240,9 @@ def run(args):
     best = {k: min(v) for k, v in times.items()}
     result["best_s"] = best
     result["median_s"] = {k: statistics.median(v) for k, v in times.items()}
+    result["cpu_best_s"] = {k: min(v) for k, v in cpu.items()}
+    result["ours_over_decode_floor_cpu"] = min(cpu["ours"]) / min(cpu["floor_decode"])
+    result["load_average_1min"] = os.getloadavg()[0]
     result["speedup_vs_panopticapi"] = best["panopticapi"] / best["ours"]
     result["ours_over_decode_floor"] = best["ours"] / best["floor_decode"]
     if "hotcoco" in best:
@@ -247,9 +260,14 @@ def run(args):
         f"PQ evaluation, {num} images {args.size[0]}x{args.size[1]}, ~{args.segments} segments "
         f"each (best of {repeats}):",
         "",
-        "| implementation | time (s) | x decode floor |",
+        "| implementation | wall time (s) | x decode floor |",
         "|---|---:|---:|",
     ] + [f"| {n} | {t:.3f} | {r:.2f} |" for n, t, r in rows] + [
+        "",
+        f"CPU time of this process (all threads): ours {result['cpu_best_s']['ours']:.3f} s, "
+        f"decode floor {result['cpu_best_s']['floor_decode']:.3f} s, ratio "
+        f"{result['ours_over_decode_floor_cpu']:.2f}. 1-min load average at the end: "
+        f"{result['load_average_1min']:.1f} on {os.cpu_count()} cores.",
         "",
         f"speed-up vs panopticapi: {result['speedup_vs_panopticapi']:.2f}x; "
         f"ours / decode floor: {result['ours_over_decode_floor']:.2f}; "

@@ -220,7 +220,8 @@ class JSISEvaluator(DatasetEvaluator):
     def _process_sem_seg(self, sem_seg, gt_ids, gt, where):
         if sem_seg.dim() != 3 or sem_seg.shape[0] != self._num_classes:
             raise PanopticEvalError(
-                f"{where}: sem_seg must be [K={self._num_classes}, H, W], got {tuple(sem_seg.shape)}"
+                f"{where}: sem_seg must be [K={self._num_classes}, H, W], "
+                f"got {tuple(sem_seg.shape)}"
             )
         pred = sem_seg.argmax(dim=0).to(torch.int32).cpu().numpy()
         _check_shape(pred.shape, gt_ids.shape, "sem_seg", where)

@@ -236,7 +236,9 @@ def write_panoptic_png(path: str, ids: np.ndarray) -> None:
     if ids.ndim != 2:
         raise ValueError(f"{path}: panoptic ids must be [H, W], got shape {ids.shape}")
     if ids.size and (ids.min() < 0 or ids.max() >= 1 << 24):
-        raise ValueError(f"{path}: panoptic ids must be in [0, 2**24), got {ids.min()}..{ids.max()}")
+        raise ValueError(
+            f"{path}: panoptic ids must be in [0, 2**24), got {ids.min()}..{ids.max()}"
+        )
     u = ids.astype("<u4")
     rgb = np.stack([u & 255, (u >> 8) & 255, (u >> 16) & 255], axis=-1).astype(np.uint8)
     Image.fromarray(rgb).save(path)
