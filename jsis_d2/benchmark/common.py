@@ -1,0 +1,373 @@
+"""Helpers shared by the model benchmarks (joint, panoptic_fpn, topk, hw). Not a subcommand.
+
+- Isolated measurements: :func:`run_isolated` runs a module-level function in a fresh
+  ``spawn`` process (one measurement per process), so that peak memory belongs to it alone.
+- Peak memory: the process's resident-set high-water mark from ``/proc/self/status``
+  (``VmHWM``), reset with ``/proc/self/clear_refs`` (value 5) right before the measured phase,
+  so the peak is that of the measured phase (model weights included, since they stay resident)
+  and not of imports or model building. ``VmHWM`` belongs to the process's own address space
+  (unlike ``getrusage(RUSAGE_SELF).ru_maxrss``, which a spawned child inherits from its parent
+  at exec time on Linux). Where the reset is not allowed the peak covers the whole process and
+  the result says so (``peak_reset``: False).
+- FLOPs: Detectron2's ``FlopCountAnalysis`` (fvcore with a tracing adapter), which counts one
+  fused multiply-add as one FLOP (so "FLOPs" below are MACs) and ignores element-wise ops.
+- Synthetic model inputs: random uint8 images, random ground truth for training steps.
+"""
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import statistics
+import time
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "run_isolated",
+    "rss_mb",
+    "peak_rss_mb",
+    "reset_peak_rss",
+    "time_calls",
+    "summarize_times",
+    "random_inputs",
+    "count_flops",
+    "jsis_cfg",
+    "load_average",
+]
+
+
+# ---------------------------------------------------------------------------- processes
+def run_isolated(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a fresh ``spawn`` process; returns its (picklable) result.
+
+    ``fn`` must be importable (a module-level function). Exceptions propagate."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
+        return ex.submit(fn, *args, **kwargs).result()
+
+
+def _status_kb(field):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb():
+    """Current resident set size of this process in MiB (None where /proc is missing)."""
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb / 1024.0
+
+
+def peak_rss_mb():
+    """Resident-set high-water mark (VmHWM) of this process in MiB, since the last
+    :func:`reset_peak_rss` (or process start); falls back to ru_maxrss."""
+    kb = _status_kb("VmHWM")
+    if kb is None:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0
+
+
+def reset_peak_rss():
+    """Reset VmHWM to the current RSS (Linux >= 4.0). Returns True when it worked."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def load_average():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------- timing
+def time_calls(fn, warmup, repeats):
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; list of seconds."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def summarize_times(times):
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "times_s": [round(t, 4) for t in times],
+    }
+
+
+# ---------------------------------------------------------------------------- inputs
+def random_inputs(h, w, n=1, train=False, num_classes=133, num_things=80, gt_per_image=8, seed=0):
+    """Mapper-like dicts: "image" uint8 [3, H, W] (random), "height"/"width" = (H, W); with
+    ``train``: "sem_seg" int64 [H, W] in [0, K) (blocks of random classes) and "instances"
+    (``gt_per_image`` random boxes, gt_classes in [0, T), box-filling BitMasks [N, H, W])."""
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        d = {
+            "image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
+            "height": h,
+            "width": w,
+        }
+        if train:
+            coarse = torch.randint(0, num_classes, (1, 1, h // 32 + 1, w // 32 + 1), generator=g)
+            sem = torch.nn.functional.interpolate(coarse.float(), size=(h, w), mode="nearest")
+            d["sem_seg"] = sem[0, 0].long()
+            wh = torch.rand(gt_per_image, 2, generator=g) * torch.tensor([w, h]) * 0.4 + 8
+            xy = torch.rand(gt_per_image, 2, generator=g) * (torch.tensor([w, h]) - wh)
+            boxes = torch.cat([xy, xy + wh], 1).floor()
+            masks = torch.zeros(gt_per_image, h, w, dtype=torch.bool)
+            for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
+                masks[i, y0:y1, x0:x1] = True
+            inst = Instances((h, w))
+            inst.gt_boxes = Boxes(boxes)
+            inst.gt_classes = torch.randint(0, num_things, (gt_per_image,), generator=g)
+            inst.gt_masks = BitMasks(masks)
+            d["instances"] = inst
+        out.append(d)
+    return out
+
+
+# ---------------------------------------------------------------------------- FLOPs
+def _tensors(x):
+    """All tensors inside nested lists/tuples/dicts/Instances/Boxes, in a fixed order."""
+    from detectron2.structures import Boxes, Instances
+
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, Boxes):
+        return [x.tensor]
+    if isinstance(x, Instances):
+        return [t for k in sorted(x.get_fields()) for t in _tensors(x.get(k))]
+    if isinstance(x, dict):
+        return [t for k in sorted(x) for t in _tensors(x[k])]
+    if isinstance(x, (list, tuple)):
+        return [t for v in x for t in _tensors(v)]
+    return []
+
+
+class _RawInference(torch.nn.Module):
+    """Traceable view of a Detectron2 model: images [B, 3, H, W] uint8 -> tuple of the
+    tensors of ``model.inference(..., do_postprocess=False)`` (the network, without pasting
+    masks at image size or the panoptic merge)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        inputs = [{"image": im} for im in images]
+        return tuple(_tensors(self.model.inference(inputs, do_postprocess=False)))
+
+
+def count_flops(model, inputs, module_names=()):
+    """fvcore FLOPs of one forward pass of ``model`` (eval mode) on ``inputs`` (list of dicts
+    with "image" uint8 [3, H, W], all the same size), WITHOUT postprocessing (mask pasting and
+    panoptic merge are not counted: no conv/matmul there). fvcore counts one fused
+    multiply-add as one FLOP (so these are MACs) and skips element-wise ops; the ops it does
+    not count are returned under "unsupported_ops" (op name -> calls).
+    Detectron2's own FlopCountAnalysis is not used: ``detectron2.export`` imports caffe2 in
+    v0.6. Returns {"total": float, "by_module": {dotted name: float}, "unsupported_ops"}."""
+    import fvcore.nn
+
+    images = torch.stack([d["image"] for d in inputs])
+    fca = fvcore.nn.FlopCountAnalysis(_RawInference(model).eval(), (images,))
+    fca.unsupported_ops_warnings(False)
+    fca.uncalled_modules_warnings(False)
+    fca.tracer_warnings("none")
+    total = float(fca.total())
+    by = fca.by_module()
+    out = {}
+    for name in module_names:
+        key = "model." + name
+        if key in by:
+            out[name] = float(by[key])
+    return {
+        "total": total,
+        "by_module": out,
+        "unsupported_ops": {k: int(v) for k, v in fca.unsupported_ops().items()},
+    }
+
+
+# ---------------------------------------------------------------------------- configs
+def jsis_cfg(
+    depth=50,
+    size=(400, 400),
+    branches=("semantic", "instance"),
+    num_classes=133,
+    num_things=80,
+    post_nms_test=100,
+    pre_nms_test=1000,
+    detections=100,
+    score_thresh=0.0,
+    roi_batch=64,
+    post_nms_train=256,
+    norm="GN",
+    config_file="configs/Base-JSIS-R50-C4.yaml",
+    extra=(),
+):
+    """A JSIS-Net config based on ``configs/Base-JSIS-R50-C4.yaml`` with random weights on
+    CPU: ``MODEL.WEIGHTS ""``, ``RESNETS.NORM`` = ``norm`` (random init: GN, nothing frozen),
+    ``depth`` 18/34 sets ``RES2_OUT_CHANNELS`` 64. Proposals/ROIs as given (the C4 head runs
+    res5 once per ROI: these counts set the cost). ``score_thresh`` 0 keeps the random
+    detector's detections so that the mask path (res5 again per detection) always runs."""
+    from ..config import get_jsis_cfg
+
+    cfg = get_jsis_cfg()
+    cfg.merge_from_file(config_file)
+    opts = [
+        "MODEL.WEIGHTS", "",
+        "MODEL.DEVICE", "cpu",
+        "MODEL.BACKBONE.FREEZE_AT", 0,
+        "MODEL.RESNETS.DEPTH", depth,
+        "MODEL.RESNETS.NORM", norm,
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes,
+        "MODEL.ROI_HEADS.NUM_CLASSES", num_things,
+        "MODEL.RPN.PRE_NMS_TOPK_TEST", pre_nms_test,
+        "MODEL.RPN.POST_NMS_TOPK_TEST", post_nms_test,
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN", post_nms_train,
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", roi_batch,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", score_thresh,
+        "TEST.DETECTIONS_PER_IMAGE", detections,
+        "MODEL.JSIS.BRANCHES", list(branches),
+        "INPUT.JSIS.FIXED_SIZE", list(size),
+    ]
+    if depth in (18, 34):
+        opts += ["MODEL.RESNETS.RES2_OUT_CHANNELS", 64]
+    cfg.merge_from_list(opts + list(extra))
+    return cfg
+
+
+def build_jsis(**cfg_kwargs):
+    """(model, cfg) of :func:`jsis_cfg` (random weights, CPU)."""
+    import jsis_d2  # noqa: F401  (registrations)
+    from detectron2.modeling import build_model
+
+    cfg = jsis_cfg(**cfg_kwargs)
+    return build_model(cfg), cfg
+
+
+# Top-level modules whose FLOPs are reported (those the model has).
+FLOP_MODULES = (
+    "backbone",
+    "proposal_generator",
+    "roi_heads",
+    "roi_heads.res5",
+    "roi_heads.box_predictor",
+    "roi_heads.mask_head",
+    "roi_heads.box_head",
+    "sem_seg_head",
+)
+
+
+def measure(
+    build,
+    build_kwargs,
+    mode="infer",
+    size=(400, 400),
+    warmup=1,
+    repeats=3,
+    threads=2,
+    flops=False,
+    batch=1,
+    seed=0,
+):
+    """One measurement, meant to run in its own process (:func:`run_isolated`).
+
+    Args:
+        build: module-level function ``build(**build_kwargs) -> (model, cfg)``.
+        mode: "infer" (model.eval(), ``model(inputs)`` under no_grad, with postprocessing at
+            the input size) or "train" (one SGD step: forward with losses, backward, step).
+        size: input (H, W); ``batch`` images per call.
+    Returns:
+        dict: times (median/min, seconds per call), peak RSS of the measured phase (MiB),
+        RSS before building the model and after, parameter count, FLOPs (inference only,
+        with ``flops``), the numbers of proposals / detections seen, threads.
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    from detectron2.utils.events import EventStorage
+
+    rss_start = rss_mb()
+    model, cfg = build(**build_kwargs)
+    k = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    t = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    h, w = size
+    inputs = random_inputs(h, w, batch, train=(mode == "train"), num_classes=k, num_things=t,
+                           seed=seed)
+    info = {}
+    if mode == "infer":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                out = model(inputs)
+            info["detections"] = len(out[0]["instances"]) if "instances" in out[0] else 0
+            if "proposals" in out[0]:
+                info["proposals"] = len(out[0]["proposals"])
+
+    elif mode == "train":
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        storage = EventStorage(0)
+
+        def step():
+            with storage:
+                losses = model(inputs)
+                loss = sum(losses.values())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            info["loss_keys"] = sorted(losses)
+
+    else:
+        raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
+    rss_model = rss_mb()
+    reset_ok = reset_peak_rss()
+    load0 = load_average()
+    times = time_calls(step, warmup, repeats)
+    peak = peak_rss_mb()
+    result = {
+        "mode": mode,
+        "size": [h, w],
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "warmup": warmup,
+        "repeats": repeats,
+        **summarize_times(times),
+        "peak_rss_mb": peak,
+        "rss_before_build_mb": rss_start,
+        "rss_after_build_mb": rss_model,
+        "peak_above_imports_mb": None if rss_start is None else peak - rss_start,
+        "peak_reset": reset_ok,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "load_average": [load0, load_average()],
+        **info,
+    }
+    if flops and mode == "infer":
+        with torch.no_grad():
+            fl = count_flops(model, inputs, FLOP_MODULES)
+        result["gflops"] = fl["total"] / 1e9 / batch
+        result["gflops_by_module"] = {k: v / 1e9 / batch for k, v in fl["by_module"].items()}
+        result["flops_unsupported_ops"] = fl["unsupported_ops"]
+    return result

@@ -1,0 +1,204 @@
+"""Benchmark: JSIS-Net (one shared backbone, both branches) vs two networks, each with its own
+backbone (the same JSISNet class with ``MODEL.JSIS.BRANCHES`` ["instance"] and ["semantic"]).
+
+Architecture: ``configs/Base-JSIS-R50-C4.yaml`` (R50-C4, PPM head) with random weights
+(``MODEL.WEIGHTS ""``, GroupNorm, nothing frozen), CPU, K=133 / T=80 (COCO). The C4 head runs
+the res5 stage once per ROI, so the proposal / ROI counts set the cost and are stated in the
+result: test ``RPN.POST_NMS_TOPK_TEST`` (default 100, Base config: 1000), ``ROI_HEADS.SCORE_
+THRESH_TEST`` 0 with ``TEST.DETECTIONS_PER_IMAGE`` 100 (random weights score every box ~1/81,
+below Detectron2's 0.05: with 0 the mask path, which runs res5 again on each detection, is
+always exercised, as with a trained COCO model that keeps up to 100), training ROI batch 64
+per image, 256 training proposals, one image per step, SGD.
+
+Each (network, size, mode) is measured in its own spawned process: inference = median of
+``--repeats`` calls after ``--warmup``; train = one SGD step (forward + backward + update),
+median of repeats. Peak memory = resident-set high-water mark (VmHWM) of that process during
+the measured phase (reset just before it, weights included), and the same minus the process's
+RSS after imports (``above imports``: weights + activations + allocator, without the Python /
+torch runtime that every process carries). FLOPs (fvcore, MACs) of the joint network's
+inference are counted per module, which is where the explanation of the time comes from.
+"""
+import logging
+
+from .common import build_jsis, load_average, measure, run_isolated
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["add_arguments", "run"]
+
+NETWORKS = {
+    "joint": ("semantic", "instance"),
+    "instance": ("instance",),
+    "semantic": ("semantic",),
+}
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=None,
+        help="input sizes as H W pairs (default 400 400 512 1024; quick 128 128)",
+    )
+    parser.add_argument("--depth", type=int, default=None, help="ResNet depth (default 50, quick 18)")
+    parser.add_argument("--proposals", type=int, default=None,
+                        help="test RPN post-NMS top-k (default 100, quick 20)")
+    parser.add_argument("--detections", type=int, default=None,
+                        help="TEST.DETECTIONS_PER_IMAGE (default 100, quick 10)")
+    parser.add_argument("--roi-batch", type=int, default=None,
+                        help="training ROIs per image (default 64, quick 16)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed inference calls (default 3, quick 1)")
+    parser.add_argument("--train-repeats", type=int, default=None,
+                        help="timed training steps (default 2, quick 1)")
+    parser.add_argument("--no-train", action="store_true", help="skip the training-step rows")
+
+
+def _settings(args):
+    q = args.quick
+    sizes = args.sizes or ([128, 128] if q else [400, 400, 512, 1024])
+    if len(sizes) % 2:
+        raise ValueError(f"--sizes takes H W pairs, got {sizes}")
+    s = {
+        "sizes": [tuple(sizes[i : i + 2]) for i in range(0, len(sizes), 2)],
+        "depth": args.depth or (18 if q else 50),
+        "proposals": args.proposals or (20 if q else 100),
+        "detections": args.detections or (10 if q else 100),
+        "roi_batch": args.roi_batch or (16 if q else 64),
+        "warmup": args.warmup,
+        "repeats": args.repeats or (1 if q else 3),
+        "train_repeats": args.train_repeats or (1 if q else 2),
+    }
+    # quick: the ROI res5 head of an R18 keeps a 512-wide bottleneck; shrink it (as the quick
+    # configs do) so the smoke run stays in seconds.
+    s["extra"] = ["MODEL.RESNETS.WIDTH_PER_GROUP", 8] if q else []
+    s["post_nms_train"] = 64 if q else 256
+    return s
+
+
+def _ratio(a, b):
+    return None if not b else a / b
+
+
+def run(args):
+    s = _settings(args)
+    rows = []
+    load0 = load_average()
+    for size in s["sizes"]:
+        row = {"size": list(size)}
+        for net, branches in NETWORKS.items():
+            kw = dict(
+                depth=s["depth"], size=size, branches=branches, post_nms_test=s["proposals"],
+                detections=s["detections"], roi_batch=s["roi_batch"],
+                post_nms_train=s["post_nms_train"], extra=s["extra"],
+            )
+            logger.info("joint: %s %dx%d inference ...", net, *size)
+            row[net] = {
+                "infer": run_isolated(
+                    measure, build_jsis, kw, mode="infer", size=size, warmup=s["warmup"],
+                    repeats=s["repeats"], threads=args.threads, flops=(net == "joint"),
+                )
+            }
+            if not args.no_train:
+                logger.info("joint: %s %dx%d train step ...", net, *size)
+                row[net]["train"] = run_isolated(
+                    measure, build_jsis, kw, mode="train", size=size, warmup=1,
+                    repeats=s["train_repeats"], threads=args.threads,
+                )
+        ratios = {}
+        for mode in ("infer", "train"):
+            if mode not in row["joint"]:
+                continue
+            j, i, m = (row[n][mode] for n in NETWORKS)
+            ratios[mode] = {
+                "time": _ratio(j["median_s"], i["median_s"] + m["median_s"]),
+                "peak_rss": _ratio(j["peak_rss_mb"], i["peak_rss_mb"] + m["peak_rss_mb"]),
+                "peak_above_imports": _ratio(
+                    j["peak_above_imports_mb"],
+                    i["peak_above_imports_mb"] + m["peak_above_imports_mb"],
+                ),
+            }
+        row["ratios"] = ratios
+        rows.append(row)
+        logger.info("joint %dx%d ratios: %s", *size, ratios)
+    result = {
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
+        "threads": args.threads,
+        "quick": bool(args.quick),
+        "rows": rows,
+        "load_average": [load0, load_average()],
+        "memory_method": "VmHWM of the measuring process (reset before the measured phase); "
+        "'above imports' = that peak minus the RSS after imports, before building the model",
+    }
+    result["markdown"] = _markdown(result)
+    return result
+
+
+def _markdown(r):
+    s = r["settings"]
+    lines = [
+        f"JSIS-Net vs two networks (instance-only + semantic-only, each with its own backbone), "
+        f"R{s['depth']}-C4, random weights (GN), CPU, {r['threads']} threads, one image per call. "
+        f"Test: {s['proposals']} RPN proposals (post-NMS top-k), {s['detections']} detections "
+        f"(score threshold 0); train: {s['roi_batch']} ROIs/image, {s['post_nms_train']} "
+        f"proposals, 1 image/step. Inference: median of {s['repeats']} after {s['warmup']} "
+        f"warm-up; train step: median of {s['train_repeats']} after 1. Each cell measured in its "
+        f"own process; memory = peak RSS of the measured phase (in brackets: above the "
+        f"process's RSS after imports). Load average {r['load_average'][0]} -> "
+        f"{r['load_average'][1]} (shared machine).",
+        "",
+        "| input | mode | joint | instance-only | semantic-only | instance + semantic | "
+        "joint / (inst + sem) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["rows"]:
+        size = "x".join(map(str, row["size"]))
+        for mode in ("infer", "train"):
+            if mode not in row["joint"]:
+                continue
+            j, i, m = (row[n][mode] for n in NETWORKS)
+            rt = row["ratios"][mode]
+            label = "inference" if mode == "infer" else "train step"
+            lines.append(
+                f"| {size} | {label} time (s) | {j['median_s']:.2f} | {i['median_s']:.2f} | "
+                f"{m['median_s']:.2f} | {i['median_s'] + m['median_s']:.2f} | "
+                f"**{rt['time']:.2f}** |"
+            )
+            lines.append(
+                f"| {size} | {label} peak MiB | {j['peak_rss_mb']:.0f} "
+                f"[{j['peak_above_imports_mb']:.0f}] | {i['peak_rss_mb']:.0f} "
+                f"[{i['peak_above_imports_mb']:.0f}] | {m['peak_rss_mb']:.0f} "
+                f"[{m['peak_above_imports_mb']:.0f}] | "
+                f"{i['peak_rss_mb'] + m['peak_rss_mb']:.0f} "
+                f"[{i['peak_above_imports_mb'] + m['peak_above_imports_mb']:.0f}] | "
+                f"**{rt['peak_rss']:.2f}** [{rt['peak_above_imports']:.2f}] |"
+            )
+    lines += ["", "Where the inference time goes (fvcore GFLOPs = GMACs of the joint network, "
+              "per image; postprocessing not counted):", "",
+              "| input | total | backbone (to res4) | RPN | ROI heads | of which res5 per ROI "
+              "| mask head | PPM semantic head | res5 share | measured GMAC/s |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in r["rows"]:
+        j = row["joint"]["infer"]
+        if "gflops" not in j:
+            continue
+        b = j["gflops_by_module"]
+        lines.append(
+            f"| {'x'.join(map(str, row['size']))} | {j['gflops']:.1f} | "
+            f"{b.get('backbone', 0):.1f} | {b.get('proposal_generator', 0):.2f} | "
+            f"{b.get('roi_heads', 0):.1f} | {b.get('roi_heads.res5', 0):.1f} | "
+            f"{b.get('roi_heads.mask_head', 0):.1f} | {b.get('sem_seg_head', 0):.1f} | "
+            f"{100 * b.get('roi_heads.res5', 0) / j['gflops']:.0f}% | "
+            f"{j['gflops'] / j['median_s']:.1f} |"
+        )
+    rois = s["proposals"] + s["detections"]
+    lines += [
+        "",
+        f"res5 runs once per ROI: {s['proposals']} proposals (box head) + {s['detections']} "
+        f"detections (mask head) = {rois} res5 passes per image, independent of the image "
+        f"size; the shared backbone is the only part the joint network saves, and it is the "
+        f"smaller part unless the image is large or the ROI count small.",
+    ]
+    if r["quick"]:
+        lines.append("(--quick: tiny sizes and a narrow head; the numbers only exercise the "
+                     "code path.)")
+    return "\n".join(lines)
