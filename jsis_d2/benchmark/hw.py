@@ -1,0 +1,152 @@
+"""Benchmark: hardware efficiency. Achieved GFLOP/s of JSIS-Net inference vs the machine's
+dense convolution throughput, both measured in the same run (same process, same threads).
+
+- JSIS-Net R50-C4 (``configs/Base-JSIS-R50-C4.yaml``, random weights, GN, CPU; test
+  proposals / detections as in the joint benchmark, score threshold 0), one image of
+  ``--size``. FLOPs: fvcore (one fused multiply-add = one FLOP, i.e. MACs; element-wise ops
+  not counted) of the network without postprocessing. Time: the same network call
+  (``model.inference(..., do_postprocess=False)``), and the backbone alone, median of
+  ``--repeats`` after a warm-up. The full call (with mask pasting + panoptic merge) is also
+  timed and reported.
+- Dense reference: ``torch.nn.functional.conv2d`` 256 -> 256 channels, 3x3, on a
+  1x256x128x128 input (9.66 GMACs), median of ``--repeats``.
+
+The two are timed interleaved (one of each per repeat) so that load from other processes hits
+both alike. Ratio = achieved / dense: how much of the machine's convolution throughput the
+whole network reaches (ROI-sized batches, GroupNorm, ROIAlign, NMS and Python overhead are
+what it loses to).
+"""
+import logging
+import statistics
+import time
+
+import fvcore.nn
+import torch
+
+from .common import FLOP_MODULES, build_jsis, count_flops, load_average, random_inputs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["add_arguments", "run", "dense_conv_gmacs"]
+
+
+def add_arguments(parser):
+    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="JSIS-Net input (default 400 400; quick 128 128)")
+    parser.add_argument("--depth", type=int, default=None, help="default 50, quick 18")
+    parser.add_argument("--proposals", type=int, default=None, help="default 100, quick 20")
+    parser.add_argument("--detections", type=int, default=None, help="default 100, quick 10")
+    parser.add_argument("--conv", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                        help="dense conv: C->C 3x3 on 1xCxHxW (default 256 128 128; quick 64 64 64)")
+    parser.add_argument("--repeats", type=int, default=None, help="default 5, quick 2")
+
+
+def dense_conv_gmacs(c, h, w, k=3):
+    """MACs (in G) of a C->C kxk stride-1 'same' conv on 1xCxHxW."""
+    return c * c * k * k * h * w / 1e9
+
+
+def _timed(fn, times):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+
+
+def run(args):
+    q = args.quick
+    torch.set_num_threads(args.threads)
+    h, w = args.size or ((128, 128) if q else (400, 400))
+    depth = args.depth or (18 if q else 50)
+    props = args.proposals or (20 if q else 100)
+    dets = args.detections or (10 if q else 100)
+    c, ch, cw = args.conv or ((64, 64, 64) if q else (256, 128, 128))
+    repeats = args.repeats or (2 if q else 5)
+    extra = ["MODEL.RESNETS.WIDTH_PER_GROUP", 8] if q else []
+    load0 = load_average()
+
+    torch.manual_seed(0)
+    model, cfg = build_jsis(depth=depth, size=(h, w), post_nms_test=props, detections=dets,
+                            extra=extra)
+    model.eval()
+    inputs = random_inputs(h, w, 1, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                           num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    x = torch.randn(1, c, ch, cw)
+    weight = torch.randn(c, c, 3, 3) * 0.01
+    with torch.no_grad():
+        images = model.preprocess_image(inputs).tensor
+        fns = {
+            "conv": lambda: torch.nn.functional.conv2d(x, weight, padding=1),
+            "network": lambda: model.inference(inputs, do_postprocess=False),
+            "backbone": lambda: model.backbone(images),
+            "full": lambda: model(inputs),
+        }
+        for fn in fns.values():  # warm-up
+            fn()
+        times = {k: [] for k in fns}
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                _timed(fn, times[k])
+        flops = count_flops(model, inputs, FLOP_MODULES)
+        bb = fvcore.nn.FlopCountAnalysis(model.backbone, (images,))
+        bb.unsupported_ops_warnings(False)
+        bb.uncalled_modules_warnings(False)
+        bb_flops = float(bb.total())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    conv_g = dense_conv_gmacs(c, ch, cw)
+    net_g = flops["total"] / 1e9
+    bb_g = bb_flops / 1e9
+    rest_t = max(med["network"] - med["backbone"], 1e-9)
+    res = {
+        "threads": torch.get_num_threads(),
+        "quick": bool(q),
+        "size": [h, w],
+        "depth": depth,
+        "proposals": props,
+        "detections": dets,
+        "repeats": repeats,
+        "dense_conv": {"shape": [1, c, ch, cw], "kernel": 3, "gmacs": conv_g,
+                       "median_s": med["conv"], "gmacs_per_s": conv_g / med["conv"]},
+        "network": {"gmacs": net_g, "median_s": med["network"],
+                    "gmacs_per_s": net_g / med["network"],
+                    "gmacs_by_module": {k: v / 1e9 for k, v in flops["by_module"].items()}},
+        "backbone": {"gmacs": bb_g, "median_s": med["backbone"],
+                     "gmacs_per_s": bb_g / med["backbone"]},
+        "heads": {"gmacs": net_g - bb_g, "median_s": rest_t, "gmacs_per_s": (net_g - bb_g) / rest_t},
+        "full_call_median_s": med["full"],
+        "times_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
+        "load_average": [load0, load_average()],
+    }
+    dense = res["dense_conv"]["gmacs_per_s"]
+    for k in ("network", "backbone", "heads"):
+        res[k]["vs_dense"] = res[k]["gmacs_per_s"] / dense
+    res["ratio"] = res["network"]["vs_dense"]
+    res["markdown"] = _markdown(res)
+    return res
+
+
+def _markdown(r):
+    d = r["dense_conv"]
+    lines = [
+        f"Hardware efficiency, CPU, {r['threads']} threads, median of {r['repeats']} "
+        f"interleaved runs; GFLOPs = fvcore GMACs (a fused multiply-add counts once). "
+        f"JSIS-Net R{r['depth']}-C4 random weights, {r['size'][0]}x{r['size'][1]}, "
+        f"{r['proposals']} proposals + {r['detections']} detections. Load average "
+        f"{r['load_average'][0]} -> {r['load_average'][1]} (shared machine).",
+        "",
+        "| what | GMACs | time (s) | GMAC/s | vs dense conv |",
+        "|---|---:|---:|---:|---:|",
+        f"| dense conv2d {d['shape'][1]}->{d['shape'][1]} 3x3 on "
+        f"{'x'.join(map(str, d['shape']))} | {d['gmacs']:.2f} | {d['median_s']:.3f} | "
+        f"{d['gmacs_per_s']:.1f} | 1.00 |",
+    ]
+    for k, name in (("network", "JSIS-Net inference (network, no postprocessing)"),
+                    ("backbone", "  backbone (to res4)"),
+                    ("heads", "  rest: RPN + ROI heads (res5 per ROI) + PPM head")):
+        x = r[k]
+        lines.append(f"| {name} | {x['gmacs']:.2f} | {x['median_s']:.3f} | "
+                     f"{x['gmacs_per_s']:.1f} | {x['vs_dense']:.2f} |")
+    lines += ["", f"Achieved / dense = **{r['ratio']:.2f}**. Full call with mask pasting and "
+              f"panoptic merge: {r['full_call_median_s']:.3f} s."]
+    if r["quick"]:
+        lines.append("\n(--quick: tiny sizes; the numbers only exercise the code path.)")
+    return "\n".join(lines)
