@@ -90,6 +90,30 @@ def stuff_map(sem_seg: torch.Tensor, is_thing: torch.Tensor) -> torch.Tensor:
     return stuff_ids[sem_seg.index_select(0, stuff_ids).max(dim=0)[1]]
 
 
+def _stuff_plus1_uncovered(sem_seg: torch.Tensor, is_thing: torch.Tensor, covered: torch.Tensor):
+    """Flat int64 [H * W]: 1 + the best stuff class (rule 3) at the pixels not ``covered``
+    (bool [H * W]), 0 at covered pixels (and everywhere when there is no stuff class). Gathers
+    only the uncovered pixels' scores when they are a minority of the image."""
+    P = covered.numel()
+    stuff_ids = torch.nonzero(~is_thing, as_tuple=True)[0]
+    if stuff_ids.numel() == 0:
+        return torch.zeros(P, dtype=torch.long, device=sem_seg.device)
+    first, count = int(stuff_ids[0]), stuff_ids.numel()
+    contiguous = int(stuff_ids[-1]) - first + 1 == count
+    rows = sem_seg[first : first + count] if contiguous else sem_seg.index_select(0, stuff_ids)
+    rows = rows.flatten(1)  # [S, P], a view in the usual things-first layout
+    idx = torch.nonzero(~covered, as_tuple=True)[0]
+    if 2 * idx.numel() >= P:  # dense: one reduction over the image
+        local = rows.max(dim=0)[1]  # max(dim) returns the first maximum on ties
+        out = local + (first + 1) if contiguous else stuff_ids[local] + 1
+        return out.masked_fill_(covered, 0)
+    out = torch.zeros(P, dtype=torch.long, device=sem_seg.device)
+    if idx.numel():
+        local = rows.index_select(1, idx).max(dim=0)[1]
+        out[idx] = local + (first + 1) if contiguous else stuff_ids[local] + 1
+    return out
+
+
 def _running_max(probs: torch.Tensor, order: torch.Tensor):
     """Max over ``probs[order]`` [n, H, W] without copying it: (best [H, W], position in
     ``order`` of the first maximum) -- O(n) in-place tensor ops."""
@@ -175,56 +199,70 @@ def jsis_panoptic_merge(
         winner = torch.zeros((H, W), dtype=torch.long, device=device)
         covered = torch.zeros((H, W), dtype=torch.bool, device=device)
 
-    # (3) stuff map, (4) instances over stuff: only uncovered pixels keep a stuff label
-    stuff = stuff_map(sem_seg, is_thing)
-    free = ~covered & (stuff >= 0)
-    # (5) stuff area threshold among the remaining pixels (bin K collects the other pixels)
-    area = torch.bincount(torch.where(free, stuff, K).flatten(), minlength=K + 1)[:K]
-    big = (area >= stuff_area_thresh) & (area > 0)
-    small_pixels = free & ~big[stuff.clamp(min=0)]
-    small_idx = torch.nonzero(small_pixels.flatten(), as_tuple=True)[0]
+    # Flat maps over the P = H * W pixels from here on.
+    covered, winner = covered.flatten(), winner.flatten()
+    # (3) stuff map, (4) instances over stuff: s1 = 1 + stuff class at the uncovered pixels,
+    # 0 at covered pixels (and void)
+    s1 = _stuff_plus1_uncovered(sem_seg, is_thing, covered)
+    # (5) stuff area threshold among the remaining pixels; bin 0 (not stuff) is never "small"
+    area1 = torch.bincount(s1, minlength=K + 1)
+    keep1 = (area1 >= stuff_area_thresh) & (area1 > 0)
+    keep1[0] = True
+    small_idx = torch.nonzero(~keep1[s1], as_tuple=True)[0]
     if small_idx.numel():
-        if bool(big.any()):
+        big_ids = torch.nonzero(keep1[1:], as_tuple=True)[0]
+        if big_ids.numel():
             # best big stuff class, evaluated at the small-class pixels only
-            big_ids = torch.nonzero(big, as_tuple=True)[0]
             scores_at = sem_seg.index_select(0, big_ids).flatten(1).index_select(1, small_idx)
-            stuff = stuff.flatten().index_copy(0, small_idx, big_ids[scores_at.argmax(dim=0)])
-            stuff = stuff.view(H, W)
+            s1.index_copy_(0, small_idx, big_ids[scores_at.argmax(dim=0)] + 1)
         else:
-            free = free & ~small_pixels  # nothing to fall back to: void
+            s1.index_fill_(0, small_idx, 0)  # nothing to fall back to: void
 
-    # (6) ids. Segment slot s in [0, n) = instance order[s], [n, n + K) = stuff class s - n,
-    # n + K = void.
-    slot = torch.where(covered, winner, torch.where(free, stuff + n, n + K))
-    seg_area = torch.bincount(slot.flatten(), minlength=n + K + 1)[: n + K]
+    # (6) ids. Slots: 0 = void, 1 + k = stuff class k, K + 1 + s = instance order[s].
+    slot = torch.where(covered, winner + (K + 1), s1)
+    seg_area = torch.bincount(slot, minlength=K + 1 + n)
     present = seg_area > 0
-    ids = torch.cumsum(present.int(), 0, dtype=torch.int32) * present.int()  # 0 if absent
-    ids = torch.cat([ids, ids.new_zeros(1)])  # void slot -> id 0
-    panoptic_seg = ids[slot]
+    present[0] = False
+    p_stuff, p_inst = present[1 : K + 1].int(), present[K + 1 :].int()
+    n_inst = int(p_inst.sum())
+    ids = torch.cat(  # instances first (score order), then stuff (class order); 0 if absent
+        [
+            p_inst.new_zeros(1),
+            (torch.cumsum(p_stuff, 0, dtype=torch.int32) + n_inst) * p_stuff,
+            torch.cumsum(p_inst, 0, dtype=torch.int32) * p_inst,
+        ]
+    )
+    panoptic_seg = ids[slot].view(H, W)
 
-    # segments_info (one transfer to host)
-    present_slots = torch.nonzero(present, as_tuple=True)[0].cpu().tolist()
+    # segments_info (one transfer to host), in id order
     seg_area_l = seg_area.cpu().tolist()
+    present_l = present.cpu().tolist()
     order_l = order.cpu().tolist()
     cls_l = instances.pred_classes.cpu().tolist() if n else []
     score_l = instances.scores.cpu().tolist() if n else []
     segments_info = []
-    for seg_id, s in enumerate(present_slots, start=1):
-        if s < n:
-            i = order_l[s]
+    for pos in range(n):
+        if present_l[K + 1 + pos]:
+            i = order_l[pos]
             segments_info.append(
                 {
-                    "id": seg_id,
+                    "id": len(segments_info) + 1,
                     "category_id": int(cls_l[i]),
                     "isthing": True,
-                    "area": int(seg_area_l[s]),
+                    "area": int(seg_area_l[K + 1 + pos]),
                     "score": float(score_l[i]),
                     "instance_id": int(i),
                 }
             )
-        else:
+    for k in range(K):
+        if present_l[1 + k]:
             segments_info.append(
-                {"id": seg_id, "category_id": s - n, "isthing": False, "area": int(seg_area_l[s])}
+                {
+                    "id": len(segments_info) + 1,
+                    "category_id": k,
+                    "isthing": False,
+                    "area": int(seg_area_l[1 + k]),
+                }
             )
     return panoptic_seg, segments_info
 
