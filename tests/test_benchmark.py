@@ -1,0 +1,201 @@
+"""Smoke tests of the model benchmarks (joint, panoptic_fpn, topk, hw) and of the merge
+benchmark's panopticapi side: tiny sizes, JSON structure only, no timing thresholds."""
+import argparse
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from jsis_d2.benchmark import common, hw, joint, merge, panoptic_fpn, topk
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _args(mod, argv):
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--output", default="unused")
+    p.add_argument("--threads", type=int, default=1)
+    mod.add_arguments(p)
+    return p.parse_args(argv)
+
+
+def _in_process(monkeypatch, mod):
+    """Run the per-process measurements in this process (the spawn path is tested apart)."""
+    monkeypatch.setattr(mod, "run_isolated", lambda fn, *a, **kw: fn(*a, **kw))
+
+
+def _finite(x):
+    return isinstance(x, float) and math.isfinite(x)
+
+
+def test_run_isolated_measures_in_a_child_process():
+    r = common.run_isolated(
+        common.measure, common.build_jsis,
+        dict(depth=18, size=(64, 64), post_nms_test=4, detections=2, num_classes=5,
+             num_things=2, extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8]),
+        mode="infer", size=(64, 64), warmup=0, repeats=1, threads=1,
+    )
+    assert r["threads"] == 1 and r["mode"] == "infer"
+    assert r["proposals"] <= 4 and r["detections"] <= 2
+    assert r["peak_rss_mb"] >= r["rss_after_build_mb"] * 0.5 > 0
+    assert r["peak_above_imports_mb"] == pytest.approx(r["peak_rss_mb"] - r["rss_before_build_mb"])
+    assert json.dumps(r)
+
+
+def test_count_flops_splits_by_module():
+    model, cfg = common.build_jsis(depth=18, size=(64, 64), post_nms_test=4, detections=2,
+                                   num_classes=5, num_things=2,
+                                   extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8])
+    model.eval()
+    inputs = common.random_inputs(64, 64, num_classes=5, num_things=2)
+    with torch.no_grad():
+        fl = common.count_flops(model, inputs, common.FLOP_MODULES)
+    by = fl["by_module"]
+    assert {"backbone", "proposal_generator", "roi_heads", "sem_seg_head"} <= set(by)
+    parts = by["backbone"] + by["proposal_generator"] + by["roi_heads"] + by["sem_seg_head"]
+    assert parts == pytest.approx(fl["total"], rel=1e-6)
+    # the backbone's first conv alone: 7x7x3 -> 64 at stride 2 on 64x64
+    assert by["backbone"] > 7 * 7 * 3 * 64 * 32 * 32
+
+
+def test_random_inputs_training_targets():
+    (d,) = common.random_inputs(48, 64, train=True, num_classes=7, num_things=3, gt_per_image=4)
+    assert d["image"].dtype == torch.uint8 and d["image"].shape == (3, 48, 64)
+    assert d["sem_seg"].shape == (48, 64) and 0 <= d["sem_seg"].min() <= d["sem_seg"].max() < 7
+    inst = d["instances"]
+    assert len(inst) == 4 and inst.gt_classes.max() < 3
+    assert inst.gt_masks.tensor.shape == (4, 48, 64)
+    b = inst.gt_boxes.tensor
+    assert (b[:, 2] > b[:, 0]).all() and (b[:, 2] <= 64).all() and (b[:, 3] <= 48).all()
+
+
+def test_joint_quick_structure(monkeypatch):
+    _in_process(monkeypatch, joint)
+    r = joint.run(_args(joint, ["--quick", "--sizes", "64", "64", "--proposals", "4",
+                                "--detections", "2", "--roi-batch", "8", "--warmup", "0"]))
+    (row,) = r["rows"]
+    assert row["size"] == [64, 64]
+    for net in ("joint", "instance", "semantic"):
+        for mode in ("infer", "train"):
+            m = row[net][mode]
+            assert _finite(m["median_s"]) and m["peak_rss_mb"] > 0 and m["threads"] == 1
+    assert row["joint"]["train"]["loss_keys"] == sorted(
+        ["loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask", "loss_sem_seg"]
+    )
+    assert row["semantic"]["train"]["loss_keys"] == ["loss_sem_seg"]
+    assert "proposals" not in row["semantic"]["infer"]
+    # instance-only and joint run the same ROI head; semantic-only has none
+    assert row["joint"]["infer"]["gflops_by_module"]["roi_heads"] > 0
+    j, i, s = (row[n]["infer"]["median_s"] for n in ("joint", "instance", "semantic"))
+    assert row["ratios"]["infer"]["time"] == pytest.approx(j / (i + s))
+    assert set(row["ratios"]["train"]) == {"time", "peak_rss", "peak_above_imports"}
+    assert "joint / (inst + sem)" in r["markdown"] and "res5" in r["markdown"]
+    assert json.dumps(r)
+
+
+def test_panoptic_fpn_quick_structure(monkeypatch):
+    _in_process(monkeypatch, panoptic_fpn)
+    r = panoptic_fpn.run(_args(panoptic_fpn, ["--quick", "--sizes", "64", "64", "--proposals",
+                                              "4", "--fpn-proposals", "8", "--detections", "2",
+                                              "--warmup", "0"]))
+    names = [x["network"] for x in r["rows"]]
+    assert len(names) == 3 and names[0].startswith("JSIS-Net")
+    assert all(n.startswith("PanopticFPN") for n in names[1:])
+    assert r["rows"][0]["time_vs_jsis"] == 1.0
+    fpn = r["rows"][1]
+    assert fpn["gflops"] > 0 and {"backbone", "roi_heads", "sem_seg_head"} <= set(
+        fpn["gflops_by_module"]
+    )
+    assert fpn["detections"] <= 2
+    # more test proposals: more box-head work
+    assert fpn["gflops_by_module"]["roi_heads"] > r["rows"][2]["gflops_by_module"]["roi_heads"]
+    assert "PanopticFPN" in r["markdown"]
+    assert json.dumps(r)
+
+
+def test_panoptic_fpn_config_is_detectron2s_architecture():
+    cfg = panoptic_fpn.panoptic_fpn_cfg(depth=50, post_nms_test=1000)
+    assert cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"
+    assert cfg.MODEL.BACKBONE.NAME == "build_resnet_fpn_backbone"
+    assert cfg.MODEL.ROI_HEADS.NAME == "StandardROIHeads"
+    assert cfg.MODEL.SEM_SEG_HEAD.NAME == "SemSegFPNHead"
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 54
+
+
+def test_pareto_front_and_knee():
+    # (latency, PQ): 3 is dominated by 2 (slower, lower PQ)
+    pts = [(10.0, 20.0), (20.0, 30.0), (30.0, 31.0), (35.0, 29.0), (60.0, 31.5)]
+    assert topk.pareto_front(pts) == [0, 1, 2, 4]
+    assert topk.knee_point(pts) == 1
+    # two points: the best PQ
+    assert topk.knee_point([(1.0, 5.0), (2.0, 6.0)]) == 1
+    # all equal PQ: the fastest is the only Pareto point
+    assert topk.pareto_front([(3.0, 1.0), (1.0, 1.0), (2.0, 1.0)]) == [1]
+
+
+def test_topk_missing_checkpoint_names_path_and_command(tmp_path):
+    missing = str(tmp_path / "nope" / "model_final.pth")
+    with pytest.raises(FileNotFoundError) as e:
+        topk.run(_args(topk, ["--weights", missing]))
+    assert missing in str(e.value) and "make demo" in str(e.value)
+
+
+def test_topk_quick_structure():
+    r = topk.run(_args(topk, ["--quick", "--topk", "2", "8", "--images", "2"]))
+    assert [x["topk"] for x in r["rows"]] == [2, 8]
+    assert r["quick"] and r["weights"] is None and r["images"] == 2
+    for x in r["rows"]:
+        assert _finite(x["latency_ms"]) and x["PQ"] is not None
+        assert 0 <= x["rpn_recall"] <= 100
+    assert r["knee_topk"] in (2, 8) and any(x["pareto"] for x in r["rows"])
+    assert "meaningless" in r["markdown"]
+
+
+def test_hw_through_the_cli(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_cli", os.path.join(REPO, "tools",
+                                                                            "benchmark.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = tmp_path / "bench"
+    assert cli.main(["hw", "--quick", "--output", str(out), "--threads", "1", "--size", "64",
+                     "64", "--conv", "32", "32", "32", "--repeats", "1"]) == 0
+    r = json.loads((out / "hw.json").read_text())
+    assert r["threads"] == 1 and r["dense_conv"]["gmacs"] == pytest.approx(
+        hw.dense_conv_gmacs(32, 32, 32)
+    )
+    assert r["ratio"] == pytest.approx(
+        r["network"]["gmacs_per_s"] / r["dense_conv"]["gmacs_per_s"]
+    )
+    assert r["network"]["gmacs"] == pytest.approx(r["backbone"]["gmacs"] + r["heads"]["gmacs"])
+    assert (out / "hw.md").read_text().startswith("Hardware efficiency")
+
+
+def test_merge_panopticapi_side_agrees_with_inputs():
+    pytest.importorskip("panopticapi.combine_semantic_and_instance_predictions")
+    r = merge.run(_args(merge, ["--instances", "3", "--size", "48", "48", "--classes", "6",
+                                "--things", "3", "--repeats", "1"]))
+    (row,) = r["rows"]
+    assert row["instances"] == 3
+    assert _finite(row["panopticapi_combine_ms"]) and row["segments_panopticapi"] >= 1
+    assert "panopticapi" in r["markdown"]
+
+
+def test_panopticapi_inputs_encode_the_prediction():
+    from pycocotools import mask as mask_util
+
+    sem_seg, inst = merge.make_prediction(4, 32, 40, 6, 3, seed=1)
+    is_thing = torch.arange(6) < 3
+    img, instances, semantic, cats = merge.panopticapi_inputs(sem_seg, inst, is_thing, 0.5, 0.5)
+    assert img["height"] == 32 and img["width"] == 40
+    scores = [x["score"] for x in instances]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.5
+    labels = sem_seg.argmax(0).numpy()
+    total = sum(int(mask_util.area(s["segmentation"])) for s in semantic)
+    assert total == 32 * 40
+    for s in semantic:
+        assert int(mask_util.area(s["segmentation"])) == int((labels == s["category_id"] - 1).sum())
+    assert [cats[k]["isthing"] for k in sorted(cats)] == [1, 1, 1, 0, 0, 0]
