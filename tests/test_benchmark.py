@@ -199,3 +199,17 @@ def test_panopticapi_inputs_encode_the_prediction():
     for s in semantic:
         assert int(mask_util.area(s["segmentation"])) == int((labels == s["category_id"] - 1).sum())
     assert [cats[k]["isthing"] for k in sorted(cats)] == [1, 1, 1, 0, 0, 0]
+
+
+def test_joint_rounds_pool_the_calls(monkeypatch):
+    _in_process(monkeypatch, joint)
+    r = joint.run(_args(joint, ["--quick", "--sizes", "48", "48", "--proposals", "2",
+                                "--detections", "1", "--warmup", "0", "--repeats", "1",
+                                "--no-train", "--rounds", "2"]))
+    (row,) = r["rows"]
+    for net in ("joint", "instance", "semantic"):
+        cell = row[net]["infer"]
+        assert cell["rounds"] == 2 and len(cell["times_s"]) == 2
+        assert cell["peak_rss_mb"] > 0
+        assert "train" not in row[net]
+    assert set(row["ratios"]) == {"infer"}

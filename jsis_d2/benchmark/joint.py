@@ -51,6 +51,12 @@ def add_arguments(parser):
     parser.add_argument("--train-repeats", type=int, default=None,
                         help="timed training steps (default 2, quick 1)")
     parser.add_argument("--no-train", action="store_true", help="skip the training-step rows")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure every network this many times, in rotation (fresh process each time), "
+        "so that load from other processes hits all alike; times: median over all rounds' "
+        "calls, memory: the largest peak",
+    )
 
 
 def _settings(args):
@@ -75,6 +81,21 @@ def _settings(args):
     return s
 
 
+def _combine(results):
+    """Merge the per-round results of one (network, mode): median over all calls, max peak."""
+    import statistics
+
+    out = dict(results[0])
+    times = [t for r in results for t in r["times_s"]]
+    out.update(
+        times_s=times, median_s=statistics.median(times), min_s=min(times), rounds=len(results),
+        load_average=[r["load_average"] for r in results],
+    )
+    for key in ("peak_rss_mb", "peak_above_imports_mb"):
+        out[key] = max(r[key] for r in results)
+    return out
+
+
 def _ratio(a, b):
     return None if not b else a / b
 
@@ -85,25 +106,28 @@ def run(args):
     load0 = load_average()
     for size in s["sizes"]:
         row = {"size": list(size)}
-        for net, branches in NETWORKS.items():
-            kw = dict(
-                depth=s["depth"], size=size, branches=branches, post_nms_test=s["proposals"],
-                detections=s["detections"], roi_batch=s["roi_batch"],
-                post_nms_train=s["post_nms_train"], extra=s["extra"],
-            )
-            logger.info("joint: %s %dx%d inference ...", net, *size)
-            row[net] = {
-                "infer": run_isolated(
+        raw = {}
+        for rnd in range(args.rounds):
+            for net, branches in NETWORKS.items():
+                kw = dict(
+                    depth=s["depth"], size=size, branches=branches, post_nms_test=s["proposals"],
+                    detections=s["detections"], roi_batch=s["roi_batch"],
+                    post_nms_train=s["post_nms_train"], extra=s["extra"],
+                )
+                logger.info("joint: %s %dx%d inference (round %d) ...", net, *size, rnd)
+                raw.setdefault((net, "infer"), []).append(run_isolated(
                     measure, build_jsis, kw, mode="infer", size=size, warmup=s["warmup"],
-                    repeats=s["repeats"], threads=args.threads, flops=(net == "joint"),
-                )
-            }
-            if not args.no_train:
-                logger.info("joint: %s %dx%d train step ...", net, *size)
-                row[net]["train"] = run_isolated(
-                    measure, build_jsis, kw, mode="train", size=size, warmup=1,
-                    repeats=s["train_repeats"], threads=args.threads,
-                )
+                    repeats=s["repeats"], threads=args.threads,
+                    flops=(net == "joint" and rnd == 0),
+                ))
+                if not args.no_train:
+                    logger.info("joint: %s %dx%d train step (round %d) ...", net, *size, rnd)
+                    raw.setdefault((net, "train"), []).append(run_isolated(
+                        measure, build_jsis, kw, mode="train", size=size, warmup=1,
+                        repeats=s["train_repeats"], threads=args.threads,
+                    ))
+        for (net, mode), results in raw.items():
+            row.setdefault(net, {})[mode] = _combine(results)
         ratios = {}
         for mode in ("infer", "train"):
             if mode not in row["joint"]:
@@ -124,6 +148,7 @@ def run(args):
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
         "threads": args.threads,
         "quick": bool(args.quick),
+        "rounds": args.rounds,
         "rows": rows,
         "load_average": [load0, load_average()],
         "memory_method": "VmHWM of the measuring process (reset before the measured phase); "
@@ -141,8 +166,8 @@ def _markdown(r):
         f"Test: {s['proposals']} RPN proposals (post-NMS top-k), {s['detections']} detections "
         f"(score threshold 0); train: {s['roi_batch']} ROIs/image, {s['post_nms_train']} "
         f"proposals, 1 image/step. Inference: median of {s['repeats']} after {s['warmup']} "
-        f"warm-up; train step: median of {s['train_repeats']} after 1. Each cell measured in its "
-        f"own process; memory = peak RSS of the measured phase (in brackets: above the "
+        f"warm-up; train step: median of {s['train_repeats']} after 1; {r['rounds']} round(s) "
+        f"in rotation (medians over all rounds' calls). Each cell measured in its own process; memory = peak RSS of the measured phase (in brackets: above the "
         f"process's RSS after imports). Load average {r['load_average'][0]} -> "
         f"{r['load_average'][1]} (shared machine).",
         "",
