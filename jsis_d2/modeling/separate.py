@@ -1,0 +1,57 @@
+"""The paper's Table 3 baseline: two independently trained networks (semantic-only and
+instance-only JSISNet, each with its own backbone) whose outputs are merged with the same
+heuristics as the joint network."""
+import torch
+from detectron2.modeling.postprocessing import detector_postprocess
+from torch import nn
+
+__all__ = ["SeparateNetworks"]
+
+
+class SeparateNetworks(nn.Module):
+    """Inference-only pair ``(semantic_model, instance_model)`` of :class:`JSISNet`.
+
+    Output per image: the same keys as the joint JSISNet (original resolution): ``sem_seg`` from
+    the semantic model, ``instances`` and ``proposals`` from the instance model, and
+    ``panoptic_seg`` merged with the instance model's merge settings (MODEL.JSIS.*).
+    """
+
+    def __init__(self, semantic_model, instance_model):
+        super().__init__()
+        if not semantic_model.semantic_on or semantic_model.instance_on:
+            raise ValueError("SeparateNetworks: semantic_model must have only the semantic branch")
+        if not instance_model.instance_on or instance_model.semantic_on:
+            raise ValueError("SeparateNetworks: instance_model must have only the instance branch")
+        if semantic_model.num_classes != instance_model.num_classes:
+            raise ValueError(
+                f"SeparateNetworks: K differs ({semantic_model.num_classes} vs "
+                f"{instance_model.num_classes})"
+            )
+        self.semantic_model = semantic_model
+        self.instance_model = instance_model
+
+    @torch.no_grad()
+    def forward(self, batched_inputs):
+        sem = self.semantic_model(batched_inputs)
+        inst_model = self.instance_model
+        raw = inst_model.inference(batched_inputs, do_postprocess=False)
+        outputs = []
+        # The instance-only model has no merge of its own: run its postprocessing as if it had
+        # one (that only decides whether float mask probabilities are pasted for the merge).
+        inst_model.panoptic_on = True
+        try:
+            for inp, s, r in zip(batched_inputs, sem, raw):
+                h = int(inp.get("height", r["instances"].image_size[0]))
+                w = int(inp.get("width", r["instances"].image_size[1]))
+                instances, probs, keep = inst_model._postprocess_instances(r["instances"], h, w)
+                outputs.append(
+                    {
+                        "sem_seg": s["sem_seg"],
+                        "instances": instances,
+                        "proposals": detector_postprocess(r["proposals"], h, w),
+                        "panoptic_seg": inst_model._merge(s["sem_seg"], instances, probs, keep),
+                    }
+                )
+        finally:
+            inst_model.panoptic_on = False
+        return outputs
