@@ -59,6 +59,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
     names = list(mods) if args.cmd == "all" else [args.cmd]
+    failed = []
     for name in names:
         mod = mods[name][0]
         if args.cmd == "all":  # fill the subcommand's own defaults
@@ -71,7 +72,14 @@ def main(argv=None):
         else:
             sub_args = args
         logger.info("benchmark %s ...", name)
-        result = mod.run(sub_args)
+        try:
+            result = mod.run(sub_args)
+        except Exception as e:  # `all` goes on with the other subcommands, then fails
+            if args.cmd != "all":
+                raise
+            logger.error("benchmark %s failed: %s", name, e)
+            failed.append(name)
+            continue
         result.setdefault("threads", args.threads)
         with open(os.path.join(args.output, f"{name}.json"), "w") as f:
             json.dump(result, f, indent=2)
@@ -80,6 +88,9 @@ def main(argv=None):
             with open(os.path.join(args.output, f"{name}.md"), "w") as f:
                 f.write(md + "\n")
             sys.stdout.write(md + "\n")
+    if failed:
+        logger.error("failed subcommands: %s", ", ".join(failed))
+        return 1
     return 0
 
 
