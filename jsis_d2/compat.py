@@ -14,12 +14,18 @@ Every shim is applied only when the name is missing, so with an official detectr
   module is registered so that ``import detectron2.layers`` works; JSIS-Net uses none of those
   ops (ROIAlign and NMS come from torchvision). Any op accessed on the placeholder raises
   :class:`MissingCompiledOpError` naming the op and how to get the full build.
+- detectron2 0.6 ``MapDataset`` retries a sample whose mapper returned None with
+  ``random.sample(<a set>)``, a TypeError since Python 3.11; that retry is the path
+  ``DATALOADER.SKIP_BAD_SAMPLES`` relies on. MapDataset gets an RNG that accepts sets, only when
+  the installed source has that call.
 - Recent PyTorch warns that ``torch.jit.script`` is deprecated each time detectron2 0.6 applies
   it at import; that one warning is silenced (it says nothing about the user's code).
 """
 import importlib.machinery
 import importlib.util
+import inspect
 import logging
+import random
 import sys
 import types
 import warnings
@@ -114,6 +120,42 @@ def _register_missing_c_placeholder():
     applied.append(PLACEHOLDER_C_MODULE)
 
 
+class _SetSamplingRandom(random.Random):
+    """``random.Random`` whose ``sample`` also accepts a set (as before Python 3.11)."""
+
+    def sample(self, population, k, **kwargs):
+        if isinstance(population, (set, frozenset)):
+            population = sorted(population)
+        return super().sample(population, k, **kwargs)
+
+
+def _fix_map_dataset_retry():
+    from detectron2.data import common as d2_common
+
+    """detectron2 0.6 ``MapDataset.__getitem__`` retries a sample whose mapper returned None
+    with ``self._rng.sample(<a set>, k=1)``, a TypeError since Python 3.11 (d2go issue #655).
+    That is the path SKIP_BAD_SAMPLES relies on, so give MapDataset an RNG that accepts sets.
+    Applied only when the running detectron2 has that code; no-op otherwise."""
+    cls = d2_common.MapDataset
+    if sys.version_info < (3, 11) or getattr(cls, "_jsis_retry_fixed", False):
+        return
+    try:
+        buggy = "self._rng.sample(self._fallback_candidates" in inspect.getsource(cls.__getitem__)
+    except (OSError, TypeError):
+        buggy = False
+    if not buggy:
+        return
+    original_init = cls.__init__
+
+    def __init__(self, dataset, map_func):
+        original_init(self, dataset, map_func)
+        self._rng = _SetSamplingRandom(42)
+
+    cls.__init__ = __init__
+    cls._jsis_retry_fixed = True
+    applied.append("detectron2.data.common.MapDataset retry")
+
+
 def apply():
     """Apply every missing shim (idempotent). Returns the list of what was changed."""
     warnings.filterwarnings(
@@ -122,6 +164,7 @@ def apply():
     _restore_numpy_aliases()
     _restore_pillow_names()
     _register_missing_c_placeholder()
+    _fix_map_dataset_retry()  # imports detectron2.data: after the names it needs exist
     if applied:
         logger.debug("jsis_d2.compat applied: %s", ", ".join(applied))
     return list(applied)

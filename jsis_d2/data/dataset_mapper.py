@@ -25,10 +25,7 @@ draws another sample. Test-mode mappers always raise: evaluating on a silently d
 image set would give wrong numbers.
 """
 import copy
-import inspect
 import logging
-import random
-import sys
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -36,7 +33,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from detectron2.config import configurable
-from detectron2.data import common as d2_common
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils.file_io import PathManager
@@ -53,43 +49,6 @@ from .targets import (
 __all__ = ["JSISDatasetMapper", "BadSampleError", "read_panoptic_png"]
 
 logger = logging.getLogger(__name__)
-
-
-class _SetSamplingRandom(random.Random):
-    """``random.Random`` whose ``sample`` also accepts a set (as before Python 3.11)."""
-
-    def sample(self, population, k, **kwargs):
-        if isinstance(population, (set, frozenset)):
-            population = sorted(population)
-        return super().sample(population, k, **kwargs)
-
-
-def _fix_map_dataset_retry():
-    """detectron2 0.6 ``MapDataset.__getitem__`` retries a sample whose mapper returned None
-    with ``self._rng.sample(<a set>, k=1)``, a TypeError since Python 3.11 (d2go issue #655).
-    That is the path SKIP_BAD_SAMPLES relies on, so give MapDataset an RNG that accepts sets.
-    Applied only when the running detectron2 has that code; no-op otherwise."""
-    cls = d2_common.MapDataset
-    if sys.version_info < (3, 11) or getattr(cls, "_jsis_retry_fixed", False):
-        return
-    try:
-        buggy = "self._rng.sample(self._fallback_candidates" in inspect.getsource(cls.__getitem__)
-    except (OSError, TypeError):
-        buggy = False
-    if not buggy:
-        return
-    original_init = cls.__init__
-
-    def __init__(self, dataset, map_func):
-        original_init(self, dataset, map_func)
-        self._rng = _SetSamplingRandom(42)
-
-    cls.__init__ = __init__
-    cls._jsis_retry_fixed = True
-    logger.debug("jsis_d2: patched detectron2 MapDataset retry sampling for Python >= 3.11")
-
-
-_fix_map_dataset_retry()
 
 
 class BadSampleError(ValueError):

@@ -351,13 +351,16 @@ class JSISNet(GeneralizedRCNN):
             outputs.append(out)
         return outputs
 
-    def _postprocess_instances(self, results: Instances, height: int, width: int):
+    def _postprocess_instances(
+        self, results: Instances, height: int, width: int, merge_probs: Optional[bool] = None
+    ):
         """ROI-head output (input coordinates, pred_masks [N, 1, M, M] probabilities) ->
 
         * Instances at (height, width): boxes scaled (x and y apart) and clipped, empty boxes
           dropped, pred_masks bool [N, H, W] (pasted probability >= MASK_THRESHOLD);
         * float [N', H, W] pasted probabilities of the N' instances with score >=
-          INSTANCE_SCORE_THRESH (only those go to the merge; None when there is no merge);
+          INSTANCE_SCORE_THRESH (only those go to the merge; None when there is no merge:
+          ``merge_probs`` False, default ``self.panoptic_on``);
         * int64 [N'] their indices in the returned Instances.
         """
         roi_probs = results.pred_masks[:, 0]
@@ -370,7 +373,7 @@ class JSISNet(GeneralizedRCNN):
         r.pred_masks = paste_masks_in_image(
             roi_probs, boxes, (height, width), threshold=self.mask_threshold
         ).bool()
-        if not self.panoptic_on:
+        if not (self.panoptic_on if merge_probs is None else merge_probs):
             return r, None, None
         keep = torch.nonzero(r.scores >= self.instance_score_thresh, as_tuple=True)[0]
         probs = paste_mask_probs(roi_probs[keep], boxes[keep], height, width)

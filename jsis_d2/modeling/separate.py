@@ -36,22 +36,19 @@ class SeparateNetworks(nn.Module):
         inst_model = self.instance_model
         raw = inst_model.inference(batched_inputs, do_postprocess=False)
         outputs = []
-        # The instance-only model has no merge of its own: run its postprocessing as if it had
-        # one (that only decides whether float mask probabilities are pasted for the merge).
-        inst_model.panoptic_on = True
-        try:
-            for inp, s, r in zip(batched_inputs, sem, raw):
-                h = int(inp.get("height", r["instances"].image_size[0]))
-                w = int(inp.get("width", r["instances"].image_size[1]))
-                instances, probs, keep = inst_model._postprocess_instances(r["instances"], h, w)
-                outputs.append(
-                    {
-                        "sem_seg": s["sem_seg"],
-                        "instances": instances,
-                        "proposals": detector_postprocess(r["proposals"], h, w),
-                        "panoptic_seg": inst_model._merge(s["sem_seg"], instances, probs, keep),
-                    }
-                )
-        finally:
-            inst_model.panoptic_on = False
+        for inp, s, r in zip(batched_inputs, sem, raw):
+            h = int(inp.get("height", r["instances"].image_size[0]))
+            w = int(inp.get("width", r["instances"].image_size[1]))
+            # The instance-only model has no merge of its own: ask for the mask probabilities.
+            instances, probs, keep = inst_model._postprocess_instances(
+                r["instances"], h, w, merge_probs=True
+            )
+            outputs.append(
+                {
+                    "sem_seg": s["sem_seg"],
+                    "instances": instances,
+                    "proposals": detector_postprocess(r["proposals"], h, w),
+                    "panoptic_seg": inst_model._merge(s["sem_seg"], instances, probs, keep),
+                }
+            )
         return outputs
