@@ -3,6 +3,7 @@
 
     python tools/benchmark.py SUBCOMMAND [--quick] [--output DIR] [options]
     python tools/benchmark.py all --quick        # every subcommand, small (CI smoke)
+    python tools/benchmark.py readme --results DIR   # README tables <- DIR/<name>.json
 
 Each subcommand lives in ``jsis_d2/benchmark/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> dict``; results are written to ``DIR/<name>.json`` and ``DIR/<name>.md``.
@@ -54,7 +55,20 @@ def main(argv=None):
         p = sub.add_parser(name, help=help_text, parents=[common])
         mod.add_arguments(p)
     sub.add_parser("all", help="run every subcommand with its defaults", parents=[common])
+    p_readme = sub.add_parser("readme", help="refill the README's benchmark tables from JSON")
+    p_readme.add_argument("--results", default="docs/benchmarks", help="folder of <name>.json")
+    p_readme.add_argument("--readme", default="README.md")
+    p_readme.add_argument("names", nargs="*", help="blocks to refill (default: all with a JSON)")
     args = parser.parse_args(argv)
+    if args.cmd == "readme":
+        from jsis_d2.benchmark.readme import ReadmeError, update_readme
+
+        try:
+            update_readme(args.readme, args.results, args.names or None)
+        except (ReadmeError, OSError) as e:
+            logger.error("%s", e)
+            return 1
+        return 0
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
