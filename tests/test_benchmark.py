@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from jsis_d2.benchmark import common, hw, joint, merge, panoptic_fpn, topk
+from jsis_d2.benchmark import readme as readme_mod
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,6 +95,9 @@ def test_joint_quick_structure(monkeypatch):
     assert row["ratios"]["infer"]["time"] == pytest.approx(j / (i + s))
     assert set(row["ratios"]["train"]) == {"time", "peak_rss", "peak_above_imports"}
     assert "joint / (inst + sem)" in r["markdown"] and "res5" in r["markdown"]
+    rt = row["ratios"]["infer"]["time"]
+    verdict = f"inference time {rt:.2f} " + ("met" if rt <= 0.85 else "**missed**")
+    assert verdict in r["markdown"]
     assert json.dumps(r)
 
 
@@ -172,6 +176,39 @@ def test_hw_through_the_cli(tmp_path):
     )
     assert r["network"]["gmacs"] == pytest.approx(r["backbone"]["gmacs"] + r["heads"]["gmacs"])
     assert (out / "hw.md").read_text().startswith("Hardware efficiency")
+
+    # the README block is refilled from that JSON, the prose around it kept
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- benchmark:hw -->\nold table\n<!-- /benchmark:hw -->\nafter\n")
+    assert cli.main(["readme", "--results", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    assert r["markdown"].strip() in text and "hw.json" in text
+    # a block the README lacks, or a result that was never produced: an error naming it
+    assert cli.main(["readme", "--results", str(out), "--readme", str(readme), "joint"]) == 1
+    readme.write_text(text + "<!-- benchmark:pq -->\n<!-- /benchmark:pq -->\n")
+    with pytest.raises(readme_mod.ReadmeError, match=r"pq\.json.*benchmark.py pq"):
+        readme_mod.update_readme(str(readme), str(out), ["pq"])
+
+
+def test_readme_blocks_are_the_committed_results():
+    """Every benchmark table in the README is exactly what its committed JSON renders."""
+    results = os.path.join(REPO, "docs", "benchmarks")
+    with open(os.path.join(REPO, "README.md")) as f:
+        blocks = readme_mod.find_blocks(f.read())
+    assert {"joint", "panoptic_fpn", "merge", "pq", "mapper", "hw", "topk"} <= set(blocks)
+    for name, body in blocks.items():
+        path = os.path.join(results, f"{name}.json")
+        with open(path) as f:
+            expected = readme_mod.render_block(json.load(f), os.path.relpath(path, REPO))
+        assert body == expected, f"README block {name} is stale: run tools/benchmark.py readme"
+
+
+def test_readme_markers_errors():
+    with pytest.raises(readme_mod.ReadmeError, match="closing marker.*'hw'"):
+        readme_mod.find_blocks("<!-- benchmark:hw -->\nx\n")
+    with pytest.raises(readme_mod.ReadmeError, match="no 'markdown'"):
+        readme_mod.render_block({"rows": []}, "x.json")
 
 
 def test_merge_panopticapi_side_agrees_with_inputs():

@@ -158,6 +158,11 @@ def run(args):
     return result
 
 
+#: The issue's goals for joint / (instance + semantic): (mode, measure) -> highest ratio.
+GOALS = {("infer", "time"): 0.85, ("infer", "peak_rss"): 0.75, ("train", "time"): 0.80,
+         ("train", "peak_rss"): 0.75}
+
+
 def _markdown(r):
     s = r["settings"]
     lines = [
@@ -197,6 +202,16 @@ def _markdown(r):
                 f"[{i['peak_above_imports_mb'] + m['peak_above_imports_mb']:.0f}] | "
                 f"**{rt['peak_rss']:.2f}** [{rt['peak_above_imports']:.2f}] |"
             )
+    lines += ["", "Goals: joint / (instance + semantic) <= 0.85 inference time, <= 0.80 train "
+              "step time, <= 0.75 peak memory."]
+    for row in r["rows"]:
+        verdicts = [
+            f"{'inference' if mode == 'infer' else 'train'} {measure.replace('_', ' ')} "
+            f"{row['ratios'][mode][measure]:.2f} "
+            f"{'met' if row['ratios'][mode][measure] <= goal else '**missed**'}"
+            for (mode, measure), goal in GOALS.items() if mode in row["ratios"]
+        ]
+        lines.append(f"- {'x'.join(map(str, row['size']))}: " + ", ".join(verdicts))
     lines += ["", "Where the inference time goes (fvcore GFLOPs = GMACs of the joint network, "
               "per image; postprocessing not counted):", "",
               "| input | total | backbone (to res4) | RPN | ROI heads | of which res5 per ROI "
