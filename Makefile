@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUTPUT ?= output/demo
+BENCH_OUT ?= output/benchmark
 
-.PHONY: setup test demo overfit ablation benchmark clean
+.PHONY: setup test demo overfit ablation benchmark benchmark-readme clean
 
 setup:            ## create .venv with the pinned stack + the project (idempotent)
 	bash tools/setup_env.sh
@@ -20,8 +21,13 @@ overfit: setup    ## memorize the 2 real COCO images of ../shared (PQ >= 80 expe
 ablation: setup   ## paper Table 3 on the synthetic data (3 trainings)
 	$(PY) tools/ablation.py --output output/ablation
 
-benchmark: setup  ## every benchmark (topk needs `make demo` first)
-	$(PY) tools/benchmark.py all --output output/benchmark
+benchmark: setup  ## every benchmark (topk needs `make demo` first); JSON + markdown in BENCH_OUT
+	$(PY) tools/benchmark.py all --output $(BENCH_OUT)
+
+# The README's benchmark tables are generated from the committed JSON in docs/benchmarks:
+# `make benchmark BENCH_OUT=docs/benchmarks && make benchmark-readme` refreshes both.
+benchmark-readme: setup  ## refill the README's benchmark tables from docs/benchmarks/*.json
+	$(PY) tools/benchmark.py readme --results docs/benchmarks
 
 clean:
 	rm -rf output .pytest_cache
