@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from jsis_d2.benchmark import common, hw, joint, merge, panoptic_fpn, topk
+from jsis_d2.benchmark import pq as bench_pq
 from jsis_d2.benchmark import readme as readme_mod
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,6 +203,16 @@ def test_readme_blocks_are_the_committed_results():
         with open(path) as f:
             expected = readme_mod.render_block(json.load(f), os.path.relpath(path, REPO))
         assert body == expected, f"README block {name} is stale: run tools/benchmark.py readme"
+
+
+def test_pq_benchmark_small_run_agrees_with_panopticapi():
+    r = bench_pq.run(_args(bench_pq, ["--images", "3", "--size", "24", "32", "--segments", "6",
+                                      "--repeats", "1"]))
+    assert r["equal_to_panopticapi"] is True and r["max_abs_diff"] == 0
+    assert r["ours_over_decode_floor"] == pytest.approx(r["best_s"]["ours"] /
+                                                         r["best_s"]["floor_decode"])
+    floor_ok = r["ours_over_decode_floor"] <= bench_pq.GOAL_FLOOR_RATIO
+    assert ("floor: " + ("met" if floor_ok else "**missed**")) in r["markdown"]
 
 
 def test_readme_markers_errors():

@@ -146,6 +146,15 @@ def generate_panoptic_case(root, num_images=300, size=(400, 400), segments=40, s
     return gt_json, pred_json
 
 
+#: The issue's goals: speed-up over panopticapi (at least) and wall time / decode floor (at most).
+GOAL_SPEEDUP = 3.0
+GOAL_FLOOR_RATIO = 1.3
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
 def _timed(fn, repeats, cpu=None):
     """Run ``fn`` ``repeats`` times: (last output, wall times); CPU times of this process (all
     threads; robust to other load on a shared machine) are appended to ``cpu`` if given."""
@@ -274,6 +283,11 @@ def run(args):
         f"results equal to panopticapi: {result['equal_to_panopticapi']} "
         f"(max abs diff {result['max_abs_diff']:.3g}); PQ {result['PQ']:.2f}; "
         f"hotcoco: {result['hotcoco']}",
+        "",
+        "Goals: at least {:.0f}x faster than panopticapi: {}; within {:.1f}x of the decode "
+        "floor: {}.".format(
+            GOAL_SPEEDUP, _verdict(result["speedup_vs_panopticapi"] >= GOAL_SPEEDUP),
+            GOAL_FLOOR_RATIO, _verdict(result["ours_over_decode_floor"] <= GOAL_FLOOR_RATIO)),
     ]
     result["markdown"] = "\n".join(md)
     return result
