@@ -97,7 +97,7 @@ def test_joint_quick_structure(monkeypatch):
     assert set(row["ratios"]["train"]) == {"time", "peak_rss", "peak_above_imports"}
     assert "joint / (inst + sem)" in r["markdown"] and "res5" in r["markdown"]
     rt = row["ratios"]["infer"]["time"]
-    verdict = f"inference time {rt:.2f} " + ("met" if rt <= 0.85 else "**missed**")
+    verdict = f"inference time {rt:.3f} " + ("met" if rt <= 0.85 else "**missed**")
     assert verdict in r["markdown"]
     assert json.dumps(r)
 

@@ -131,7 +131,7 @@ def _markdown(r):
         f"interleaved runs; GFLOPs = fvcore GMACs (a fused multiply-add counts once). "
         f"JSIS-Net R{r['depth']}-C4 random weights, {r['size'][0]}x{r['size'][1]}, "
         f"{r['proposals']} proposals + {r['detections']} detections. Load average "
-        f"{r['load_average'][0]} -> {r['load_average'][1]} (shared machine).",
+        f"{r['load_average'][0]} -> {r['load_average'][1]} (1-min, before -> after).",
         "",
         "| what | GMACs | time (s) | GMAC/s | vs dense conv |",
         "|---|---:|---:|---:|---:|",

@@ -174,7 +174,7 @@ def _markdown(r):
         f"warm-up; train step: median of {s['train_repeats']} after 1; {r['rounds']} round(s) "
         f"in rotation (medians over all rounds' calls). Each cell measured in its own process; memory = peak RSS of the measured phase (in brackets: above the "
         f"process's RSS after imports). Load average {r['load_average'][0]} -> "
-        f"{r['load_average'][1]} (shared machine).",
+        f"{r['load_average'][1]} (1-min, before -> after).",
         "",
         "| input | mode | joint | instance-only | semantic-only | instance + semantic | "
         "joint / (inst + sem) |",
@@ -206,8 +206,9 @@ def _markdown(r):
               "step time, <= 0.75 peak memory."]
     for row in r["rows"]:
         verdicts = [
-            f"{'inference' if mode == 'infer' else 'train'} {measure.replace('_', ' ')} "
-            f"{row['ratios'][mode][measure]:.2f} "
+            f"{'inference' if mode == 'infer' else 'train step'} "
+            f"{'time' if measure == 'time' else 'peak memory'} "
+            f"{row['ratios'][mode][measure]:.3f} "
             f"{'met' if row['ratios'][mode][measure] <= goal else '**missed**'}"
             for (mode, measure), goal in GOALS.items() if mode in row["ratios"]
         ]

@@ -155,7 +155,7 @@ def _markdown(r):
         f"0), median of {r['repeats']} after {r['warmup']} warm-up, each row in its own process. "
         f"Peak = RSS high-water mark of the measured phase [above the process's RSS after "
         f"imports]. GFLOPs: fvcore (= GMACs), network only. Load average "
-        f"{r['load_average'][0]} -> {r['load_average'][1]} (shared machine).",
+        f"{r['load_average'][0]} -> {r['load_average'][1]} (1-min, before -> after).",
         "",
         "| input | network | params (M) | latency (s) | peak MiB | GFLOPs | backbone | "
         "RPN | ROI heads | semantic head | time / JSIS | peak / JSIS | GFLOPs / JSIS |",

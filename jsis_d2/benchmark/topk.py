@@ -224,7 +224,7 @@ def _markdown(r):
         f"{r['config_file']}, weights {r['weights'] or 'random init'}, CPU, {r['threads']} "
         f"threads. Latency: median per-image model call (network + postprocessing + merge), "
         f"median of {r['passes']} pass(es). Load average {r['load_average'][0]} -> "
-        f"{r['load_average'][1]} (shared machine).",
+        f"{r['load_average'][1]} (1-min, before -> after).",
         "",
         "| top-k | latency (ms/image) | PQ | PQ things | PQ stuff | mIoU | AP50 (segm) | "
         "RPN recall | Pareto |",

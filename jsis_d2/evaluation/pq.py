@@ -686,10 +686,36 @@ def compute_pq_stats(
     Returns:
         (PQStats over the GT JSON's categories in file order, categories list of dicts).
     """
+    num_threads = num_threads or _default_threads()
     gt_json = _load_json(gt_json_file, "ground-truth")
-    pred_json = _load_json(pred_json_file, "prediction")
     gt_folder = _default_folder(gt_json_file) if gt_folder is None else gt_folder
     pred_folder = _default_folder(pred_json_file) if pred_folder is None else pred_folder
+    pool = ThreadPoolExecutor(max_workers=num_threads) if num_threads > 1 else None
+    try:
+        # Decode the first ground-truth PNGs while this thread parses the prediction JSON
+        # (json holds the GIL, Pillow's decoder releases it). Errors surface in image order.
+        prefetched = {}
+        gt_anns = gt_json.get("annotations")
+        if pool is not None and os.path.isdir(gt_folder) and isinstance(gt_anns, list):
+            for i, ann in enumerate(gt_anns[:_PREFETCH_PER_THREAD * num_threads]):
+                if isinstance(ann, dict) and isinstance(ann.get("file_name"), str):
+                    path = os.path.join(gt_folder, ann["file_name"])
+                    prefetched[i] = pool.submit(_read_raw, path, f"image {ann.get('image_id')!r}")
+        pred_json = _load_json(pred_json_file, "prediction")
+        return _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder,
+                                 pred_folder, pool, prefetched)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: Ground-truth PNGs decoded ahead per thread while the prediction JSON is parsed.
+_PREFETCH_PER_THREAD = 8
+
+
+def _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder,
+                      pool, prefetched):
+    """:func:`compute_pq_stats` once both JSON files are parsed (``pool``: None = serial)."""
     for folder, what in ((gt_folder, "ground-truth"), (pred_folder, "prediction")):
         if not os.path.isdir(folder):
             raise MissingFileError(f"folder {folder} with {what} segmentations doesn't exist")
@@ -724,8 +750,8 @@ def compute_pq_stats(
             )
         pairs.append((gt_ann, pred_by_image[iid]))
 
-    def one(pair):
-        gt_ann, pred_ann = pair
+    def one(i):
+        gt_ann, pred_ann = pairs[i]
         iid = gt_ann["image_id"]
         gt_file = os.path.join(gt_folder, gt_ann["file_name"])
         pred_file = os.path.join(pred_folder, pred_ann["file_name"])
@@ -734,7 +760,10 @@ def compute_pq_stats(
         gt_t = segment_table(gt_ann["segments_info"], cat_index, where_gt, use_area=True)
         pred_t = segment_table(pred_ann["segments_info"], cat_index, where_pred)
         where = f"image {iid!r} ({gt_file} vs {pred_file})"
-        gt_raw, gt_shape = _read_raw(gt_file, f"image {iid!r}")
+        if i in prefetched:
+            gt_raw, gt_shape = prefetched.pop(i).result()
+        else:
+            gt_raw, gt_shape = _read_raw(gt_file, f"image {iid!r}")
         pred_raw, pred_shape = _read_raw(pred_file, f"image {iid!r}")
         _check_same_size(gt_shape, pred_shape, where)
         hist = joint_histogram(
@@ -742,12 +771,12 @@ def compute_pq_stats(
         )
         return pq_stats_from_histogram(hist, gt_t, pred_t, where)
 
-    num_threads = num_threads or _default_threads()
-    if num_threads > 1 and len(pairs) > 1:
-        with ThreadPoolExecutor(max_workers=num_threads) as ex:
-            per_image = list(ex.map(one, pairs))
+    if pool is not None and len(pairs) > 1:
+        # Each task decodes and counts one image pair. The prefetch tasks were queued first,
+        # so a task waiting on one never blocks the pool.
+        per_image = list(pool.map(one, range(len(pairs))))
     else:
-        per_image = [one(p) for p in pairs]
+        per_image = [one(i) for i in range(len(pairs))]
 
     # Sum in panopticapi's order: its pool splits the images into cpu_count() chunks, sums
     # each chunk in image order, then adds the chunk totals in chunk order.
