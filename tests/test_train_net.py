@@ -118,3 +118,24 @@ def test_missing_config_and_foreign_checkpoint(tiny_synthetic, tmp_path, capsys)
     assert rc == 2
     assert "another number of classes" in capsys.readouterr().err
     shutil.rmtree(out)
+
+
+def test_separate_run_logs_keeps_each_log_to_its_run(tmp_path):
+    """Two runs in one process (tools/ablation.py): each log.txt holds only its own run."""
+    import logging
+
+    from detectron2.utils.logger import setup_logger
+
+    from jsis_d2.engine.launcher import separate_run_logs
+
+    name = "jsis_d2_test_separate_logs"
+    lg = logging.getLogger(name)
+    for run_name in ("a", "b"):
+        with separate_run_logs((name,)):
+            setup_logger(output=str(tmp_path / run_name), name=name)
+            lg.info("line from run %s", run_name)
+    log_a = (tmp_path / "a" / "log.txt").read_text()
+    log_b = (tmp_path / "b" / "log.txt").read_text()
+    assert "line from run a" in log_a and "line from run b" not in log_a
+    assert "line from run b" in log_b
+    assert lg.handlers == []  # nothing left behind: the next run prints each line once

@@ -18,10 +18,12 @@ import jsis_d2  # noqa: F401
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import inference_on_dataset
+from detectron2.utils.logger import setup_logger
 from jsis_d2.config import setup_cfg
 from jsis_d2.data.synthetic import make_synthetic_datasets
 from jsis_d2.engine import Trainer
 from jsis_d2.engine.launcher import main as launch_main
+from jsis_d2.engine.launcher import RUN_LOGGERS, separate_run_logs
 from jsis_d2.modeling.separate import SeparateNetworks
 
 DEFAULT_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
@@ -49,9 +51,12 @@ def main(argv=None):
             ["--config-file", args.config_file, "--resume", "OUTPUT_DIR", out,
              "MODEL.JSIS.BRANCHES", branches] + list(args.opts)
         )
-        results[name] = launch_main(train_args)
+        with separate_run_logs():  # each run logs once, into its own log.txt
+            results[name] = launch_main(train_args)
 
-    # The two independently trained networks, merged with the same heuristics.
+    # The two independently trained networks, merged with the same heuristics (own log).
+    for logger_name in RUN_LOGGERS:
+        setup_logger(os.path.join(args.output, "separate"), name=logger_name)
     models = {}
     for name in ("semantic", "instance"):
         cfg = setup_cfg(args.config_file, list(args.opts) + [

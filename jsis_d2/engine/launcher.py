@@ -1,5 +1,6 @@
 """The train/evaluate job behind ``tools/train_net.py`` (and the demo): config setup, job
 checks, Detectron2's ``launch``, and clean one-line errors for known failures."""
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
+from detectron2.utils import logger as d2_logger
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, setup_cfg
@@ -23,9 +25,44 @@ from .checks import (
 from .schedule import resolve_epoch_schedule
 from .trainer import Trainer
 
-__all__ = ["setup", "main", "run"]
+__all__ = ["setup", "main", "run", "separate_run_logs"]
 
 logger = logging.getLogger(__name__)
+
+
+#: Loggers that Detectron2's ``default_setup`` and :func:`setup` give handlers.
+RUN_LOGGERS = ("detectron2", "fvcore", "jsis_d2")
+
+
+@contextlib.contextmanager
+def separate_run_logs(names=RUN_LOGGERS):
+    """Several trainings in one process (e.g. ``tools/ablation.py``), each with its own log.
+
+    Each run's ``setup_logger`` adds a console handler and a ``log.txt`` handler per logger;
+    without this, the second run prints every line twice and also writes into the first run's
+    ``log.txt``. On exit, the handlers added inside the block are removed (their log files
+    closed) and Detectron2's ``setup_logger`` cache is cleared, so the next run sets its
+    handlers up again. Messages logged after the block reach no handler until ``setup_logger``
+    is called again.
+    """
+    before = {n: list(logging.getLogger(n).handlers) for n in names}
+    try:
+        yield
+    finally:
+        for n in names:
+            lg = logging.getLogger(n)
+            for h in [h for h in lg.handlers if h not in before[n]]:
+                lg.removeHandler(h)
+                if not _is_console(h):
+                    h.close()
+        setup_logger.cache_clear()
+        cached_stream = getattr(d2_logger, "_cached_log_stream", None)  # holds closed files now
+        if cached_stream is not None and hasattr(cached_stream, "cache_clear"):
+            cached_stream.cache_clear()
+
+
+def _is_console(handler) -> bool:
+    return getattr(handler, "stream", None) in (sys.stdout, sys.stderr)
 
 
 def setup(args):
