@@ -273,6 +273,20 @@ def test_error_missing_png(good_case):
         pq_compute(gt_json, pred_json)
 
 
+def test_error_missing_ground_truth_png_decoded_ahead(good_case):
+    """Ground-truth PNGs are decoded while the prediction JSON parses: errors keep their order."""
+    tmp, gt, segs, gt_json = good_case
+    pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
+    os.remove(str(tmp / "gt" / "2.png"))
+    for threads in (1, 2):
+        with pytest.raises(MissingFileError, match=r"image 2.*gt/2\.png"):
+            P.compute_pq_stats(gt_json, pred_json, num_threads=threads)
+    # a missing prediction is reported first, as before, though the PNG error is already known
+    only_first = _pred(tmp, [(1, gt, segs)])
+    with pytest.raises(MissingPredictionError, match="image with id 2"):
+        P.compute_pq_stats(gt_json, only_first, num_threads=2)
+
+
 def test_error_unknown_category(good_case):
     tmp, gt, segs, gt_json = good_case
     bad = [dict(s) for s in segs]
