@@ -89,8 +89,7 @@ def main(argv=None):
                    "results": {**results, "separate": pair_results}}, f, indent=2, default=float)
     with open(os.path.join(args.output, "ablation.md"), "w") as f:
         f.write(md + "\n")
-    logger.info("\n%s", md)
-    sys.stdout.write(md + "\n")
+    logger.info("Ablation table (also in %s):\n%s", os.path.join(args.output, "ablation.md"), md)
     return 0
 
 
