@@ -35,6 +35,8 @@ __all__ = [
     "count_flops",
     "jsis_cfg",
     "load_average",
+    "describe_load",
+    "verdict",
 ]
 
 
@@ -91,6 +93,16 @@ def load_average():
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+def describe_load(before_after) -> str:
+    """The markdown sentence for a result's ``load_average`` [before, after]."""
+    return f"Load average {before_after[0]} -> {before_after[1]} (1-min, before -> after)."
+
+
+def verdict(ok: bool) -> str:
+    """How the markdown tables mark a goal: met, or **missed**."""
+    return "met" if ok else "**missed**"
 
 
 # ---------------------------------------------------------------------------- timing

@@ -23,7 +23,9 @@ import time
 import fvcore.nn
 import torch
 
-from .common import FLOP_MODULES, build_jsis, count_flops, load_average, random_inputs
+from .common import (
+    FLOP_MODULES, build_jsis, count_flops, describe_load, load_average, random_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +132,8 @@ def _markdown(r):
         f"Hardware efficiency, CPU, {r['threads']} threads, median of {r['repeats']} "
         f"interleaved runs; GFLOPs = fvcore GMACs (a fused multiply-add counts once). "
         f"JSIS-Net R{r['depth']}-C4 random weights, {r['size'][0]}x{r['size'][1]}, "
-        f"{r['proposals']} proposals + {r['detections']} detections. Load average "
-        f"{r['load_average'][0]} -> {r['load_average'][1]} (1-min, before -> after).",
+        f"{r['proposals']} proposals + {r['detections']} detections. "
+        + describe_load(r["load_average"]),
         "",
         "| what | GMACs | time (s) | GMAC/s | vs dense conv |",
         "|---|---:|---:|---:|---:|",

@@ -20,7 +20,7 @@ inference are counted per module, which is where the explanation of the time com
 """
 import logging
 
-from .common import build_jsis, load_average, measure, run_isolated
+from .common import build_jsis, describe_load, load_average, measure, run_isolated, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +173,7 @@ def _markdown(r):
         f"proposals, 1 image/step. Inference: median of {s['repeats']} after {s['warmup']} "
         f"warm-up; train step: median of {s['train_repeats']} after 1; {r['rounds']} round(s) "
         f"in rotation (medians over all rounds' calls). Each cell measured in its own process; memory = peak RSS of the measured phase (in brackets: above the "
-        f"process's RSS after imports). Load average {r['load_average'][0]} -> "
-        f"{r['load_average'][1]} (1-min, before -> after).",
+        f"process's RSS after imports). " + describe_load(r["load_average"]),
         "",
         "| input | mode | joint | instance-only | semantic-only | instance + semantic | "
         "joint / (inst + sem) |",
@@ -209,7 +208,7 @@ def _markdown(r):
             f"{'inference' if mode == 'infer' else 'train step'} "
             f"{'time' if measure == 'time' else 'peak memory'} "
             f"{row['ratios'][mode][measure]:.3f} "
-            f"{'met' if row['ratios'][mode][measure] <= goal else '**missed**'}"
+            f"{verdict(row['ratios'][mode][measure] <= goal)}"
             for (mode, measure), goal in GOALS.items() if mode in row["ratios"]
         ]
         lines.append(f"- {'x'.join(map(str, row['size']))}: " + ", ".join(verdicts))

@@ -17,7 +17,7 @@ the measured phase (VmHWM, see ``common``); FLOPs: fvcore (MACs), network only.
 """
 import logging
 
-from .common import build_jsis, load_average, measure, run_isolated
+from .common import build_jsis, describe_load, load_average, measure, run_isolated
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,7 @@ def _markdown(r):
         f"threads, one image per call, {r['detections']} detections per image (score threshold "
         f"0), median of {r['repeats']} after {r['warmup']} warm-up, each row in its own process. "
         f"Peak = RSS high-water mark of the measured phase [above the process's RSS after "
-        f"imports]. GFLOPs: fvcore (= GMACs), network only. Load average "
-        f"{r['load_average'][0]} -> {r['load_average'][1]} (1-min, before -> after).",
+        f"imports]. GFLOPs: fvcore (= GMACs), network only. " + describe_load(r["load_average"]),
         "",
         "| input | network | params (M) | latency (s) | peak MiB | GFLOPs | backbone | "
         "RPN | ROI heads | semantic head | time / JSIS | peak / JSIS | GFLOPs / JSIS |",

@@ -29,6 +29,8 @@ from PIL import Image
 
 from jsis_d2.evaluation.pq import pq_compute, write_panoptic_png
 
+from .common import verdict
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["add_arguments", "run", "generate_panoptic_case"]
@@ -149,10 +151,6 @@ def generate_panoptic_case(root, num_images=300, size=(400, 400), segments=40, s
 #: The issue's goals: speed-up over panopticapi (at least) and wall time / decode floor (at most).
 GOAL_SPEEDUP = 3.0
 GOAL_FLOOR_RATIO = 1.3
-
-
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
 
 
 def _timed(fn, repeats, cpu=None):
@@ -286,8 +284,8 @@ def run(args):
         "",
         "Goals: at least {:.0f}x faster than panopticapi: {}; within {:.1f}x of the decode "
         "floor: {}.".format(
-            GOAL_SPEEDUP, _verdict(result["speedup_vs_panopticapi"] >= GOAL_SPEEDUP),
-            GOAL_FLOOR_RATIO, _verdict(result["ours_over_decode_floor"] <= GOAL_FLOOR_RATIO)),
+            GOAL_SPEEDUP, verdict(result["speedup_vs_panopticapi"] >= GOAL_SPEEDUP),
+            GOAL_FLOOR_RATIO, verdict(result["ours_over_decode_floor"] <= GOAL_FLOOR_RATIO)),
     ]
     result["markdown"] = "\n".join(md)
     return result

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from .common import load_average
+from .common import describe_load, load_average
 
 logger = logging.getLogger(__name__)
 
@@ -223,8 +223,7 @@ def _markdown(r):
         f"Test-time RPN post-NMS top-k on {r['dataset']} ({r['images']} images), "
         f"{r['config_file']}, weights {r['weights'] or 'random init'}, CPU, {r['threads']} "
         f"threads. Latency: median per-image model call (network + postprocessing + merge), "
-        f"median of {r['passes']} pass(es). Load average {r['load_average'][0]} -> "
-        f"{r['load_average'][1]} (1-min, before -> after).",
+        f"median of {r['passes']} pass(es). " + describe_load(r["load_average"]),
         "",
         "| top-k | latency (ms/image) | PQ | PQ things | PQ stuff | mIoU | AP50 (segm) | "
         "RPN recall | Pareto |",
