@@ -14,6 +14,10 @@ __all__ = ["add_jsis_config", "get_jsis_cfg", "setup_cfg", "ConfigError"]
 logger = logging.getLogger(__name__)
 
 
+#: Values of SOLVER.OPTIMIZER (jsis_d2.engine.trainer.build_optimizer).
+OPTIMIZERS = ("SGD", "ADAMW")
+
+
 class ConfigError(ValueError):
     """A config file or value that cannot be used; the message names the file or key."""
 
@@ -81,6 +85,11 @@ def add_jsis_config(cfg):
     # of training images and IMS_PER_BATCH (STEPS from STEPS_EPOCHS). 0: use MAX_ITER/STEPS.
     cfg.SOLVER.EPOCHS = 0
     cfg.SOLVER.STEPS_EPOCHS = []
+    # "SGD" (Detectron2's: momentum SOLVER.MOMENTUM, the paper's choice) or "ADAMW"
+    # (torch.optim.AdamW, betas SOLVER.ADAMW_BETAS). Both use BASE_LR, WEIGHT_DECAY(_NORM),
+    # the LR schedule and gradient clipping of SOLVER as usual.
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.ADAMW_BETAS = (0.9, 0.999)
 
     # ---------------------------------------------------------------- evaluation
     cfg.TEST.JSIS = CN()
@@ -117,6 +126,11 @@ def setup_cfg(config_file=None, opts=None, freeze=True):
             cfg.merge_from_list(list(opts))
         except (KeyError, ValueError, AssertionError) as e:
             raise ConfigError(f"cannot apply overrides {opts}: {e}") from e
+    if str(cfg.SOLVER.OPTIMIZER).upper() not in OPTIMIZERS:
+        raise ConfigError(
+            f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r} (from {config_file or 'the defaults'}"
+            f"{' and the overrides' if opts else ''}) is not one of {', '.join(OPTIMIZERS)}"
+        )
     if freeze:
         cfg.freeze()
     return cfg

@@ -30,3 +30,30 @@ def test_overrides_apply_and_odd_list_fails():
         setup_cfg(None, ["MODEL.JSIS.MERGE"])
     with pytest.raises(ConfigError, match="NOT_A_KEY"):
         setup_cfg(None, ["MODEL.NOT_A_KEY", "1"])
+
+
+def test_optimizer_choice_builds_sgd_or_adamw_with_d2_param_groups():
+    import torch
+
+    from jsis_d2.engine.trainer import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4))
+    assert get_jsis_cfg().SOLVER.OPTIMIZER == "SGD"  # the paper's optimizer stays the default
+    sgd = build_optimizer(setup_cfg(None, ["SOLVER.BASE_LR", "0.1"]), model)
+    assert type(sgd).__name__ == "SGD" and sgd.param_groups[0]["momentum"] == 0.9
+    cfg = setup_cfg(None, ["SOLVER.OPTIMIZER", "adamw", "SOLVER.BASE_LR", "0.002",
+                           "SOLVER.WEIGHT_DECAY", "0.01", "SOLVER.ADAMW_BETAS", "(0.8, 0.99)"])
+    opt = build_optimizer(cfg, model)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert all(g["lr"] == 0.002 and g["betas"] == (0.8, 0.99) for g in opt.param_groups)
+    # Detectron2's groups: the GroupNorm weight and bias get no weight decay (WEIGHT_DECAY_NORM 0)
+    norm_params = {id(p) for p in model[1].parameters()}
+    for g in opt.param_groups:
+        on_norm = {id(p) in norm_params for p in g["params"]}
+        assert len(on_norm) == 1
+        assert g["weight_decay"] == (0.0 if on_norm.pop() else 0.01)
+
+
+def test_unknown_optimizer_fails_at_config_time():
+    with pytest.raises(ConfigError, match="SOLVER.OPTIMIZER='LAMB'.*SGD, ADAMW"):
+        setup_cfg(None, ["SOLVER.OPTIMIZER", "LAMB"])

@@ -2,21 +2,61 @@
 import logging
 import os
 
+import torch
+
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
+from detectron2.solver import build_optimizer as d2_build_optimizer
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
-__all__ = ["Trainer"]
+from ..config import OPTIMIZERS, ConfigError
+
+__all__ = ["Trainer", "build_optimizer"]
 
 logger = logging.getLogger(__name__)
+
+
+def build_optimizer(cfg, model):
+    """The optimizer named by ``SOLVER.OPTIMIZER``.
+
+    "SGD" is Detectron2's own ``build_optimizer``. "ADAMW" is ``torch.optim.AdamW`` over the
+    same parameter groups (Detectron2's ``get_default_optimizer_params``: no weight decay on
+    norm layers unless WEIGHT_DECAY_NORM, bias LR factor) with the same gradient clipping.
+    """
+    name = str(cfg.SOLVER.OPTIMIZER).upper()
+    if name == "SGD":
+        return d2_build_optimizer(cfg, model)
+    if name != "ADAMW":
+        raise ConfigError(
+            f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r} is not one of {', '.join(OPTIMIZERS)}"
+        )
+    params = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+        params,
+        lr=cfg.SOLVER.BASE_LR,
+        betas=tuple(cfg.SOLVER.ADAMW_BETAS),
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+    )
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer + :class:`JSISDatasetMapper` + :class:`JSISEvaluator`.
 
-    Everything else (SGD with momentum/weight decay, WarmupMultiStepLR, checkpoints every
+    Everything else (the optimizer: Detectron2's SGD, or AdamW, by SOLVER.OPTIMIZER;
+    WarmupMultiStepLR, checkpoints every
     SOLVER.CHECKPOINT_PERIOD, periodic evaluation every TEST.EVAL_PERIOD, metrics.json,
     TensorBoard events, progress lines with ETA) is Detectron2's own.
     """
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
