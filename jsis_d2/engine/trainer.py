@@ -48,10 +48,10 @@ def build_optimizer(cfg, model):
 class Trainer(DefaultTrainer):
     """DefaultTrainer + :class:`JSISDatasetMapper` + :class:`JSISEvaluator`.
 
-    Everything else (the optimizer: Detectron2's SGD, or AdamW, by SOLVER.OPTIMIZER;
-    WarmupMultiStepLR, checkpoints every
-    SOLVER.CHECKPOINT_PERIOD, periodic evaluation every TEST.EVAL_PERIOD, metrics.json,
-    TensorBoard events, progress lines with ETA) is Detectron2's own.
+    The optimizer follows SOLVER.OPTIMIZER (:func:`build_optimizer`). Everything else
+    (WarmupMultiStepLR, checkpoints every SOLVER.CHECKPOINT_PERIOD, periodic evaluation every
+    TEST.EVAL_PERIOD, metrics.json, TensorBoard events, progress lines with ETA) is
+    Detectron2's own.
     """
 
     @classmethod
