@@ -15,7 +15,7 @@ test: setup       ## the whole test suite (CPU)
 demo: setup       ## synthetic dataset -> train from scratch on CPU -> evaluate -> pictures
 	$(PY) tools/run_demo.py --output $(OUTPUT)
 
-overfit: setup    ## memorize the 2 real COCO images of ../shared (aim PQ >= 80; ~17 min)
+overfit: setup    ## memorize the 2 real COCO images of ../shared (aim PQ >= 80; ~21 min)
 	$(PY) tools/overfit_check.py --output output/overfit
 
 ablation: setup   ## paper Table 3 on the synthetic data (3 trainings)
