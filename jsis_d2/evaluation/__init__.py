@@ -1,10 +1,12 @@
-"""Evaluation: native PQ (:func:`pq_compute`) and the JSIS-Net ``DatasetEvaluator``.
+"""Evaluation: native PQ (:func:`pq_compute`), the JSIS-Net ``DatasetEvaluator`` and the ROI-head
+confusion diagnostic (:func:`roi_confusion_matrix`).
 
 Names are imported lazily so that ``python -m jsis_d2.evaluation.pq`` runs the module once.
 """
 import importlib
 
-__all__ = ["pq_compute", "PQStats", "PanopticEvalError", "JSISEvaluator", "rpn_recall"]
+__all__ = ["pq_compute", "PQStats", "PanopticEvalError", "JSISEvaluator", "rpn_recall",
+           "roi_confusion_matrix"]
 
 _WHERE = {
     "pq_compute": "pq",
@@ -12,6 +14,7 @@ _WHERE = {
     "PanopticEvalError": "pq",
     "JSISEvaluator": "evaluator",
     "rpn_recall": "evaluator",
+    "roi_confusion_matrix": "roi_confusion",
 }
 
 
