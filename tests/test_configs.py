@@ -123,3 +123,16 @@ def test_from_scratch_cpu_config():
     assert any(isinstance(x, torch.nn.GroupNorm) for x in model.roi_heads.res5.modules())
     assert not any("FrozenBatchNorm" in type(x).__name__ for x in model.modules())
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_overfit_check_keeps_enough_test_proposals():
+    """tools/overfit_check.py builds on the synthetic demo config, whose 10 test proposals
+    suit ~4.5 objects per image but cap RPN recall on the COCO images (40 %, PQ 63 vs 85)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import overfit_check
+
+    cfg = setup_cfg(os.path.join(ROOT, overfit_check.CONFIG), overfit_check.OVERRIDES)
+    assert cfg.MODEL.RPN.POST_NMS_TOPK_TEST >= cfg.TEST.DETECTIONS_PER_IMAGE == 50
+    assert cfg.SOLVER.OPTIMIZER == "SGD" and cfg.SOLVER.MAX_ITER == 2000
