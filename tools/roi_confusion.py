@@ -12,7 +12,6 @@ also to a JSON file.
 """
 import argparse
 import json
-import logging
 import sys
 
 import jsis_d2  # noqa: F401  (registers the datasets and the meta-architecture)
@@ -24,8 +23,6 @@ from jsis_d2.config import ConfigError, setup_cfg
 from jsis_d2.data import JSISDatasetMapper
 from jsis_d2.engine.checks import UsageError, check_checkpoint_matches_model
 from jsis_d2.evaluation.roi_confusion import format_roi_confusion, roi_confusion_matrix
-
-logger = logging.getLogger("jsis_d2.roi_confusion")
 
 
 def get_parser():

@@ -84,6 +84,6 @@ def format_roi_confusion(conf: np.ndarray, thing_names: Sequence[str]) -> str:
     total = int(conf.sum())
     overall = np.trace(conf[:, : len(names)]) / total if total else float("nan")
     lines.append("")
-    lines.append(f"{total} ground-truth boxes; right shape (argmax over things + background): "
+    lines.append(f"{total} ground-truth boxes; right class (argmax over things + background): "
                  f"{overall:.2f}")
     return "\n".join(lines)
