@@ -1,13 +1,21 @@
-# jsis_d2 — the commands the README documents. Everything runs inside ./.venv.
+# jsis_d2 — the commands the README documents. Everything runs inside one venv per stack:
+#   DETECTRON2=pb1 (default)  ./.venv             detectron2 0.6 sdist, no compiled ops
+#   DETECTRON2=official       ./.venv-d2official  official detectron2 built with its C++ ops
+DETECTRON2 ?= pb1
+ifeq ($(DETECTRON2),official)
+VENV ?= .venv-d2official
+else
 VENV ?= .venv
+endif
+export DETECTRON2
 PY := $(VENV)/bin/python
 OUTPUT ?= output/demo
 BENCH_OUT ?= output/benchmark
 
 .PHONY: setup test demo overfit ablation benchmark benchmark-readme clean
 
-setup:            ## create .venv with the pinned stack + the project (idempotent)
-	bash tools/setup_env.sh
+setup:            ## create the stack's venv with the pinned stack + the project (idempotent)
+	VENV=$(VENV) bash tools/setup_env.sh
 
 test: setup       ## the whole test suite (CPU)
 	$(PY) -m pytest -q tests

@@ -1,15 +1,17 @@
 """Compatibility shims that let detectron2 v0.6 run on current NumPy, Pillow and without its
 compiled ops. Imported by ``jsis_d2/__init__.py`` before anything touches detectron2.
 
-Every shim is applied only when the name is missing, so with an official detectron2 build
-(and its ``_C`` extension) importing this module changes nothing:
+Each shim is applied only where the INSTALLED detectron2 needs it, judged from its own
+source files (read, not imported), so with official detectron2 (main branch, compiled ops)
+importing this module changes nothing; ``applied`` lists what was changed:
 
 - NumPy >= 1.24 removed the aliases ``np.int``, ``np.float``, ``np.bool``, ``np.str`` that
   detectron2 0.6 still uses (``data/build.py``, ``structures/masks.py``,
   ``evaluation/sem_seg_evaluation.py``, ``utils/visualizer.py``). They are restored as the
-  builtins they always aliased.
+  builtins they always aliased, only if one of those files refers to the name.
 - Pillow >= 10 removed ``Image.LINEAR`` (an alias of ``Image.BILINEAR``) which
-  ``detectron2/data/transforms/transform.py`` uses as a default argument at import time.
+  ``detectron2/data/transforms/transform.py`` of 0.6 uses as a default argument at import
+  time; restored only if that file refers to it.
 - ``detectron2._C`` (C++/CUDA ops) is absent from the ``pb1-detectron2`` sdist. A placeholder
   module is registered so that ``import detectron2.layers`` works; JSIS-Net uses none of those
   ops (ROIAlign and NMS come from torchvision). Any op accessed on the placeholder raises
@@ -21,11 +23,14 @@ Every shim is applied only when the name is missing, so with an official detectr
 - Recent PyTorch warns that ``torch.jit.script`` is deprecated each time detectron2 0.6 applies
   it at import; that one warning is silenced (it says nothing about the user's code).
 """
+import functools
 import importlib.machinery
 import importlib.util
 import inspect
 import logging
+import os
 import random
+import re
 import sys
 import types
 import warnings
@@ -39,6 +44,17 @@ logger = logging.getLogger(__name__)
 
 # Names removed from NumPy 1.24 that detectron2 0.6 uses, and what they always meant.
 _NUMPY_ALIASES = {"int": int, "float": float, "bool": bool, "str": str}
+# detectron2 files (relative to its package) that refer to the removed names in 0.6.
+_NUMPY_ALIAS_USERS = (
+    "data/build.py",
+    "data/datasets/pascal_voc.py",
+    "evaluation/pascal_voc_evaluation.py",
+    "evaluation/sem_seg_evaluation.py",
+    "structures/masks.py",
+    "utils/video_visualizer.py",
+    "utils/visualizer.py",
+)
+_PILLOW_LINEAR_USERS = ("data/transforms/transform.py",)
 
 PLACEHOLDER_C_MODULE = "detectron2._C"
 
@@ -80,9 +96,37 @@ class _MissingCModule(types.ModuleType):
         )
 
 
+@functools.lru_cache(maxsize=None)
+def _detectron2_sources(relpaths):
+    """The text of the installed detectron2's files ``relpaths`` (missing files: skipped).
+
+    Found through the import system without importing detectron2 (its ``__init__`` is cheap,
+    but its submodules are what need the shims)."""
+    try:
+        spec = importlib.util.find_spec("detectron2")
+    except (ImportError, ValueError):
+        spec = None
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    texts = []
+    for root in roots:
+        for rel in relpaths:
+            try:
+                with open(os.path.join(root, rel), encoding="utf-8") as f:
+                    texts.append(f.read())
+            except OSError:
+                pass
+    return "\n".join(texts)
+
+
+def _detectron2_refers_to(relpaths, dotted_name):
+    """Whether those detectron2 files use ``dotted_name`` (e.g. ``np.int``) as a whole name."""
+    pattern = re.escape(dotted_name) + r"(?![A-Za-z0-9_])"
+    return re.search(pattern, _detectron2_sources(relpaths)) is not None
+
+
 def _restore_numpy_aliases():
     for name, value in _NUMPY_ALIASES.items():
-        if name in np.__dict__:
+        if name in np.__dict__ or not _detectron2_refers_to(_NUMPY_ALIAS_USERS, f"np.{name}"):
             continue
         try:
             with warnings.catch_warnings():
@@ -94,7 +138,7 @@ def _restore_numpy_aliases():
 
 
 def _restore_pillow_names():
-    if not hasattr(Image, "LINEAR"):
+    if not hasattr(Image, "LINEAR") and _detectron2_refers_to(_PILLOW_LINEAR_USERS, "Image.LINEAR"):
         Image.LINEAR = Image.BILINEAR
         applied.append("PIL.Image.LINEAR")
 

@@ -5,8 +5,9 @@ import json
 import logging
 import os
 import sys
+import tempfile
 
-import torch
+from torch.multiprocessing.spawn import ProcessException
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -15,6 +16,9 @@ from detectron2.utils import logger as d2_logger
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, setup_cfg
+from ..data.dataset_mapper import BadSampleError
+from ..data.datasets.panoptic import DatasetNotFoundError
+from ..evaluation.pq import PanopticEvalError
 from .checks import (
     check_checkpoint_matches_model,
     check_datasets,
@@ -22,12 +26,61 @@ from .checks import (
     fallback_syncbn,
     UsageError,
 )
+from .distributed import (
+    ERROR_FILE_ENV,
+    check_launch,
+    destroy_process_groups,
+    report_worker_error,
+    worker_error,
+)
 from .schedule import resolve_epoch_schedule
 from .trainer import Trainer
 
-__all__ = ["setup", "main", "run", "separate_run_logs"]
+__all__ = ["setup", "main", "run", "separate_run_logs", "describe_failure"]
 
 logger = logging.getLogger(__name__)
+
+#: Failures with a known cause: the job ends with one line naming it (exit code 2), not a
+#: traceback.
+USER_ERRORS = (ConfigError, UsageError, BadSampleError, DatasetNotFoundError, PanopticEvalError)
+
+
+def _message(e: BaseException) -> str:
+    """The one-line message of ``e``, also when a DataLoader worker re-raised it (then the
+    message holds the worker's traceback, and the original message is its last line)."""
+    msg = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+    if "Original Traceback" in msg:
+        last = [line for line in msg.splitlines() if line.strip()][-1]
+        msg = last.split(": ", 1)[1] if ": " in last else last
+    return msg.strip()
+
+
+def describe_failure(e: BaseException):
+    """``(text, exit_code)`` for a failure with a known cause, or None (a bug: traceback)."""
+    if isinstance(e, USER_ERRORS):
+        return f"train_net: error: {_message(e)}", 2
+    if isinstance(e, FloatingPointError):
+        return (
+            f"train_net: training stopped: {_message(e)}\nThe last checkpoint in OUTPUT_DIR is "
+            "intact; lower SOLVER.BASE_LR or check the data, then continue with --resume.",
+            3,
+        )
+    return None
+
+
+class _KnownTrainingFailure(logging.Filter):
+    """Drops Detectron2's "Exception during training:" traceback for failures with a known
+    cause; :func:`run` reports those as one line instead."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or describe_failure(exc) is None
+
+
+def _quiet_known_training_failures():
+    train_loop = logging.getLogger("detectron2.engine.train_loop")
+    if not any(isinstance(f, _KnownTrainingFailure) for f in train_loop.filters):
+        train_loop.addFilter(_KnownTrainingFailure())
 
 
 #: Loggers that Detectron2's ``default_setup`` and :func:`setup` give handlers.
@@ -74,6 +127,7 @@ def setup(args):
     if not args.eval_only:
         resolve_epoch_schedule(cfg)
     cfg.freeze()
+    _quiet_known_training_failures()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="jsis_d2")
     return cfg
@@ -110,31 +164,52 @@ def main(args):
     return getattr(trainer, "_last_eval_results", None)
 
 
-def run(argv=None):
-    """Parse arguments, launch (one process per GPU), turn known failures into one clean line."""
-    args = default_argument_parser().parse_args(argv)
+def _worker_main(args):
+    """:func:`main` in one of ``launch``'s processes: a known failure leaves its one-line
+    error for the launcher (exit code 2/3) instead of a traceback; the process groups are
+    torn down after the job."""
     try:
-        if args.num_gpus > 1 and not torch.cuda.is_available():
-            raise UsageError(
-                f"--num-gpus {args.num_gpus} needs CUDA GPUs (none available); on CPU use "
-                "--num-gpus 1 with MODEL.DEVICE cpu"
-            )
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except (ConfigError, UsageError) as e:
-        sys.stderr.write(f"train_net: error: {e}\n")
-        return 2
-    except FloatingPointError as e:
-        sys.stderr.write(
-            f"train_net: training stopped: {e}\nThe last checkpoint in OUTPUT_DIR is intact; "
-            "lower SOLVER.BASE_LR or check the data, then continue with --resume.\n"
-        )
-        return 3
-    return 0
+        result = main(args)
+    except Exception as e:
+        failure = describe_failure(e)
+        if failure is None or comm.get_world_size() == 1:
+            raise
+        logger.error(failure[0])
+        worker_error(*failure)
+    destroy_process_groups()
+    return result
 
+
+def run(argv=None):
+    """Parse arguments, launch (one process per GPU, or per CPU rank with gloo), and turn
+    known failures, in this process or in a worker, into one clean line and an exit code."""
+    args = default_argument_parser().parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="jsis_d2_launch_") as tmp:
+        error_file = os.path.join(tmp, "worker_error")
+        os.environ[ERROR_FILE_ENV] = error_file  # inherited by the spawned workers
+        try:
+            check_launch(args)
+            launch(
+                _worker_main,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+            )
+        except ProcessException:
+            reported = report_worker_error(error_file)
+            if reported is None:
+                raise
+            code, text = reported
+            sys.stderr.write(text + "\n")
+            return code
+        except Exception as e:
+            failure = describe_failure(e)
+            if failure is None:
+                raise
+            sys.stderr.write(failure[0] + "\n")
+            return failure[1]
+        finally:
+            os.environ.pop(ERROR_FILE_ENV, None)
+    return 0

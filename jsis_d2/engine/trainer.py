@@ -10,6 +10,7 @@ from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..config import OPTIMIZERS, ConfigError
+from .distributed import cpu_aware_ddp
 
 __all__ = ["Trainer", "build_optimizer"]
 
@@ -52,7 +53,15 @@ class Trainer(DefaultTrainer):
     (WarmupMultiStepLR, checkpoints every SOLVER.CHECKPOINT_PERIOD, periodic evaluation every
     TEST.EVAL_PERIOD, metrics.json, TensorBoard events, progress lines with ETA) is
     Detectron2's own.
+
+    With more than one process, a CPU model is wrapped in DistributedDataParallel without
+    ``device_ids`` (:func:`~jsis_d2.engine.distributed.cpu_aware_ddp`); a CUDA model exactly
+    as Detectron2 does.
     """
+
+    def __init__(self, cfg):
+        with cpu_aware_ddp():
+            super().__init__(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
