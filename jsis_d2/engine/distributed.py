@@ -6,6 +6,8 @@ processes without, gloo); ``--num-machines M --machine-rank R --dist-url tcp://H
 joins M such machines into one world of M*N ranks.
 """
 import contextlib
+import hashlib
+import importlib
 import inspect
 import logging
 import os
@@ -14,13 +16,13 @@ import sys
 import torch
 import torch.distributed as dist
 from detectron2.engine import defaults as d2_defaults
-from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
 from .checks import UsageError
 
 __all__ = [
     "check_launch",
+    "check_ranks_in_sync",
     "cpu_aware_ddp",
     "destroy_process_groups",
     "launch_supports_cpu",
@@ -39,6 +41,8 @@ def launch_supports_cpu() -> bool:
 
     Official detectron2 gained it in 2023 (it picks GLOO when CUDA is absent); v0.6 asserts
     CUDA in every worker. Judged from the source of its worker function."""
+    # the module, not the function ``detectron2.engine.launch`` that shadows its name
+    d2_launch = importlib.import_module("detectron2.engine.launch")
     try:
         source = inspect.getsource(d2_launch._distributed_worker)
     except (AttributeError, OSError, TypeError):
@@ -101,6 +105,32 @@ def cpu_aware_ddp():
         yield
     finally:
         d2_defaults.create_ddp_model = original
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the names and bytes of every parameter and buffer of ``model`` (the module
+    inside a DDP wrapper)."""
+    model = getattr(model, "module", model)
+    h = hashlib.sha256()
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_ranks_in_sync(model: torch.nn.Module) -> None:
+    """After training with several processes: every rank must hold the same weights (DDP
+    averages gradients, so any difference means the ranks trained different models).
+    Raises RuntimeError naming the ranks that differ from rank 0; no-op in one process."""
+    if comm.get_world_size() == 1:
+        return
+    digests = comm.all_gather(weights_digest(model))
+    differ = [r for r, d in enumerate(digests) if d != digests[0]]
+    if differ:
+        raise RuntimeError(f"ranks {differ} end training with other weights than rank 0")
+    logger.info(
+        "All %d ranks end training with identical weights (sha256 %s)", len(digests), digests[0]
+    )
 
 
 def destroy_process_groups(barrier: bool = True) -> None:

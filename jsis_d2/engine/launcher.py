@@ -29,6 +29,7 @@ from .checks import (
 from .distributed import (
     ERROR_FILE_ENV,
     check_launch,
+    check_ranks_in_sync,
     destroy_process_groups,
     report_worker_error,
     worker_error,
@@ -161,6 +162,7 @@ def main(args):
         check_checkpoint_matches_model(trainer.model, trainer.checkpointer.get_checkpoint_file())
     trainer.resume_or_load(resume=args.resume)
     trainer.train()
+    check_ranks_in_sync(trainer.model)
     return getattr(trainer, "_last_eval_results", None)
 
 
@@ -174,7 +176,6 @@ def _worker_main(args):
         failure = describe_failure(e)
         if failure is None or comm.get_world_size() == 1:
             raise
-        logger.error(failure[0])
         worker_error(*failure)
     destroy_process_groups()
     return result
