@@ -136,3 +136,25 @@ def test_overfit_check_keeps_enough_test_proposals():
     cfg = setup_cfg(os.path.join(ROOT, overfit_check.CONFIG), overfit_check.OVERRIDES)
     assert cfg.MODEL.RPN.POST_NMS_TOPK_TEST >= cfg.TEST.DETECTIONS_PER_IMAGE == 50
     assert cfg.SOLVER.OPTIMIZER == "SGD" and cfg.SOLVER.MAX_ITER == 2000
+
+
+def test_paper_configs_scale_linearly_with_the_number_of_processes():
+    """REFERENCE_WORLD_SIZE 1 (the paper's one GPU): 8 processes train the same 8 epochs with
+    8x the batch and LR, in 1/8 of the iterations (Detectron2's auto_scale_workers, applied to
+    the epoch schedule resolved from the dataset size)."""
+    from detectron2.engine import DefaultTrainer
+
+    from jsis_d2.engine.schedule import resolve_epoch_schedule
+
+    cfg = load("COCO-PanopticSegmentation/jsis_R50_C4_8ep.yaml")
+    assert cfg.SOLVER.REFERENCE_WORLD_SIZE == 1
+    cfg.defrost()
+    resolve_epoch_schedule(cfg, num_images=118287)  # COCO train2017
+    one = cfg.clone()
+    eight = DefaultTrainer.auto_scale_workers(cfg, 8)
+    assert (one.SOLVER.IMS_PER_BATCH, eight.SOLVER.IMS_PER_BATCH) == (5, 40)
+    assert eight.SOLVER.BASE_LR == pytest.approx(8 * 0.075)
+    assert one.SOLVER.MAX_ITER == 8 * 23658  # ceil(118287 / 5) iterations per epoch
+    assert eight.SOLVER.MAX_ITER == 23658
+    assert tuple(one.SOLVER.STEPS) == (4 * 23658, 7 * 23658)
+    assert tuple(eight.SOLVER.STEPS) == (11829, 20701)  # epochs 4 and 7 of 23658/8 iterations
