@@ -9,6 +9,7 @@ all go through :func:`register_panoptic_dataset`.
 Dataset dicts (loader output) use CONTIGUOUS category indices (see
 :mod:`jsis_d2.data.label_space`); dataset category ids stay in the files.
 """
+import functools
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
+from ..dataset_mapper import BadSampleError
 from ..label_space import LabelSpace, check_categories
 
 __all__ = [
@@ -117,6 +119,7 @@ def load_panoptic_json(
     label_space: LabelSpace,
     missing_hint: str = "",
     skip_unknown_categories: bool = False,
+    dataset_name: str = "",
 ) -> List[Dict]:
     """Load a COCO-panoptic-format dataset as Detectron2 dataset dicts.
 
@@ -128,6 +131,7 @@ def load_panoptic_json(
         skip_unknown_categories: drop (with a warning counting them) the images that have a
             segment whose category id is not in ``label_space``, instead of raising. The
             training loader does this under ``DATALOADER.SKIP_BAD_SAMPLES``.
+        dataset_name: names the dataset in the error raised when every image is dropped.
     Returns:
         list of dicts: "file_name", "image_id" (as in the JSON), "height", "width" (original),
         "pan_seg_file_name", "segments_info": list of {"id", "category_id" (contiguous),
@@ -139,6 +143,7 @@ def load_panoptic_json(
             "annotations"; a segment with a category id unknown to ``label_space`` (names the
             PNG and the ids); an image id, image file or PNG used twice; an annotation without
             ``image_id``, ``file_name`` or ``segments_info``.
+        BadSampleError: ``skip_unknown_categories`` dropped every image.
     """
     _require(panoptic_json, "panoptic JSON", missing_hint, isdir=False)
     _require(image_root, "image folder", missing_hint, isdir=True)
@@ -170,7 +175,13 @@ def load_panoptic_json(
             len(unknown), len(data["annotations"]), panoptic_json,
             f"; the first {_LOG_FIRST} are listed above" if len(unknown) > _LOG_FIRST else "",
         )
-    if not ret and not unknown:
+    if not ret and unknown:
+        raise BadSampleError(
+            f"no usable training sample in {dataset_name or panoptic_json}: all {len(unknown)} "
+            f"images have unknown category ids (DATALOADER.SKIP_BAD_SAMPLES=True skipped each "
+            f"one); the first: {unknown[0]}"
+        )
+    if not ret:
         raise ValueError(f"panoptic JSON {panoptic_json} has no annotations")
     logger.info(f"Loaded {len(ret)} images in COCO panoptic format from {panoptic_json}")
     return ret
@@ -280,10 +291,13 @@ def register_panoptic_dataset(
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+    # a partial, not a lambda: the training loader calls it with skip_unknown_categories=True
+    # (jsis_d2.data.build.train_dataset_dicts)
     DatasetCatalog.register(
         name,
-        lambda: load_panoptic_json(
-            panoptic_json, image_root, panoptic_root, label_space, missing_hint
+        functools.partial(
+            load_panoptic_json, panoptic_json, image_root, panoptic_root, label_space,
+            missing_hint, dataset_name=name,
         ),
     )
     MetadataCatalog.get(name).set(**md)
