@@ -282,7 +282,8 @@ def _two_image_dataset(tmp_path, mutate):
     anns, images = [], []
     for iid, stem in ((1, "a"), (2, "b")):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / f"{stem}.jpg")
-        Image.fromarray(np.full((8, 8, 3), (70, 0, 0), np.uint8)).save(tmp_path / "pan" / f"{stem}.png")
+        pan = np.full((8, 8, 3), (70, 0, 0), np.uint8)
+        Image.fromarray(pan).save(tmp_path / "pan" / f"{stem}.png")
         images.append({"id": iid, "file_name": f"{stem}.jpg", "height": 8, "width": 8})
         anns.append({"image_id": iid, "file_name": f"{stem}.png",
                      "segments_info": [{"id": 70, "category_id": 7, "iscrowd": 0}]})

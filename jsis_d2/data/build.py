@@ -7,7 +7,6 @@ warning names and counts them). Evaluation never skips: ``DatasetCatalog.get`` k
 such a dataset with an error naming the file.
 """
 import functools
-import logging
 from typing import Dict, List
 
 from detectron2.data import DatasetCatalog, get_detection_dataset_dicts
@@ -15,8 +14,6 @@ from detectron2.data import DatasetCatalog, get_detection_dataset_dicts
 from .datasets.panoptic import load_panoptic_json
 
 __all__ = ["train_dataset_dicts"]
-
-logger = logging.getLogger(__name__)
 
 
 def _load_skipping_bad_images(name: str) -> List[Dict]:

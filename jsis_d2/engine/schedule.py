@@ -13,8 +13,9 @@ logger = logging.getLogger(__name__)
 
 def resolve_epoch_schedule(cfg, num_images=None):
     """When ``SOLVER.EPOCHS > 0``, set ``SOLVER.MAX_ITER`` and ``SOLVER.STEPS`` from the number
-    of training images (summed over DATASETS.TRAIN, as the training loader loads them) and ``SOLVER.IMS_PER_BATCH`` (in place;
-    ``cfg`` must not be frozen). One epoch = ceil(num_images / IMS_PER_BATCH) iterations.
+    of training images (summed over DATASETS.TRAIN, as the training loader loads them) and
+    ``SOLVER.IMS_PER_BATCH`` (in place; ``cfg`` must not be frozen).
+    One epoch = ceil(num_images / IMS_PER_BATCH) iterations.
 
     Returns the number of iterations per epoch (0 when the config is iteration-based).
     """

@@ -304,7 +304,8 @@ class SegmentTable(NamedTuple):
     """One image's segments, sorted by id (arrays of length N).
 
     ids: int64 segment ids (> 0), ascending. cats: int64 category indices in [0, C).
-    iscrowd: bool. area: int64 JSON areas, or None (then PNG pixel counts are used).
+    iscrowd: bool. area: int64 JSON areas, or None (only compared with the PNG's pixel counts,
+    which PQ uses).
     crowd_row_of_cat: category index -> row of the LAST crowd segment of that category in the
     original ``segments_info`` order (panopticapi's rule for false positives on crowd).
     index: :class:`IdIndex` of the ids (with void as row 0).
@@ -331,8 +332,8 @@ def segment_table(
             ``iscrowd`` / ``area``.
         cat_index: category id as it appears in ``segments_info`` -> category index.
         where: names the image and file in error messages.
-        use_area: take ``area`` from the dicts (ground truth, panopticapi's union) when every
-            segment has one.
+        use_area: keep ``area`` from the dicts when every segment has one (ground truth: checked
+            against the PNG, see :func:`log_area_mismatches`).
     Raises:
         PanopticEvalError for a missing key, a segment id out of [1, 2**24) or duplicate ids;
         UnknownCategoryError for a category id not in ``cat_index``.
