@@ -433,3 +433,11 @@ def test_cli_per_class_marks_absent_classes_like_the_evaluator(good_case, capsys
     assert lines["tree"].split()[2:] == ["n/a", "n/a", "n/a"]
     assert lines["sky"].split()[2:] == ["100.0", "100.0", "100.0"]
     assert pq_compute(gt_json, pred_json)["per_class"][12] == {"pq": 0.0, "sq": 0.0, "rq": 0.0}
+
+
+def test_ground_truth_area_that_is_not_a_number_does_not_matter(good_case):
+    tmp, gt, segs, gt_json = good_case
+    pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
+    exact = pq_compute(gt_json, pred_json)
+    _rewrite(gt_json, lambda d: d["annotations"][0]["segments_info"][0].update(area="big"))
+    assert pq_compute(gt_json, pred_json) == exact

@@ -352,7 +352,10 @@ def segment_table(
     if use_area:
         areas = [s.get("area") for s in segs]
         if None not in areas:
-            area = np.array(areas, dtype=np.int64)
+            try:
+                area = np.array(areas, dtype=np.int64)
+            except (TypeError, ValueError, OverflowError):  # unusable: PQ uses the PNG anyway
+                area = None
     n = len(ids)
     if n and (ids.min() <= VOID or ids.max() >= 1 << 24):
         bad = ids[(ids <= VOID) | (ids >= 1 << 24)].tolist()
