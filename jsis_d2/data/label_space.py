@@ -113,13 +113,15 @@ class LabelSpace:
 
 def check_categories(categories: Sequence[Dict]) -> None:
     """ValueError (one line, naming the category) unless ``categories`` is a non-empty list of
-    dicts, each with an integer ``id``, a ``name`` and an ``isthing``, ids unique.
+    dicts, each with an ``id`` (an integer or what ``int`` accepts), a ``name`` and an
+    ``isthing``; ids unique.
 
     A missing ``isthing`` is an error, not "stuff": guessing would silently turn every thing
     class into stuff (no instances trained, PQ Things empty).
     """
-    if not categories or not isinstance(categories, (list, tuple)):
+    if not categories or isinstance(categories, (str, bytes, dict)):
         raise ValueError(f"the category list is empty or not a list: {categories!r:.80}")
+    categories = list(categories)
     for i, c in enumerate(categories):
         if not isinstance(c, dict):
             raise ValueError(f"category #{i} is not an object: {c!r:.80}")
@@ -129,8 +131,10 @@ def check_categories(categories: Sequence[Dict]) -> None:
                 f"category {c.get('id', '#' + str(i))} ({c.get('name')!r}) has no "
                 f"{', '.join(map(repr, missing))} (every category needs id, name and isthing)"
             )
-        if isinstance(c["id"], bool) or not isinstance(c["id"], int):
-            raise ValueError(f"category {c['name']!r} has a non-integer id {c['id']!r}")
+        try:
+            int(c["id"])
+        except (TypeError, ValueError):
+            raise ValueError(f"category {c['name']!r} has a non-integer id {c['id']!r}") from None
     ids = [int(c["id"]) for c in categories]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
