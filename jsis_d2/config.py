@@ -76,8 +76,10 @@ def add_jsis_config(cfg):
     cfg.INPUT.JSIS.FIXED_SIZE = [400, 400]
     # Semantic target of crowd regions: "class" (their category, as any pixel) or "ignore".
     cfg.INPUT.JSIS.CROWD_SEM_SEG = "class"
-    # Skip samples whose files are missing/corrupt/inconsistent (logged by name and counted)
-    # instead of failing. Default: fail with an error naming the file.
+    # Skip training samples whose files are missing/corrupt/inconsistent (logged by name and
+    # counted) and images with unknown category ids (dropped at load, counted) instead of
+    # failing; every sample bad is still an error. Default: fail naming the file. Evaluation
+    # never skips.
     cfg.DATALOADER.SKIP_BAD_SAMPLES = False
 
     # ---------------------------------------------------------------- solver

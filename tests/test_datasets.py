@@ -270,3 +270,85 @@ def test_unknown_category_id_fails_at_load(tmp_path, registered):
     with pytest.raises(ValueError) as e:
         DatasetCatalog.get("jsis_test_badcat")
     assert js in str(e.value) and "99" in str(e.value) and "x.png" in str(e.value)
+
+
+# ------------------------------------------------------------------ bad dataset JSON (issue 16)
+
+
+def _two_image_dataset(tmp_path, mutate):
+    """Two 8x8 images / PNGs (a.jpg+a.png id 1, b.jpg+b.png id 2); ``mutate(data)`` breaks it."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "pan").mkdir()
+    anns, images = [], []
+    for iid, stem in ((1, "a"), (2, "b")):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / f"{stem}.jpg")
+        pan = np.full((8, 8, 3), (70, 0, 0), np.uint8)
+        Image.fromarray(pan).save(tmp_path / "pan" / f"{stem}.png")
+        images.append({"id": iid, "file_name": f"{stem}.jpg", "height": 8, "width": 8})
+        anns.append({"image_id": iid, "file_name": f"{stem}.png",
+                     "segments_info": [{"id": 70, "category_id": 7, "iscrowd": 0}]})
+    data = {"images": images, "annotations": anns, "categories": CUSTOM_CATS}
+    mutate(data)
+    js = tmp_path / "pan.json"
+    js.write_text(json.dumps(data))
+    return str(tmp_path / "img"), str(tmp_path / "pan"), str(js)
+
+
+def _set(path, value):
+    def mutate(data):
+        *keys, last = path
+        d = data
+        for k in keys:
+            d = d[k]
+        d[last] = value
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate, pattern",
+    [
+        (_set(("images", 1, "id"), 1), r"image id 1 .*2 'images' entries"),
+        (_set(("annotations", 1, "image_id"), 1), r"image_id 1 .*2 annotations"),
+        (_set(("images", 1, "file_name"), "a.jpg"), r"image file a\.jpg .*images 1 and 2"),
+        (_set(("annotations", 1, "file_name"), "a.png"), r"PNG a\.png .*image_id 1 and 2"),
+    ],
+    ids=["image_id_in_images", "annotation_image_id", "image_file_name", "png_file_name"],
+)
+def test_duplicates_in_dataset_json_are_refused(tmp_path, registered, mutate, pattern):
+    """Duplicates would pair a PNG with another image's pixels (or train twice on one)."""
+    img, pan, js = _two_image_dataset(tmp_path, mutate)
+    register_panoptic_dataset("jsis_test_dup", img, pan, js, CUSTOM_CATS)
+    registered.append("jsis_test_dup")
+    with pytest.raises(ValueError, match=pattern) as e:
+        DatasetCatalog.get("jsis_test_dup")
+    assert js in str(e.value) and "\n" not in str(e.value)
+
+
+def test_annotation_without_segments_info_names_file_and_image(tmp_path, registered):
+    def mutate(data):
+        del data["annotations"][1]["segments_info"]
+    img, pan, js = _two_image_dataset(tmp_path, mutate)
+    register_panoptic_dataset("jsis_test_noseg", img, pan, js, CUSTOM_CATS)
+    registered.append("jsis_test_noseg")
+    with pytest.raises(ValueError, match=r"pan\.json: annotation of image_id 2 .*'segments_info'"):
+        DatasetCatalog.get("jsis_test_noseg")
+
+
+def test_register_with_categories_from_a_malformed_json(tmp_path):
+    js = tmp_path / "broken.json"
+    js.write_text('{"categories": [{"id": 1,')
+    with pytest.raises(ValueError, match=r"broken\.json.*does not parse") as e:
+        register_panoptic_dataset("jsis_test_broken", str(tmp_path), str(tmp_path), str(js), None)
+    assert not isinstance(e.value, json.JSONDecodeError)
+    assert "jsis_test_broken" not in DatasetCatalog.list()
+
+
+def test_categories_without_isthing_name_the_file_and_category(tmp_path):
+    js = tmp_path / "cats.json"
+    js.write_text(json.dumps({"categories": [{"id": 7, "name": "tree", "isthing": 0},
+                                             {"id": 3, "name": "car"}]}))
+    with pytest.raises(ValueError, match=r"cats\.json: category 3 \('car'\) has no 'isthing'"):
+        register_panoptic_dataset("jsis_test_noisthing", str(tmp_path), str(tmp_path), str(js))
+    with pytest.raises(ValueError, match=r"category 3 \('car'\) has no 'isthing'"):
+        LabelSpace([{"id": 3, "name": "car"}])
+    assert "jsis_test_noisthing" not in DatasetCatalog.list()

@@ -253,3 +253,19 @@ def test_bad_inputs_name_the_image(dataset):
         ev.process([bad], [{"panoptic_seg": (pan, pinfo)}])
     with pytest.raises(PanopticEvalError, match="dataset dict says 40x24"):
         ev.process([dict(d, width=40)], [out])
+
+
+def test_ground_truth_area_disagreeing_with_the_png_is_not_inf(dataset, caplog):
+    """area 0 in the dataset dict: PQ from the PNG's pixel counts (was inf), and a warning."""
+    name, dicts, _, gt_ids = dataset
+    ev = JSISEvaluator(name, distributed=False)
+    d = dicts[2]
+    out = _outputs_from_gt(d, gt_ids[2], branches=("panoptic_seg",))
+    bad = dict(d, segments_info=[dict(s, area=0) if s["id"] == 401 else s
+                                 for s in d["segments_info"]])
+    ev.process([bad], [out])
+    with caplog.at_level("WARNING", logger="jsis_d2.evaluation.pq"):
+        res = ev.evaluate()["panoptic_seg"]
+    assert res["PQ"] == 100.0 and res["PQ-car"] == 100.0
+    png_area = int((gt_ids[2] == 401).sum())
+    assert f"002.png), segment 401: area 0 in the JSON, {png_area} pixels in the PNG" in caplog.text

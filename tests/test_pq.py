@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -338,5 +339,105 @@ def test_cli_prints_table_and_per_class(good_case, capsys):
     assert "Stuff     | 100.0  100.0  100.0     2" in out
     assert "person" in out and "tree" in out
     os.remove(str(tmp / "pred" / "1.png"))
-    assert P.main([gt_json, pred_json]) == 1
+    assert P.main([gt_json, pred_json]) == 2
     assert "1.png" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------- bad input found by probing (issue 16)
+
+
+def _rewrite(path, mutate):
+    with open(path) as f:
+        data = json.load(f)
+    mutate(data)
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+@pytest.mark.parametrize("which", ["gt", "pred"])
+def test_error_duplicate_image_ids_and_file_names(good_case, which):
+    """Two annotations for one image id, or two images reading one PNG: refused, not scored."""
+    tmp, gt, segs, gt_json = good_case
+    pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
+    path = gt_json if which == "gt" else pred_json
+
+    def same_id(d):
+        d["annotations"][1]["image_id"] = 1
+    _rewrite(path, same_id)
+    with pytest.raises(PanopticEvalError, match=rf"{which}\.json.*image_id 1 .*2 annotations"):
+        pq_compute(gt_json, pred_json)
+    _rewrite(path, lambda d: d["annotations"][1].update(image_id=2, file_name="1.png"))
+    with pytest.raises(PanopticEvalError, match=rf"{which}\.json.*PNG 1\.png .*image_id 1 and 2"):
+        pq_compute(gt_json, pred_json)
+
+
+def test_ground_truth_area_that_disagrees_with_the_png(good_case, caplog):
+    """PQ uses the PNG's pixel counts (never inf) and says which area disagreed."""
+    tmp, gt, segs, gt_json = good_case
+    pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
+    exact = pq_compute(gt_json, pred_json)
+    assert exact == _reference(gt_json, pred_json)  # consistent files: panopticapi's numbers
+    area_31 = segs[2]["area"]
+    assert segs[2]["id"] == 31 and area_31 > 0
+    _rewrite(gt_json, lambda d: d["annotations"][1]["segments_info"][2].update(area=0))
+    with caplog.at_level("WARNING", logger="jsis_d2.evaluation.pq"):
+        r = pq_compute(gt_json, pred_json)
+    assert r == exact  # panopticapi: inf for this class
+    assert np.isfinite(_flat(r)).all()
+    msg = " ".join(rec.getMessage() for rec in caplog.records)
+    assert re.search(rf"1 segment\(s\) in 1 image\(s\).*image 2.*gt/2\.png.*segment 31: "
+                     rf"area 0 in the JSON, {area_31} pixels in the PNG", msg), msg
+
+
+def _flat(r):
+    return [v for g in ("All", "Things", "Stuff") for k, v in r[g].items() if k != "n"] + [
+        v for c in r["per_class"].values() for v in c.values()]
+
+
+def test_categories_without_isthing_are_refused(good_case, capsys):
+    tmp, gt, segs, gt_json = good_case
+    pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
+    _rewrite(gt_json, lambda d: d["categories"][1].pop("isthing"))
+    with pytest.raises(PanopticEvalError, match=r"gt\.json: category 3 \('car'\) has no 'isthing'"):
+        pq_compute(gt_json, pred_json)
+    assert P.main([gt_json, pred_json]) == 2
+    err = capsys.readouterr().err
+    assert "category 3 ('car') has no 'isthing'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("which", ["gt", "pred"])
+@pytest.mark.parametrize("breakage, pattern", [
+    (lambda d: d["annotations"][1].pop("segments_info"), r"image_id 2 .*'segments_info'"),
+    (lambda d: d.update(annotations={"1": d["annotations"][0]}), r"'annotations' must be a list"),
+    (lambda d: d["annotations"].__setitem__(1, "2.png"), r"annotation #1 .*'2\.png'.*object"),
+    (lambda d: d["annotations"][0].pop("file_name"), r"image_id 1 .*'file_name'"),
+], ids=["no_segments_info", "dict_not_list", "string_annotation", "no_file_name"])
+def test_malformed_annotations_name_the_file(good_case, which, breakage, pattern, capsys):
+    tmp, gt, segs, gt_json = good_case
+    pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
+    path = gt_json if which == "gt" else pred_json
+    _rewrite(path, breakage)
+    with pytest.raises(PanopticEvalError, match=rf"{which}\.json: .*{pattern}"):
+        pq_compute(gt_json, pred_json)
+    assert P.main([gt_json, pred_json]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_cli_per_class_marks_absent_classes_like_the_evaluator(good_case, capsys):
+    """tree (id 12) is in neither ground truth nor prediction: not counted, shown as n/a."""
+    tmp, gt, segs, gt_json = good_case
+    pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
+    assert P.main([gt_json, pred_json, "--per-class"]) == 0
+    lines = {ln.split()[1]: ln for ln in capsys.readouterr().out.splitlines()
+             if ln.split()[:1] in (["1"], ["3"], ["7"], ["9"], ["12"])}
+    assert lines["tree"].split()[2:] == ["n/a", "n/a", "n/a"]
+    assert lines["sky"].split()[2:] == ["100.0", "100.0", "100.0"]
+    assert pq_compute(gt_json, pred_json)["per_class"][12] == {"pq": 0.0, "sq": 0.0, "rq": 0.0}
+
+
+def test_ground_truth_area_that_is_not_a_number_does_not_matter(good_case):
+    tmp, gt, segs, gt_json = good_case
+    pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
+    exact = pq_compute(gt_json, pred_json)
+    _rewrite(gt_json, lambda d: d["annotations"][0]["segments_info"][0].update(area="big"))
+    assert pq_compute(gt_json, pred_json) == exact

@@ -21,12 +21,16 @@ PNG segment id missing from segments_info or a segments_info id absent from the 
 Grayscale, palette and RGBA images are converted to ``INPUT.FORMAT`` (not errors).
 With ``DATALOADER.SKIP_BAD_SAMPLES: True`` a TRAINING mapper logs the file, the reason and a
 running count (per data-loader worker) and returns ``None``, so Detectron2's ``MapDataset``
-draws another sample. Test-mode mappers always raise: evaluating on a silently different
-image set would give wrong numbers.
+draws another sample. Given ``num_samples`` (the training loader passes it), a mapper that has
+seen every distinct sample fail raises ``BadSampleError`` "no usable training sample in
+<dataset>" instead: MapDataset would otherwise run out of candidates and fail inside
+``random.sample`` ("Sample larger than population"), in detectron2 0.6 as in later versions.
+Test-mode mappers always raise: evaluating on a silently different image set would give wrong
+numbers.
 """
 import copy
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -103,6 +107,8 @@ class JSISDatasetMapper:
         crowd_sem_seg: str = "class",
         ignore_label: int = 255,
         skip_bad_samples: bool = False,
+        num_samples: Optional[int] = None,
+        dataset_names: Sequence[str] = (),
     ):
         """
         Args:
@@ -112,6 +118,10 @@ class JSISDatasetMapper:
             crowd_sem_seg: "class" or "ignore": semantic target of crowd pixels.
             ignore_label: semantic target of void pixels.
             skip_bad_samples: training only: return None (logged) instead of raising.
+            num_samples: number of distinct samples (:meth:`sample_key`) of the dataset it maps;
+                with ``skip_bad_samples``, once that many distinct samples failed in this
+                worker, raise "no usable training sample". None: never (MapDataset fails).
+            dataset_names: named in that error.
         """
         if crowd_sem_seg not in CROWD_SEM_SEG_MODES:
             raise ValueError(
@@ -125,6 +135,9 @@ class JSISDatasetMapper:
         self.ignore_label = int(ignore_label)
         self.skip_bad_samples = bool(skip_bad_samples) and is_train
         self.num_skipped = 0
+        self.num_samples = num_samples
+        self.dataset_names = tuple(dataset_names)
+        self._failed = set()  # sample_key of every sample that failed in this worker
         mode = "training" if is_train else "inference"
         logger.info(f"[JSISDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -137,7 +150,13 @@ class JSISDatasetMapper:
             "crowd_sem_seg": cfg.INPUT.JSIS.CROWD_SEM_SEG,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "skip_bad_samples": cfg.DATALOADER.SKIP_BAD_SAMPLES,
+            "dataset_names": tuple(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST),
         }
+
+    @staticmethod
+    def sample_key(dataset_dict: Dict):
+        """What makes two dataset dicts the same sample: (image file, panoptic PNG)."""
+        return dataset_dict.get("file_name"), dataset_dict.get("pan_seg_file_name")
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         try:
@@ -146,6 +165,13 @@ class JSISDatasetMapper:
             if not self.skip_bad_samples:
                 raise
             self.num_skipped += 1
+            self._failed.add(self.sample_key(dataset_dict))
+            if self.num_samples is not None and len(self._failed) >= self.num_samples:
+                raise BadSampleError(
+                    f"no usable training sample in {', '.join(self.dataset_names) or 'the dataset'}"
+                    f": all {self.num_samples} samples are bad (DATALOADER.SKIP_BAD_SAMPLES=True "
+                    f"skipped each one); the last: {e}"
+                ) from None
             logger.warning(
                 "Skipping bad sample %s (image_id %s): %s [%d bad sample(s) skipped so far by "
                 "this worker; DATALOADER.SKIP_BAD_SAMPLES=True]",

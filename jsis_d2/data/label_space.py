@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-__all__ = ["LabelSpace"]
+__all__ = ["LabelSpace", "check_categories"]
 
 
 class LabelSpace:
@@ -29,16 +29,8 @@ class LabelSpace:
     """
 
     def __init__(self, categories: Sequence[Dict]):
-        if not categories:
-            raise ValueError("LabelSpace: the category list is empty")
-        for i, c in enumerate(categories):
-            missing = {"id", "name", "isthing"} - set(c)
-            if missing:
-                raise ValueError(f"LabelSpace: category #{i} ({c}) lacks key(s) {sorted(missing)}")
+        check_categories(categories)
         ids = [int(c["id"]) for c in categories]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"LabelSpace: duplicate category id(s) {dup}")
         things = [c for c in categories if c["isthing"]]
         stuff = [c for c in categories if not c["isthing"]]
         self.categories: List[Dict] = [dict(c) for c in things + stuff]
@@ -117,6 +109,36 @@ class LabelSpace:
                 "(was it registered by jsis_d2?)"
             )
         return cls(cats)
+
+
+def check_categories(categories: Sequence[Dict]) -> None:
+    """ValueError (one line, naming the category) unless ``categories`` is a non-empty list of
+    dicts, each with an ``id`` (an integer or what ``int`` accepts), a ``name`` and an
+    ``isthing``; ids unique.
+
+    A missing ``isthing`` is an error, not "stuff": guessing would silently turn every thing
+    class into stuff (no instances trained, PQ Things empty).
+    """
+    if not categories or isinstance(categories, (str, bytes, dict)):
+        raise ValueError(f"the category list is empty or not a list: {categories!r:.80}")
+    categories = list(categories)
+    for i, c in enumerate(categories):
+        if not isinstance(c, dict):
+            raise ValueError(f"category #{i} is not an object: {c!r:.80}")
+        missing = [k for k in ("id", "name", "isthing") if k not in c]
+        if missing:
+            raise ValueError(
+                f"category {c.get('id', '#' + str(i))} ({c.get('name')!r}) has no "
+                f"{', '.join(map(repr, missing))} (every category needs id, name and isthing)"
+            )
+        try:
+            int(c["id"])
+        except (TypeError, ValueError):
+            raise ValueError(f"category {c['name']!r} has a non-integer id {c['id']!r}") from None
+    ids = [int(c["id"]) for c in categories]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"duplicate category id(s) {dup}")
 
 
 def _fallback_color(k: int) -> List[int]:

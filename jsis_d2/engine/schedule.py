@@ -3,8 +3,7 @@ Detectron2's iteration-based SOLVER.MAX_ITER / SOLVER.STEPS."""
 import logging
 import math
 
-from detectron2.data import DatasetCatalog
-
+from ..data.build import train_dataset_dicts
 from .checks import UsageError
 
 __all__ = ["resolve_epoch_schedule"]
@@ -14,8 +13,9 @@ logger = logging.getLogger(__name__)
 
 def resolve_epoch_schedule(cfg, num_images=None):
     """When ``SOLVER.EPOCHS > 0``, set ``SOLVER.MAX_ITER`` and ``SOLVER.STEPS`` from the number
-    of training images (summed over DATASETS.TRAIN) and ``SOLVER.IMS_PER_BATCH`` (in place;
-    ``cfg`` must not be frozen). One epoch = ceil(num_images / IMS_PER_BATCH) iterations.
+    of training images (summed over DATASETS.TRAIN, as the training loader loads them) and
+    ``SOLVER.IMS_PER_BATCH`` (in place; ``cfg`` must not be frozen).
+    One epoch = ceil(num_images / IMS_PER_BATCH) iterations.
 
     Returns the number of iterations per epoch (0 when the config is iteration-based).
     """
@@ -30,7 +30,7 @@ def resolve_epoch_schedule(cfg, num_images=None):
             f"SOLVER.EPOCHS={epochs})"
         )
     if num_images is None:
-        num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
+        num_images = len(train_dataset_dicts(cfg))  # what the training loader will use
     if num_images <= 0:
         raise UsageError(f"DATASETS.TRAIN={list(cfg.DATASETS.TRAIN)} holds no image")
     per_epoch = math.ceil(num_images / cfg.SOLVER.IMS_PER_BATCH)

@@ -69,9 +69,16 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """Detectron2's loader over :func:`train_dataset_dicts`. The mapper knows how many
+        distinct samples there are, so "every sample bad" under SKIP_BAD_SAMPLES is one
+        BadSampleError naming the dataset."""
+        from ..data.build import train_dataset_dicts
         from ..data.dataset_mapper import JSISDatasetMapper
 
-        return build_detection_train_loader(cfg, mapper=JSISDatasetMapper(cfg, is_train=True))
+        dicts = train_dataset_dicts(cfg)
+        num_samples = len({JSISDatasetMapper.sample_key(d) for d in dicts})
+        mapper = JSISDatasetMapper(cfg, is_train=True, num_samples=num_samples)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

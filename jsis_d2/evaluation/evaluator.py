@@ -55,6 +55,7 @@ from jsis_d2.evaluation.pq import (
     PanopticEvalError,
     PQStats,
     joint_histogram,
+    log_area_mismatches,
     pq_stats_from_histogram,
     read_panoptic_png,
     segment_table,
@@ -131,6 +132,8 @@ class JSISEvaluator(DatasetEvaluator):
         self._coco_dt: List[Dict] = []
         self._pan_annotations: List[Dict] = []
         self._seen = {"panoptic_seg": 0, "sem_seg": 0, "instances": 0, "proposals": 0}
+        # ground-truth segments whose JSON area disagrees with the PNG (PQ uses the PNG)
+        self._area_mismatches: List = []
 
     def process(self, inputs, outputs):
         """Accumulate one batch.
@@ -183,7 +186,10 @@ class JSISEvaluator(DatasetEvaluator):
             gt_ids, gt.index, pan, pred.index, f"{where} (ground truth)",
             f"{where} (predicted panoptic_seg)",
         )
-        self._pq.add_image(pq_stats_from_histogram(hist, gt, pred, where))
+        stats = pq_stats_from_histogram(hist, gt, pred, where)
+        self._pq.add_image(stats)
+        if stats.area_mismatch is not None:
+            self._area_mismatches.append(stats.area_mismatch)
         if self._save:
             self._save_panoptic(pan, segments_info, inp)
 
@@ -312,6 +318,7 @@ class JSISEvaluator(DatasetEvaluator):
         }
 
     def evaluate(self):
+        log_area_mismatches(self._area_mismatches)  # per process: only this worker's images
         if self._distributed:
             comm.synchronize()
             states = comm.gather(self._state(), dst=0)

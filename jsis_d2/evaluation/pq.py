@@ -13,15 +13,18 @@
   false negatives.
 - A ground-truth segment ``g`` (not crowd) and a predicted segment ``p`` of the same category
   match when ``IoU > 0.5`` where ``IoU = |g & p| / (|p| + |g| - |g & p| - |p & void|)``: the
-  prediction's pixels on ground-truth void are left out of the union. ``|g|`` is the ground
-  truth's JSON ``area`` (as panopticapi does; the PNG pixel count when the JSON has none) and
-  ``|p|`` is the predicted PNG pixel count.
+  prediction's pixels on ground-truth void are left out of the union. ``|g|`` and ``|p|`` are
+  PNG pixel counts. (panopticapi takes ``|g|`` from the ground truth's JSON ``area``: the same
+  number on consistent files. Where the JSON disagrees with the PNG, e.g. ``area: 0``,
+  panopticapi's IoU can exceed 1 or be inf; here the PNG wins and one warning names the file,
+  segment and both areas.)
 - Each unmatched non-crowd ground-truth segment is a false negative. An unmatched predicted
   segment is a false positive unless more than half of it lies on void plus the crowd region of
   its category (the last crowd segment of that category in ``segments_info``, as panopticapi).
 - Per category ``PQ = sum(IoU of matches) / (TP + FP/2 + FN/2)``, ``SQ = sum(IoU) / TP``,
   ``RQ = TP / (TP + FP/2 + FN/2)``. Categories with ``TP + FP + FN == 0`` get 0 in
-  ``per_class`` and are left out of the averages (``n`` counts the others).
+  ``per_class`` (panopticapi's dict) and are left out of the averages (``n`` counts the
+  others); the command line's ``--per-class`` shows them as ``n/a`` (the evaluator: NaN).
 - Matched IoUs are summed in panopticapi's order (images split into ``cpu_count()`` chunks as
   its process pool does), so on the same machine the numbers are bit-identical.
 
@@ -31,7 +34,11 @@ raises a :class:`PanopticEvalError` (a ``ValueError``; some are also ``KeyError`
 ``FileNotFoundError``) naming the image, file and ids: a prediction missing for a ground-truth
 image, a missing or unreadable PNG, an unknown category id, duplicate segment ids, an id in a
 PNG absent from ``segments_info`` or the reverse (checked for ground truth too), different
-ground-truth and prediction sizes.
+ground-truth and prediction sizes; in either JSON an image id with several annotations or a PNG
+used by several annotations (they would score one image against another's pixels), an
+annotation that is not an object with ``image_id``, ``file_name`` and a ``segments_info``
+list; a category without ``id`` or ``isthing`` (guessing "stuff" would move every such thing
+class to the Stuff group). The command line prints such an error as one line, exit code 2.
 
 Speed: no process pool. PNGs are decoded with Pillow (the decoder panopticapi uses) in a small
 thread pool (Pillow releases the GIL), and each image pair is reduced to runs of equal
@@ -77,6 +84,7 @@ __all__ = [
     "joint_histogram",
     "image_pq_stats",
     "pq_stats_from_histogram",
+    "log_area_mismatches",
     "compute_pq_stats",
     "pq_compute",
     "format_pq_table",
@@ -296,7 +304,8 @@ class SegmentTable(NamedTuple):
     """One image's segments, sorted by id (arrays of length N).
 
     ids: int64 segment ids (> 0), ascending. cats: int64 category indices in [0, C).
-    iscrowd: bool. area: int64 JSON areas, or None (then PNG pixel counts are used).
+    iscrowd: bool. area: int64 JSON areas, or None (only compared with the PNG's pixel counts,
+    which PQ uses).
     crowd_row_of_cat: category index -> row of the LAST crowd segment of that category in the
     original ``segments_info`` order (panopticapi's rule for false positives on crowd).
     index: :class:`IdIndex` of the ids (with void as row 0).
@@ -323,8 +332,8 @@ def segment_table(
             ``iscrowd`` / ``area``.
         cat_index: category id as it appears in ``segments_info`` -> category index.
         where: names the image and file in error messages.
-        use_area: take ``area`` from the dicts (ground truth, panopticapi's union) when every
-            segment has one.
+        use_area: keep ``area`` from the dicts when every segment has one (ground truth: checked
+            against the PNG, see :func:`log_area_mismatches`).
     Raises:
         PanopticEvalError for a missing key, a segment id out of [1, 2**24) or duplicate ids;
         UnknownCategoryError for a category id not in ``cat_index``.
@@ -343,7 +352,10 @@ def segment_table(
     if use_area:
         areas = [s.get("area") for s in segs]
         if None not in areas:
-            area = np.array(areas, dtype=np.int64)
+            try:
+                area = np.array(areas, dtype=np.int64)
+            except (TypeError, ValueError, OverflowError):  # unusable: PQ uses the PNG anyway
+                area = None
     n = len(ids)
     if n and (ids.min() <= VOID or ids.max() >= 1 << 24):
         bad = ids[(ids <= VOID) | (ids >= 1 << 24)].tolist()
@@ -478,6 +490,9 @@ class ImagePQStats(NamedTuple):
     match_iou: np.ndarray
     fp_cat: np.ndarray
     fn_cat: np.ndarray
+    #: ground-truth segments whose JSON ``area`` differs from the PNG: (where, int64 [M, 3] of
+    #: segment id, JSON area, PNG pixel count), or None. See :func:`log_area_mismatches`.
+    area_mismatch: Optional[tuple] = None
 
 
 def image_pq_stats(
@@ -530,7 +545,11 @@ def pq_stats_from_histogram(
                 f"{where} ({name}): segment id(s) {table.ids[absent].tolist()[:20]} listed in "
                 "segments_info but not present in the PNG/map"
             )
-    gt_area = gt.area if gt.area is not None else gt_png_area
+    mismatch = None
+    if gt.area is not None and (gt.area != gt_png_area).any():
+        bad = gt.area != gt_png_area
+        mismatch = (where, np.stack([gt.ids[bad], gt.area[bad], gt_png_area[bad]], axis=1))
+    gt_area = gt_png_area  # the PNG holds the pixels; equal to the JSON area on sound files
     inter = hist[1:, 1:]  # [Ng, Np]
     void_p = hist[0, 1:]  # [Np] predicted pixels on ground-truth void
 
@@ -557,7 +576,31 @@ def pq_stats_from_histogram(
             if row is not None:
                 ignored[j] += inter[row, j]
     fp = pred_unmatched & ~(ignored / pred_area > IGNORE_FRACTION)
-    return ImagePQStats(gt.cats[gi], iou, pred.cats[fp], gt.cats[gt_unmatched])
+    return ImagePQStats(gt.cats[gi], iou, pred.cats[fp], gt.cats[gt_unmatched], mismatch)
+
+
+def log_area_mismatches(mismatches: Sequence[Optional[tuple]]) -> int:
+    """Log one warning for ground-truth ``area`` values that disagree with their PNG.
+
+    Args:
+        mismatches: the ``area_mismatch`` of each image's :class:`ImagePQStats` (None: none).
+    PQ is computed from the PNG's pixel counts (panopticapi takes the JSON's ``area`` for the
+    ground truth; on consistent files the two are the same number). Returns the number of
+    disagreeing segments.
+    """
+    found = [m for m in mismatches if m is not None]
+    if not found:
+        return 0
+    n = sum(len(m) for _, m in found)
+    where, m = found[0]
+    sid, json_area, png_area = m[0].tolist()
+    logger.warning(
+        "ground truth: segments_info 'area' disagrees with the PNG for %d segment(s) in %d "
+        "image(s); first: %s, segment %d: area %d in the JSON, %d pixels in the PNG. PQ uses "
+        "the PNG's pixel counts (panopticapi would use the JSON areas: fix the JSON to compare)",
+        n, len(found), where, sid, json_area, png_area,
+    )
+    return n
 
 
 # ----------------------------------------------------------------------------- aggregation
@@ -724,24 +767,18 @@ def _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folde
         ("annotations", gt_json, gt_json_file),
         ("annotations", pred_json, pred_json_file),
     ):
-        if key not in js:
+        if not isinstance(js, dict) or key not in js:
             raise PanopticEvalError(f"{path} has no {key!r} list")
 
-    categories = list(gt_json["categories"])
-    cat_ids = [c["id"] for c in categories]
-    if len(set(cat_ids)) != len(cat_ids):
-        dup = sorted({c for c in cat_ids if cat_ids.count(c) > 1})
-        raise PanopticEvalError(f"{gt_json_file}: duplicate category id(s) {dup}")
-    cat_index = {cid: k for k, cid in enumerate(cat_ids)}
-
-    pred_by_image = {}
-    for ann in pred_json["annotations"]:
-        iid = ann.get("image_id")
-        if iid in pred_by_image:
-            raise PanopticEvalError(f"{pred_json_file}: several predictions for image_id {iid!r}")
-        pred_by_image[iid] = ann
+    categories = _checked_categories(gt_json["categories"], gt_json_file)
+    cat_index = {c["id"]: k for k, c in enumerate(categories)}
+    gt_anns = _checked_annotations(gt_json["annotations"], gt_json_file)
+    pred_by_image = {
+        ann["image_id"]: ann
+        for ann in _checked_annotations(pred_json["annotations"], pred_json_file)
+    }
     pairs = []
-    for gt_ann in gt_json["annotations"]:
+    for gt_ann in gt_anns:
         iid = gt_ann.get("image_id")
         if iid not in pred_by_image:
             raise MissingPredictionError(
@@ -777,6 +814,7 @@ def _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folde
         per_image = list(pool.map(one, range(len(pairs))))
     else:
         per_image = [one(i) for i in range(len(pairs))]
+    log_area_mismatches([s.area_mismatch for s in per_image])
 
     # Sum in panopticapi's order: its pool splits the images into cpu_count() chunks, sums
     # each chunk in image order, then adds the chunk totals in chunk order.
@@ -788,6 +826,63 @@ def _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folde
             chunk.add_image(s)
         total += chunk
     return total, categories
+
+
+def _checked_categories(categories, path: str) -> List[Dict]:
+    """The ground truth's categories, each an object with ``id`` and ``isthing``, ids unique."""
+    if not isinstance(categories, list) or not categories:
+        raise PanopticEvalError(f"{path}: 'categories' must be a non-empty list")
+    for i, c in enumerate(categories):
+        if not isinstance(c, dict):
+            raise PanopticEvalError(f"{path}: category #{i} ({c!r:.60}) is not an object")
+        for key in ("id", "isthing"):
+            if key not in c:
+                raise PanopticEvalError(
+                    f"{path}: category {c.get('id', '#' + str(i))} ({c.get('name')!r}) has no "
+                    f"{key!r} (every category needs 'id' and 'isthing': 1 thing, 0 stuff)"
+                )
+    cat_ids = [c["id"] for c in categories]
+    if len(set(cat_ids)) != len(cat_ids):
+        dup = sorted({c for c in cat_ids if cat_ids.count(c) > 1})
+        raise PanopticEvalError(f"{path}: duplicate category id(s) {dup}")
+    return list(categories)
+
+
+def _checked_annotations(annotations, path: str) -> List[Dict]:
+    """``annotations`` of a panoptic JSON: objects with ``image_id``, ``file_name`` (str) and a
+    ``segments_info`` list; no image id and no PNG used twice (either would score one image
+    against another one's pixels)."""
+    if not isinstance(annotations, list):
+        raise PanopticEvalError(
+            f"{path}: 'annotations' must be a list, got {type(annotations).__name__}"
+        )
+    by_id, by_file = {}, {}
+    for i, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            raise PanopticEvalError(
+                f"{path}: annotation #{i} ({ann!r:.60}) is not an object with 'image_id', "
+                "'file_name' and 'segments_info'"
+            )
+        iid = ann.get("image_id")
+        for key, typ in (("image_id", (int, str)), ("file_name", str), ("segments_info", list)):
+            if not isinstance(ann.get(key), typ):
+                raise PanopticEvalError(
+                    f"{path}: annotation of image_id {iid!r} (#{i}) has no {key!r} "
+                    f"{'list' if key == 'segments_info' else 'field'} (got {ann.get(key)!r:.60})"
+                )
+        if iid in by_id:
+            raise PanopticEvalError(
+                f"{path}: image_id {iid!r} has 2 annotations (PNGs {by_id[iid]}, "
+                f"{ann['file_name']}); one per image"
+            )
+        if ann["file_name"] in by_file:
+            raise PanopticEvalError(
+                f"{path}: panoptic PNG {ann['file_name']} is used by the annotations of image_id "
+                f"{by_file[ann['file_name']]!r} and {iid!r}"
+            )
+        by_id[iid] = ann["file_name"]
+        by_file[ann["file_name"]] = iid
+    return annotations
 
 
 def _cpu() -> int:
@@ -808,7 +903,7 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
     start = time.perf_counter()
     stats, categories = compute_pq_stats(gt_json_file, pred_json_file, gt_folder, pred_folder)
     results = stats.results(
-        [c["id"] for c in categories], [c.get("isthing", 0) == 1 for c in categories]
+        [c["id"] for c in categories], [c["isthing"] == 1 for c in categories]
     )
     logger.info(
         "PQ of %s vs %s (%.2f s):\n%s",
@@ -821,8 +916,11 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
 
 
 def format_pq_table(results: Dict, categories: Optional[Sequence[Dict]] = None,
-                    per_class: bool = False) -> str:
-    """panopticapi's All/Things/Stuff table (percent), optionally followed by every class."""
+                    per_class: bool = False, absent: Sequence = ()) -> str:
+    """panopticapi's All/Things/Stuff table (percent), optionally followed by every class.
+
+    ``absent``: category ids with no TP, FP or FN (left out of the means): shown as ``n/a``.
+    """
     lines = ["{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}".format("", "PQ", "SQ", "RQ", "N")]
     lines.append("-" * (10 + 7 * 4))
     for name in ("All", "Things", "Stuff"):
@@ -836,7 +934,12 @@ def format_pq_table(results: Dict, categories: Optional[Sequence[Dict]] = None,
         names = {c["id"]: c.get("name", str(c["id"])) for c in (categories or [])}
         lines.append("")
         lines.append("{:>6s} {:24s} {:>5s}  {:>5s}  {:>5s}".format("id", "class", "PQ", "SQ", "RQ"))
+        absent = set(absent)
         for cid, r in results["per_class"].items():
+            if cid in absent:
+                lines.append("{:>6} {:24.24s} {:>5s}  {:>5s}  {:>5s}".format(
+                    cid, names.get(cid, ""), "n/a", "n/a", "n/a"))
+                continue
             lines.append(
                 "{:>6} {:24.24s} {:5.1f}  {:5.1f}  {:5.1f}".format(
                     cid, names.get(cid, ""), 100 * r["pq"], 100 * r["sq"], 100 * r["rq"]
@@ -867,11 +970,13 @@ def main(argv=None) -> int:
         )
     except PanopticEvalError as e:
         sys.stderr.write(f"error: {e}\n")
-        return 1
-    results = stats.results(
-        [c["id"] for c in categories], [c.get("isthing", 0) == 1 for c in categories]
+        return 2
+    ids = [c["id"] for c in categories]
+    results = stats.results(ids, [c["isthing"] == 1 for c in categories])
+    absent = [cid for cid, r in zip(ids, stats.per_class()) if r is None]
+    sys.stdout.write(
+        format_pq_table(results, categories, per_class=args.per_class, absent=absent) + "\n"
     )
-    sys.stdout.write(format_pq_table(results, categories, per_class=args.per_class) + "\n")
     sys.stdout.write("Time elapsed: {:0.2f} seconds\n".format(time.perf_counter() - start))
     return 0
 

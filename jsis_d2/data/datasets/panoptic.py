@@ -9,6 +9,7 @@ all go through :func:`register_panoptic_dataset`.
 Dataset dicts (loader output) use CONTIGUOUS category indices (see
 :mod:`jsis_d2.data.label_space`); dataset category ids stay in the files.
 """
+import functools
 import json
 import logging
 import os
@@ -18,7 +19,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from ..label_space import LabelSpace
+from ..dataset_mapper import BadSampleError
+from ..label_space import LabelSpace, check_categories
 
 __all__ = [
     "IGNORE_LABEL",
@@ -52,12 +54,72 @@ def _require(path: str, what: str, hint: str, isdir: bool):
         raise DatasetNotFoundError(msg)
 
 
+def _read_json(panoptic_json: str) -> Dict:
+    with PathManager.open(panoptic_json) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"panoptic JSON {panoptic_json} does not parse: {e}") from None
+
+
+def _first_duplicate(entries, key, what, other="id"):
+    """ValueError ``what(value, [other of each entry])`` for the first ``key`` value shared by
+    several entries."""
+    seen = {}
+    for e in entries:
+        seen.setdefault(e.get(key), []).append(e.get(other))
+    for value, owners in seen.items():
+        if len(owners) > 1:
+            raise ValueError(what(value, owners))
+
+
+def _check_entries(data: Dict, panoptic_json: str) -> None:
+    """Refuse what would pair a PNG with the wrong image: duplicate ids or file names.
+
+    Each image id appears once in ``images`` and once in ``annotations``; no two images share
+    an image file and no two annotations share a PNG; every annotation has ``image_id``,
+    ``file_name`` and a ``segments_info`` list. Errors are one line naming ``panoptic_json``.
+    """
+    images = data.get("images", [])
+    anns = data["annotations"]
+    for kind, entries in (("images", images), ("annotations", anns)):
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError(f"panoptic JSON {panoptic_json}: {kind!r} must be a list of objects")
+    for ann in anns:
+        for key, typ in (("image_id", (int, str)), ("file_name", str), ("segments_info", list)):
+            if not isinstance(ann.get(key), typ):
+                raise ValueError(
+                    f"{panoptic_json}: annotation of image_id {ann.get('image_id')!r} "
+                    f"({ann.get('file_name')}) has no {key!r} "
+                    f"{'list' if key == 'segments_info' else 'field'} (got {ann.get(key)!r:.80})"
+                )
+        for i, seg in enumerate(ann["segments_info"]):
+            if not isinstance(seg, dict) or "id" not in seg or "category_id" not in seg:
+                raise ValueError(
+                    f"{panoptic_json}: segment #{i} of image_id {ann['image_id']!r} "
+                    f"({ann['file_name']}) needs 'id' and 'category_id' (got {seg!r:.80})"
+                )
+    _first_duplicate(images, "id", lambda v, o: (
+        f"{panoptic_json}: image id {v!r} appears in {len(o)} 'images' entries "
+        "(each image needs its own id)"))
+    _first_duplicate(anns, "image_id", lambda v, o: (
+        f"{panoptic_json}: image_id {v!r} has {len(o)} annotations (PNGs "
+        f"{', '.join(map(str, o))}); one per image"), other="file_name")
+    _first_duplicate(images, "file_name", lambda v, o: (
+        f"{panoptic_json}: image file {v} is used by images {' and '.join(map(repr, o))}"))
+    _first_duplicate(anns, "file_name", lambda v, o: (
+        f"{panoptic_json}: panoptic PNG {v} is used by the annotations of image_id "
+        f"{' and '.join(map(repr, o))}"), other="image_id")
+
+
 def load_panoptic_json(
     panoptic_json: str,
     image_root: str,
     panoptic_root: str,
     label_space: LabelSpace,
     missing_hint: str = "",
+    skip_unknown_categories: bool = False,
+    dataset_name: str = "",
 ) -> List[Dict]:
     """Load a COCO-panoptic-format dataset as Detectron2 dataset dicts.
 
@@ -65,6 +127,11 @@ def load_panoptic_json(
     ``width``), so any image extension works; an image without such an entry falls back to
     the PNG's stem + ".jpg" and reads its size from the file header.
 
+    Args:
+        skip_unknown_categories: drop (with a warning counting them) the images that have a
+            segment whose category id is not in ``label_space``, instead of raising. The
+            training loader does this under ``DATALOADER.SKIP_BAD_SAMPLES``.
+        dataset_name: names the dataset in the error raised when every image is dropped.
     Returns:
         list of dicts: "file_name", "image_id" (as in the JSON), "height", "width" (original),
         "pan_seg_file_name", "segments_info": list of {"id", "category_id" (contiguous),
@@ -72,68 +139,102 @@ def load_panoptic_json(
 
     Raises:
         DatasetNotFoundError: the JSON or a folder is missing (message: path + ``missing_hint``).
-        ValueError: a segment with a category id unknown to ``label_space`` (names the JSON,
-            the PNG and the ids), or a JSON without "annotations".
+        ValueError (one line naming ``panoptic_json``): the JSON does not parse or has no
+            "annotations"; a segment with a category id unknown to ``label_space`` (names the
+            PNG and the ids); an image id, image file or PNG used twice; an annotation without
+            ``image_id``, ``file_name`` or ``segments_info``.
+        BadSampleError: ``skip_unknown_categories`` dropped every image.
     """
     _require(panoptic_json, "panoptic JSON", missing_hint, isdir=False)
     _require(image_root, "image folder", missing_hint, isdir=True)
     _require(panoptic_root, "panoptic PNG folder", missing_hint, isdir=True)
-    with PathManager.open(panoptic_json) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"cannot parse panoptic JSON {panoptic_json}: {e}") from e
-    if "annotations" not in data:
+    data = _read_json(panoptic_json)
+    if not isinstance(data, dict) or "annotations" not in data:
         raise ValueError(f"panoptic JSON {panoptic_json} has no 'annotations' list")
+    _check_entries(data, panoptic_json)
     images = {img["id"]: img for img in data.get("images", [])}
 
-    ret = []
+    ret, unknown = [], []
     for ann in data["annotations"]:
-        image_id = ann["image_id"]
-        pan_file = os.path.join(panoptic_root, ann["file_name"])
-        img = images.get(image_id)
-        if img is not None:
-            image_file = os.path.join(image_root, img["file_name"])
-            height, width = img.get("height"), img.get("width")
-        else:
-            image_file = os.path.join(image_root, os.path.splitext(ann["file_name"])[0] + ".jpg")
-            height = width = None
-        if height is None or width is None:
-            with PathManager.open(image_file, "rb") as fi:
-                width, height = Image.open(fi).size  # header only
-        segments = []
-        for s in ann["segments_info"]:
-            try:
-                k = label_space.to_contiguous(s["category_id"])
-            except KeyError:
-                raise ValueError(
-                    f"{panoptic_json}: segment {s.get('id')} of {pan_file} has unknown category "
-                    f"id {s['category_id']} (known ids: {sorted(label_space.dataset_ids)})"
-                ) from None
-            seg = {
-                "id": int(s["id"]),
-                "category_id": k,
-                "iscrowd": int(s.get("iscrowd", 0)),
-                "isthing": label_space.is_thing[k],
-            }
-            for key in ("area", "bbox"):
-                if key in s:
-                    seg[key] = s[key]
-            segments.append(seg)
-        ret.append(
-            {
-                "file_name": image_file,
-                "image_id": image_id,
-                "height": int(height),
-                "width": int(width),
-                "pan_seg_file_name": pan_file,
-                "segments_info": segments,
-            }
+        try:
+            ret.append(_dataset_dict(ann, images, image_root, panoptic_root, label_space))
+        except _UnknownCategory as e:
+            msg = (
+                f"{panoptic_json}: segment {e.segment_id} of {e.pan_file} has unknown category "
+                f"id {e.category_id} (known ids: {sorted(label_space.dataset_ids)})"
+            )
+            if not skip_unknown_categories:
+                raise ValueError(msg) from None
+            unknown.append(msg)
+    if unknown:
+        for msg in unknown[:_LOG_FIRST]:
+            logger.warning("Skipping an image: %s", msg)
+        logger.warning(
+            "Skipped %d of %d images of %s with unknown category ids "
+            "(DATALOADER.SKIP_BAD_SAMPLES=True)%s",
+            len(unknown), len(data["annotations"]), panoptic_json,
+            f"; the first {_LOG_FIRST} are listed above" if len(unknown) > _LOG_FIRST else "",
+        )
+    if not ret and unknown:
+        raise BadSampleError(
+            f"no usable training sample in {dataset_name or panoptic_json}: all {len(unknown)} "
+            f"images have unknown category ids (DATALOADER.SKIP_BAD_SAMPLES=True skipped each "
+            f"one); the first: {unknown[0]}"
         )
     if not ret:
         raise ValueError(f"panoptic JSON {panoptic_json} has no annotations")
     logger.info(f"Loaded {len(ret)} images in COCO panoptic format from {panoptic_json}")
     return ret
+
+
+#: Images skipped for unknown category ids that are logged one by one (then only counted).
+_LOG_FIRST = 10
+
+
+class _UnknownCategory(Exception):
+    def __init__(self, segment_id, category_id, pan_file):
+        super().__init__(segment_id, category_id, pan_file)
+        self.segment_id, self.category_id, self.pan_file = segment_id, category_id, pan_file
+
+
+def _dataset_dict(ann, images, image_root, panoptic_root, label_space) -> Dict:
+    """One annotation -> one dataset dict (see :func:`load_panoptic_json`)."""
+    image_id = ann["image_id"]
+    pan_file = os.path.join(panoptic_root, ann["file_name"])
+    img = images.get(image_id)
+    if img is not None:
+        image_file = os.path.join(image_root, img["file_name"])
+        height, width = img.get("height"), img.get("width")
+    else:
+        image_file = os.path.join(image_root, os.path.splitext(ann["file_name"])[0] + ".jpg")
+        height = width = None
+    segments = []
+    for s in ann["segments_info"]:
+        try:
+            k = label_space.to_contiguous(s["category_id"])
+        except KeyError:
+            raise _UnknownCategory(s.get("id"), s["category_id"], pan_file) from None
+        seg = {
+            "id": int(s["id"]),
+            "category_id": k,
+            "iscrowd": int(s.get("iscrowd", 0)),
+            "isthing": label_space.is_thing[k],
+        }
+        for key in ("area", "bbox"):
+            if key in s:
+                seg[key] = s[key]
+        segments.append(seg)
+    if height is None or width is None:
+        with PathManager.open(image_file, "rb") as fi:
+            width, height = Image.open(fi).size  # header only
+    return {
+        "file_name": image_file,
+        "image_id": image_id,
+        "height": int(height),
+        "width": int(width),
+        "pan_seg_file_name": pan_file,
+        "segments_info": segments,
+    }
 
 
 def panoptic_metadata(
@@ -173,21 +274,30 @@ def register_panoptic_dataset(
 
     Registering a name again replaces its previous registration (same arguments: no change).
     """
+    where = "categories"
     if categories is None:
         _require(panoptic_json, "panoptic JSON (categories=None reads them from it)", "", False)
-        with PathManager.open(panoptic_json) as f:
-            categories = json.load(f).get("categories")
+        data = _read_json(panoptic_json)
+        categories = data.get("categories") if isinstance(data, dict) else None
         if not categories:
             raise ValueError(f"panoptic JSON {panoptic_json} has no 'categories'")
+        where = panoptic_json
+    try:
+        check_categories(categories)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     label_space = LabelSpace(categories)
     md = panoptic_metadata(categories, image_root, panoptic_root, panoptic_json)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+    # a partial, not a lambda: the training loader calls it with skip_unknown_categories=True
+    # (jsis_d2.data.build.train_dataset_dicts)
     DatasetCatalog.register(
         name,
-        lambda: load_panoptic_json(
-            panoptic_json, image_root, panoptic_root, label_space, missing_hint
+        functools.partial(
+            load_panoptic_json, panoptic_json, image_root, panoptic_root, label_space,
+            missing_hint, dataset_name=name,
         ),
     )
     MetadataCatalog.get(name).set(**md)
