@@ -1,7 +1,9 @@
 """JSISEvaluator across 2 processes (torch.distributed, gloo on CPU) vs one process.
 
-Detectron2's ``launch`` needs CUDA, so the workers start the process group themselves, as
-``launch`` would, with the gloo backend; ``detectron2.utils.comm`` then gathers over it.
+detectron2 0.6's ``launch`` needs CUDA, so the workers start the process group themselves, as
+``launch`` would, with the gloo backend; ``detectron2.utils.comm`` then gathers over it. They
+end as the project's launcher does (:func:`destroy_process_groups`: barrier, destroy, drop
+detectron2's cached groups): a gloo group still alive when a worker exits can abort it.
 The images are split between the ranks the way Detectron2's inference sampler splits a dataset
 (contiguous shards); the perturbed image lives on rank 1 only, so a gather that lost rank 1's
 state (or double-counted rank 0's) changes every metric.
@@ -17,6 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.data import MetadataCatalog
 
+from jsis_d2.engine.distributed import destroy_process_groups
 from jsis_d2.evaluation import JSISEvaluator
 from jsis_d2.evaluation.pq import write_panoptic_png
 
@@ -88,7 +91,8 @@ def _worker(rank, root):
         with open(os.path.join(root, f"results_rank{rank}.json"), "w") as f:
             json.dump(results, f)
     finally:
-        dist.destroy_process_group()
+        destroy_process_groups()
+    assert not dist.is_initialized()
 
 
 def _flatten(results):

@@ -2,6 +2,7 @@
 
 Each run trains the quick R18 config (64x64 inputs) for a few iterations on CPU.
 """
+import glob
 import json
 import os
 import shutil
@@ -139,3 +140,24 @@ def test_separate_run_logs_keeps_each_log_to_its_run(tmp_path):
     assert "line from run a" in log_a and "line from run b" not in log_a
     assert "line from run b" in log_b
     assert lg.handlers == []  # nothing left behind: the next run prints each line once
+
+
+def test_every_sample_bad_in_a_loader_worker_is_one_line(tmp_path, capsys):
+    """A BadSampleError raised inside a DataLoader worker reaches the main process with the
+    worker's traceback in its message (and Detectron2 logs it again): the job still ends with
+    the one line of the original error and exit code 2."""
+    root = str(tmp_path / "syn")
+    make_synthetic_datasets(root, num_train=2, num_val=1, image_size=64, register=False)
+    names = {"train": "jsis_test_tn_allbad_train", "val": "jsis_test_tn_allbad_val"}
+    register_synthetic_datasets(root, names=names)
+    for png in glob.glob(os.path.join(root, "train", "panoptic", "*.png")):
+        os.remove(png)
+    rc = run(_argv(tmp_path / "bad", "DATASETS.TRAIN", f"('{names['train']}',)",
+                   "DATASETS.TEST", f"('{names['val']}',)", "DATALOADER.SKIP_BAD_SAMPLES", "True",
+                   "DATALOADER.NUM_WORKERS", "1"))
+    captured = capsys.readouterr()
+    assert rc == 2, captured.err[-3000:]
+    errors = [line for line in captured.err.splitlines() if line.startswith("train_net: error:")]
+    assert len(errors) == 1 and "no usable training sample" in errors[0], captured.err[-3000:]
+    assert "Traceback" not in captured.err + captured.out
+    assert "Original Traceback" not in errors[0]
