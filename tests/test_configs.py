@@ -158,3 +158,6 @@ def test_paper_configs_scale_linearly_with_the_number_of_processes():
     assert eight.SOLVER.MAX_ITER == 23658
     assert tuple(one.SOLVER.STEPS) == (4 * 23658, 7 * 23658)
     assert tuple(eight.SOLVER.STEPS) == (11829, 20701)  # epochs 4 and 7 of 23658/8 iterations
+    # The CPU configs keep their schedule as written.
+    assert load("Synthetic/jsis_R18_C4_scratch_cpu.yaml").SOLVER.REFERENCE_WORLD_SIZE == 0
+    assert load("quick/jsis_R18_C4_quick.yaml").SOLVER.REFERENCE_WORLD_SIZE == 0
