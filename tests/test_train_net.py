@@ -53,6 +53,17 @@ def test_train_evaluate_resume_and_eval_only(tiny_synthetic, tmp_path):
         assert key in trained
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
 
+    # A kill while model_final.pth was written (before saves were atomic) left it empty, with
+    # the tag naming it: resume falls back to model_0000003.pth (the last iteration's), has
+    # nothing left to train, and writes model_final.pth again.
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    (out / "model_final.pth").write_bytes(b"")
+    assert run(_argv(out, "--resume")) == 0
+    log = (out / "log.txt").read_text()
+    assert "names model_final.pth, which is empty (0 bytes)" in log
+    assert "continues at iteration 4 of 4" in log
+    assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 3
+
     # Kill after the checkpoint at iteration 1 (2 iterations done): drop what came later.
     os.remove(out / "model_final.pth")
     (out / "last_checkpoint").write_text("model_0000001.pth")

@@ -8,13 +8,13 @@ import sys
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils import logger as d2_logger
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, setup_cfg
+from .checkpoint import JSISCheckpointer
 from .checks import (
     check_checkpoint_matches_model,
     check_datasets,
@@ -84,7 +84,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer = JSISCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         if args.resume and checkpointer.has_checkpoint():
             path = checkpointer.get_checkpoint_file()
         else:

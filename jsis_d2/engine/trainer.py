@@ -10,6 +10,7 @@ from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..config import OPTIMIZERS, ConfigError
+from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
 
 __all__ = ["Trainer", "build_optimizer"]
 
@@ -48,11 +49,20 @@ def build_optimizer(cfg, model):
 class Trainer(DefaultTrainer):
     """DefaultTrainer + :class:`JSISDatasetMapper` + :class:`JSISEvaluator`.
 
-    The optimizer follows SOLVER.OPTIMIZER (:func:`build_optimizer`). Everything else
+    The optimizer follows SOLVER.OPTIMIZER (:func:`build_optimizer`); checkpoints are written
+    atomically (:class:`JSISCheckpointer`). Everything else
     (WarmupMultiStepLR, checkpoints every SOLVER.CHECKPOINT_PERIOD, periodic evaluation every
     TEST.EVAL_PERIOD, metrics.json, TensorBoard events, progress lines with ETA) is
     Detectron2's own.
     """
+
+    def build_hooks(self):
+        """Detectron2's hooks, with the checkpointer made crash-safe first
+        (:class:`JSISCheckpointer`: atomic saves, resume falls back to a readable checkpoint).
+        DefaultTrainer.__init__ creates ``self.checkpointer`` just before calling this, and the
+        PeriodicCheckpointer hook built here must hold the replacement."""
+        self.checkpointer = JSISCheckpointer.like(self.checkpointer)
+        return super().build_hooks() + [EnsureFinalCheckpoint(self.checkpointer)]
 
     @classmethod
     def build_optimizer(cls, cfg, model):
