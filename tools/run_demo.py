@@ -21,10 +21,10 @@ import cv2
 
 import jsis_d2  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import default_argument_parser
 from jsis_d2.config import setup_cfg
-from jsis_d2.data.synthetic import make_synthetic_datasets
+from jsis_d2.data.image_io import read_image
+from jsis_d2.data.synthetic import SyntheticSplitMismatch, make_synthetic_datasets
 from jsis_d2.engine.launcher import main as launch_main
 from jsis_d2.engine.report import format_summary, plot_loss_curves, read_metrics_json, summarize_results
 from jsis_d2.predictor import JSISPredictor
@@ -42,6 +42,10 @@ def get_parser():
     p.add_argument("--quick", action="store_true", help=f"tiny run for smoke tests ({QUICK_CONFIG})")
     p.add_argument("--num-figures", type=int, default=6, help="validation images to draw")
     p.add_argument("--quick-images", type=int, default=8, help="training images in --quick")
+    p.add_argument(
+        "--overwrite-dataset", action="store_true",
+        help="regenerate the synthetic dataset when it exists with other arguments",
+    )
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
     return p
 
@@ -75,13 +79,23 @@ def main(argv=None):
     t0 = time.time()
 
     # 1. The embedded default dataset (generated once, deterministic).
-    if args.quick:  # a tiny set of its own, so the default dataset is left as it is
-        make_synthetic_datasets(
-            os.path.join(args.output, "synthetic"), num_train=args.quick_images, num_val=4,
-            image_size=64,
+    try:
+        if args.quick:  # a tiny set of its own, so the default dataset is left as it is
+            make_synthetic_datasets(
+                os.path.join(args.output, "synthetic"), num_train=args.quick_images, num_val=4,
+                image_size=64, overwrite=args.overwrite_dataset,
+            )
+        else:  # $DETECTRON2_DATASETS/jsis_synthetic, reused when present
+            make_synthetic_datasets(overwrite=args.overwrite_dataset)
+    except SyntheticSplitMismatch as e:
+        sys.stderr.write(
+            f"run_demo: error: {e.reason}; nothing was changed. Pass --overwrite-dataset to "
+            f"regenerate it, or {'choose another --output' if args.quick else 'set DETECTRON2_DATASETS to another folder'}.\n"
         )
-    else:
-        make_synthetic_datasets()  # $DETECTRON2_DATASETS/jsis_synthetic, reused when present
+        return 2
+    except ValueError as e:
+        sys.stderr.write(f"run_demo: error: {e}\n")
+        return 2
 
     # 2. Train (or continue) + the final evaluation, on Detectron2's engine.
     train_args = default_argument_parser().parse_args(
