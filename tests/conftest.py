@@ -27,3 +27,19 @@ def mapillary_categories_file():
     if not os.path.isfile(path):
         pytest.skip(f"Mapillary category table not present at {path}")
     return path
+
+
+@pytest.fixture
+def isolated_logs():
+    """For tests that call a tool's main() (it sets up jsis_d2/detectron2 loggers on the
+    captured stdout): remove those handlers afterwards and restore ``propagate``, so later
+    tests neither write to a closed stream nor miss records in caplog."""
+    import logging
+
+    from jsis_d2.engine.launcher import RUN_LOGGERS, separate_run_logs
+
+    propagate = {n: logging.getLogger(n).propagate for n in RUN_LOGGERS}
+    with separate_run_logs():
+        yield
+    for name, value in propagate.items():
+        logging.getLogger(name).propagate = value

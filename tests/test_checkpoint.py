@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from jsis_d2.engine.checkpoint import JSISCheckpointer, checkpoint_problem
-from jsis_d2.engine.checks import UsageError
+from jsis_d2.engine.checkpoint import JSISCheckpointer
+from jsis_d2.engine.checks import UsageError, checkpoint_problem
 from jsis_d2.utils.atomic import atomic_open
 
 

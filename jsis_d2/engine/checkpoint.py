@@ -15,16 +15,14 @@ choice of the file to resume from are overridden.
 """
 import logging
 import os
-import zipfile
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 
 from ..utils.atomic import atomic_open
-from .checks import UsageError
+from .checks import UsageError, checkpoint_problem
 
-__all__ = ["JSISCheckpointer", "EnsureFinalCheckpoint", "checkpoint_problem"]
+__all__ = ["JSISCheckpointer", "EnsureFinalCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,27 +44,6 @@ class _AtomicWritePathManager:
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
-
-
-def checkpoint_problem(path):
-    """Why ``path`` cannot be a checkpoint to resume from ("missing", "empty (0 bytes)",
-    "truncated ..."), or None when it looks complete.
-
-    torch.save writes a zip archive whose directory is at the end, so a file cut short has
-    none: the check reads only the end of the file. A file in torch's legacy (non-zip)
-    format is loaded to be sure.
-    """
-    if not os.path.isfile(path):
-        return "missing"
-    if os.path.getsize(path) == 0:
-        return "empty (0 bytes)"
-    if zipfile.is_zipfile(path):
-        return None
-    try:
-        torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated pickle, not a torch file, ...
-        return f"truncated or not a torch checkpoint ({type(e).__name__}: {e})"
-    return None
 
 
 class JSISCheckpointer(DetectionCheckpointer):

@@ -18,6 +18,7 @@ from .checkpoint import JSISCheckpointer
 from .checks import (
     check_checkpoint_matches_model,
     check_datasets,
+    check_weights_readable,
     check_output_dir,
     fallback_syncbn,
     UsageError,
@@ -91,7 +92,7 @@ def main(args):
             path = cfg.MODEL.WEIGHTS
         if not path:
             raise UsageError("--eval-only needs MODEL.WEIGHTS (a checkpoint) or --resume")
-        check_checkpoint_matches_model(model, path)
+        check_checkpoint_matches_model(model, path, require_all=True)
         checkpointer.load(path)
         logger.info("Evaluating checkpoint %s", path)
         results = Trainer.test(cfg, model)
@@ -102,6 +103,8 @@ def main(args):
             logger.info("Wrote %s", out)
         return results
 
+    if not (args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
+        check_weights_readable(cfg.MODEL.WEIGHTS)  # a new run starts from these
     trainer = Trainer(cfg)
     if args.resume and trainer.checkpointer.has_checkpoint():
         check_checkpoint_matches_model(trainer.model, trainer.checkpointer.get_checkpoint_file())

@@ -8,9 +8,11 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.engine import DefaultTrainer
 from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
 
 from ..config import OPTIMIZERS, ConfigError
 from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
+from .report import set_aside_torn_metrics_line
 
 __all__ = ["Trainer", "build_optimizer"]
 
@@ -60,8 +62,11 @@ class Trainer(DefaultTrainer):
         """Detectron2's hooks, with the checkpointer made crash-safe first
         (:class:`JSISCheckpointer`: atomic saves, resume falls back to a readable checkpoint).
         DefaultTrainer.__init__ creates ``self.checkpointer`` just before calling this, and the
-        PeriodicCheckpointer hook built here must hold the replacement."""
+        PeriodicCheckpointer hook built here must hold the replacement. A torn last line of
+        metrics.json (a killed run) is set aside first (:func:`set_aside_torn_metrics_line`)."""
         self.checkpointer = JSISCheckpointer.like(self.checkpointer)
+        if comm.is_main_process():  # before Detectron2's JSONWriter appends to it
+            set_aside_torn_metrics_line(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
         return super().build_hooks() + [EnsureFinalCheckpoint(self.checkpointer)]
 
     @classmethod
