@@ -159,7 +159,9 @@ def test_separate_run_logs_keeps_each_log_to_its_run(tmp_path):
     assert lg.handlers == []  # nothing left behind: the next run prints each line once
 
 
-def test_missing_or_truncated_initial_weights_fail_with_one_line(tiny_synthetic, tmp_path, capsys):
+def test_missing_or_truncated_initial_weights_fail_with_one_line(
+    tiny_synthetic, tmp_path, capsys, isolated_logs
+):
     missing = tmp_path / "nowhere" / "R-18.pth"
     assert run(_argv(tmp_path / "a", "MODEL.WEIGHTS", str(missing))) == 2
     err = capsys.readouterr().err
@@ -177,3 +179,22 @@ def test_missing_or_truncated_initial_weights_fail_with_one_line(tiny_synthetic,
     torn_pkl.write_bytes(b"\x80\x04\x95")
     assert run(_argv(tmp_path / "c", "MODEL.WEIGHTS", str(torn_pkl))) == 2
     assert "is truncated" in capsys.readouterr().err
+
+
+def test_resume_with_changed_config_keeps_the_saved_one(tiny_synthetic, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(_argv(out, max_iter=2)) == 0
+    saved = (out / "config.yaml").read_text()
+    # An optimizer value the checkpoint would override: refused, nothing rewritten.
+    assert run(_argv(out, "--resume", "SOLVER.BASE_LR", "0.5", max_iter=2)) == 2
+    err = capsys.readouterr().err
+    assert "SOLVER.BASE_LR" in err and "checkpoint's optimizer keeps the saved values" in err
+    assert (out / "config.yaml").read_text() == saved
+    # Extending the schedule: runs; config.yaml stays, the new config goes beside it.
+    assert run(_argv(out, "--resume", "TEST.EVAL_PERIOD", "0", max_iter=4)) == 0
+    assert (out / "config.yaml").read_text() == saved
+    resumed = (out / "config.resume-1.yaml").read_text()
+    assert "MAX_ITER: 4" in resumed and "MAX_ITER: 2" in saved
+    log = (out / "log.txt").read_text()
+    assert "SOLVER.MAX_ITER 2 -> 4" in log and "config.resume-1.yaml" in log
+    assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 3

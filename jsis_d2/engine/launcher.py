@@ -23,6 +23,7 @@ from .checks import (
     fallback_syncbn,
     UsageError,
 )
+from .run_config import SavedConfigGuard
 from .schedule import resolve_epoch_schedule
 from .trainer import Trainer
 
@@ -75,7 +76,10 @@ def setup(args):
     if not args.eval_only:
         resolve_epoch_schedule(cfg)
     cfg.freeze()
-    default_setup(cfg, args)
+    saved_config = SavedConfigGuard(cfg, resume=args.resume, eval_only=args.eval_only)
+    default_setup(cfg, args)  # (re)writes OUTPUT_DIR/config.yaml
+    if comm.is_main_process():
+        saved_config.restore()  # a resumed run's own config.yaml is kept
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="jsis_d2")
     return cfg
 
