@@ -105,8 +105,9 @@ def checkpoint_problem(path):
         else:
             torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated pickle, not a checkpoint at all, ...
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return f"truncated or not a checkpoint ({type(e).__name__}: {first_line})"
+        text = str(e).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else ""  # torch's are paragraphs
+        return f"truncated or not a checkpoint ({type(e).__name__}: {first})"
     return None
 
 
