@@ -121,7 +121,9 @@ def _merge_config_file(cfg, config_file):
         raise ConfigError(f"cannot read config file {missing}{via}: {e.strerror or e}") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else config_file
+        where = (
+            f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else config_file
+        )
         what = " ".join(str(getattr(e, "problem", None) or e).split())
         raise ConfigError(f"YAML syntax error in {where}: {what}") from e
     except (AttributeError, TypeError) as e:  # fvcore expects a mapping: an empty file, a list

@@ -45,8 +45,11 @@ def _resume(folder):
     return float(model.weight[0, 0].detach()), extra.get("iteration")
 
 
+FILES = ["last_checkpoint", "model_0000001.pth", "model_final.pth"]
+
+
 def test_save_writes_checkpoint_and_tag_without_temporary_files(ckpt_dir):
-    assert sorted(os.listdir(ckpt_dir)) == ["last_checkpoint", "model_0000001.pth", "model_final.pth"]
+    assert sorted(os.listdir(ckpt_dir)) == FILES
     assert (ckpt_dir / "last_checkpoint").read_text() == "model_final.pth"
     assert _resume(ckpt_dir) == (2.0, 2)
 
@@ -66,7 +69,7 @@ def test_failed_save_leaves_no_partial_file(ckpt_dir, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         ck.save("model_final")  # over an existing file
     monkeypatch.undo()
-    assert sorted(os.listdir(ckpt_dir)) == ["last_checkpoint", "model_0000001.pth", "model_final.pth"]
+    assert sorted(os.listdir(ckpt_dir)) == FILES
     assert (ckpt_dir / "model_final.pth").read_bytes() == before
     assert (ckpt_dir / "last_checkpoint").read_text() == "model_final.pth"
 

@@ -63,12 +63,14 @@ def test_unknown_optimizer_fails_at_config_time():
     "files, message",
     [
         ({"a.yaml": '_BASE_: "../nope/Base.yaml"\nSOLVER:\n  MAX_ITER: 3\n'},
-         r"cannot read config file .*nope/Base.yaml \(a _BASE_ in the chain of .*a.yaml\): No such file"),
+         r"cannot read config file .*nope/Base.yaml \(a _BASE_ in the chain of .*a.yaml\): "
+         "No such file"),
         ({"a.yaml": "SOLVER:\n  MAX_ITER: 3\n   BASE_LR: [1,\n"},
          r"YAML syntax error in .*a.yaml, line 3, column 11: mapping values are not allowed here"),
         ({"a.yaml": '_BASE_: "b.yaml"\n', "b.yaml": "SOLVER:\n\tMAX_ITER: 3\n"},
          r"YAML syntax error in .*b.yaml, line 2, column 1: found character '\\t'"),
-        ({"a.yaml": "- 1\n- 2\n"}, r"a.yaml \(or a _BASE_ it names\) is empty or not a YAML mapping"),
+        ({"a.yaml": "- 1\n- 2\n"},
+         r"a.yaml \(or a _BASE_ it names\) is empty or not a YAML mapping"),
         ({"a.yaml": ""}, r"is empty or not a YAML mapping"),
     ],
 )

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.usefixtures("isolated_logs")
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("run_demo", os.path.join(REPO, "tools", "run_demo.py"))
+    path = os.path.join(REPO, "tools", "run_demo.py")
+    spec = importlib.util.spec_from_file_location("run_demo", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

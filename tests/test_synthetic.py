@@ -165,11 +165,12 @@ def test_existing_split_is_reused_or_replaced_and_foreign_folders_kept(tmp_path)
     assert os.path.getmtime(p["panoptic_json"]) == mtime
     mine = tmp_path / "val" / "images" / "my_notes.txt"
     mine.write_text("user data")
-    before = {f: (tmp_path / "val" / "images" / f).read_bytes() for f in os.listdir(p["image_root"])}
+    images = tmp_path / "val" / "images"
+    before = {f: (images / f).read_bytes() for f in os.listdir(images)}
     # Other arguments: nothing is deleted or changed unless asked.
     with pytest.raises(SyntheticSplitMismatch, match=r"num_images 2 on disk vs 1 asked"):
         generate_synthetic_dataset(root, "val", 1, 64, seed=0)
-    after = {f: (tmp_path / "val" / "images" / f).read_bytes() for f in os.listdir(p["image_root"])}
+    after = {f: (images / f).read_bytes() for f in os.listdir(images)}
     assert after == before and os.path.getmtime(p["panoptic_json"]) == mtime
     # overwrite=True: the generator's own files are replaced, the user's file stays.
     generate_synthetic_dataset(root, "val", 1, 48, seed=1, overwrite=True)
@@ -215,7 +216,8 @@ def test_cli_refuses_to_replace_a_split_made_with_other_arguments(tmp_path, caps
         assert cli.main(base) == 0
         assert cli.main(base[:3] + ["3"] + base[4:]) == 2
         err = capsys.readouterr().err
-        assert "Traceback" not in err and "--overwrite" in err and "num_images 2 on disk vs 3" in err
+        assert "Traceback" not in err and "--overwrite" in err
+        assert "num_images 2 on disk vs 3" in err
         assert err.count("make_synthetic_dataset: error:") == 1
         assert len(os.listdir(tmp_path / "train" / "images")) == 2
         assert cli.main(base[:3] + ["3"] + base[4:] + ["--overwrite"]) == 0

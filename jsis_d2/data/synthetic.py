@@ -350,7 +350,9 @@ def _remove_generated_files(paths: Dict[str, str]) -> None:
     """Delete the files the generator wrote into a split (those its JSON lists, and the
     JSON); anything else in the folder stays."""
     data = _read_json(paths["panoptic_json"]) or {}
-    generated = [os.path.join(paths["image_root"], im["file_name"]) for im in data.get("images", [])]
+    generated = [
+        os.path.join(paths["image_root"], im["file_name"]) for im in data.get("images", [])
+    ]
     generated += [
         os.path.join(paths["panoptic_root"], a["file_name"]) for a in data.get("annotations", [])
     ]
@@ -445,7 +447,8 @@ def generate_synthetic_dataset(
         "annotations": annotations,
         "categories": SYNTHETIC_CATEGORIES,
     }
-    atomic_write_text(paths["panoptic_json"], json.dumps(data, sort_keys=True, separators=(",", ":")))
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    atomic_write_text(paths["panoptic_json"], text)  # last: marks the split complete
     logger.info(f"Wrote {num_images} synthetic {h}x{w} images ({split}) to {split_dir}")
     return paths
 
