@@ -6,6 +6,8 @@ its meaning and units, so a YAML file that misspells a key fails loudly at merge
 import logging
 import os
 
+import yaml
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
@@ -107,20 +109,45 @@ def get_jsis_cfg():
     return add_jsis_config(get_cfg())
 
 
+def _merge_config_file(cfg, config_file):
+    """``cfg.merge_from_file`` with every known failure as one ConfigError line: a missing or
+    unreadable file in the ``_BASE_`` chain, YAML syntax (file, line, column), a file that is
+    not a mapping of keys, an unknown key or a bad value."""
+    try:
+        cfg.merge_from_file(config_file)
+    except OSError as e:
+        missing = e.filename or config_file
+        via = "" if os.path.abspath(missing) == os.path.abspath(config_file) else (
+            f" (a _BASE_ in the chain of {config_file})"
+        )
+        raise ConfigError(f"cannot read config file {missing}{via}: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = (
+            f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else config_file
+        )
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"YAML syntax error in {where}: {what}") from e
+    except (AttributeError, TypeError) as e:  # fvcore expects a mapping: an empty file, a list
+        raise ConfigError(
+            f"config file {config_file} (or a _BASE_ it names) is empty or not a YAML mapping "
+            "of config keys"
+        ) from e
+    except (KeyError, ValueError, AssertionError) as e:
+        raise ConfigError(f"cannot use config file {config_file}: {e}") from e
+
+
 def setup_cfg(config_file=None, opts=None, freeze=True):
     """Build a config from a YAML file (with ``_BASE_`` inheritance) and ``KEY VALUE`` opts.
 
-    Raises :class:`ConfigError` naming the file when it does not exist or does not parse, and
-    naming the key when an override is unknown.
+    Raises :class:`ConfigError` naming the file when it (or a ``_BASE_`` it names) does not
+    exist or does not parse, and naming the key when an override is unknown.
     """
     cfg = get_jsis_cfg()
     if config_file:
         if not os.path.isfile(config_file):
             raise ConfigError(f"config file not found: {config_file}")
-        try:
-            cfg.merge_from_file(config_file)
-        except (KeyError, ValueError, AssertionError) as e:
-            raise ConfigError(f"cannot use config file {config_file}: {e}") from e
+        _merge_config_file(cfg, config_file)
     if opts:
         if len(opts) % 2:
             raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {opts}")

@@ -27,3 +27,23 @@ def mapillary_categories_file():
     if not os.path.isfile(path):
         pytest.skip(f"Mapillary category table not present at {path}")
     return path
+
+
+@pytest.fixture
+def isolated_logs():
+    """For tests that call a tool's main(), which sets up the jsis_d2/detectron2 loggers on
+    the captured stdout: the test starts with none of those loggers' handlers (an earlier
+    test may have left one on a closed stream), and afterwards the handlers it added are
+    removed and the earlier ones and ``propagate`` restored."""
+    import logging
+
+    from jsis_d2.engine.launcher import RUN_LOGGERS, separate_run_logs
+
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in RUN_LOGGERS}
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).handlers = []
+    with separate_run_logs():
+        yield
+    for name, (handlers, propagate) in saved.items():
+        logging.getLogger(name).handlers = handlers
+        logging.getLogger(name).propagate = propagate

@@ -57,3 +57,26 @@ def test_optimizer_choice_builds_sgd_or_adamw_with_d2_param_groups():
 def test_unknown_optimizer_fails_at_config_time():
     with pytest.raises(ConfigError, match="SOLVER.OPTIMIZER='LAMB'.*SGD, ADAMW"):
         setup_cfg(None, ["SOLVER.OPTIMIZER", "LAMB"])
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.yaml": '_BASE_: "../nope/Base.yaml"\nSOLVER:\n  MAX_ITER: 3\n'},
+         r"cannot read config file .*nope/Base.yaml \(a _BASE_ in the chain of .*a.yaml\): "
+         "No such file"),
+        ({"a.yaml": "SOLVER:\n  MAX_ITER: 3\n   BASE_LR: [1,\n"},
+         r"YAML syntax error in .*a.yaml, line 3, column 11: mapping values are not allowed here"),
+        ({"a.yaml": '_BASE_: "b.yaml"\n', "b.yaml": "SOLVER:\n\tMAX_ITER: 3\n"},
+         r"YAML syntax error in .*b.yaml, line 2, column 1: found character '\\t'"),
+        ({"a.yaml": "- 1\n- 2\n"},
+         r"a.yaml \(or a _BASE_ it names\) is empty or not a YAML mapping"),
+        ({"a.yaml": ""}, r"is empty or not a YAML mapping"),
+    ],
+)
+def test_broken_config_files_give_one_line_naming_the_file(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message) as e:
+        setup_cfg(str(tmp_path / "a.yaml"))
+    assert "\n" not in str(e.value)

@@ -95,7 +95,7 @@ def test_format_table_and_shape_check():
         format_roi_confusion(conf, ["a", "b", "c"])
 
 
-def test_cli_end_to_end_and_errors(tmp_path, capsys):
+def test_cli_end_to_end_and_errors(tmp_path, capsys, isolated_logs):
     root = str(tmp_path / "syn")
     names = {"train": "jsis_test_rc_train", "val": "jsis_test_rc_val"}
     make_synthetic_datasets(root, num_train=1, num_val=2, image_size=64, register=False)

@@ -16,6 +16,7 @@ from jsis_d2.data.synthetic import (
     SYNTHETIC_CATEGORIES,
     default_synthetic_root,
     generate_synthetic_dataset,
+    SyntheticSplitMismatch,
     make_synthetic_datasets,
     register_synthetic_datasets,
 )
@@ -162,8 +163,20 @@ def test_existing_split_is_reused_or_replaced_and_foreign_folders_kept(tmp_path)
     mtime = os.path.getmtime(p["panoptic_json"])
     generate_synthetic_dataset(root, "val", 2, 48, seed=0)  # same arguments: reused
     assert os.path.getmtime(p["panoptic_json"]) == mtime
-    generate_synthetic_dataset(root, "val", 3, 48, seed=0)  # other arguments: replaced
-    assert sorted(os.listdir(p["image_root"])) == ["000000.png", "000001.png", "000002.png"]
+    mine = tmp_path / "val" / "images" / "my_notes.txt"
+    mine.write_text("user data")
+    images = tmp_path / "val" / "images"
+    before = {f: (images / f).read_bytes() for f in os.listdir(images)}
+    # Other arguments: nothing is deleted or changed unless asked.
+    with pytest.raises(SyntheticSplitMismatch, match=r"num_images 2 on disk vs 1 asked"):
+        generate_synthetic_dataset(root, "val", 1, 64, seed=0)
+    after = {f: (images / f).read_bytes() for f in os.listdir(images)}
+    assert after == before and os.path.getmtime(p["panoptic_json"]) == mtime
+    # overwrite=True: the generator's own files are replaced, the user's file stays.
+    generate_synthetic_dataset(root, "val", 1, 48, seed=1, overwrite=True)
+    assert sorted(os.listdir(p["image_root"])) == ["000000.png", "my_notes.txt"]
+    assert mine.read_text() == "user data"
+    assert json.load(open(p["panoptic_json"]))["info"]["jsis_synthetic"]["seed"] == 1
     foreign = tmp_path / "other" / "train"
     foreign.mkdir(parents=True)
     (foreign / "mine.txt").write_text("user data")
@@ -174,12 +187,17 @@ def test_existing_split_is_reused_or_replaced_and_foreign_folders_kept(tmp_path)
         generate_synthetic_dataset(root, "x", 1, 16)
 
 
-def test_cli(tmp_path):
+def _load_cli():
     spec = importlib.util.spec_from_file_location(
         "make_synthetic_dataset", os.path.join(REPO, "tools", "make_synthetic_dataset.py")
     )
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
+    return cli
+
+
+def test_cli(tmp_path):
+    cli = _load_cli()
     try:
         argv = ["--root", str(tmp_path), "--num-train", "2", "--num-val", "1", "--size", "40", "56"]
         assert cli.main(argv) == 0
@@ -189,3 +207,20 @@ def test_cli(tmp_path):
         data = json.load(f)
     assert data["images"][0]["height"] == 40 and data["images"][0]["width"] == 56
     assert len(os.listdir(tmp_path / "train" / "images")) == 2
+
+
+def test_cli_refuses_to_replace_a_split_made_with_other_arguments(tmp_path, capsys, isolated_logs):
+    cli = _load_cli()
+    base = ["--root", str(tmp_path), "--num-train", "2", "--num-val", "1", "--size", "40"]
+    try:
+        assert cli.main(base) == 0
+        assert cli.main(base[:3] + ["3"] + base[4:]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "--overwrite" in err
+        assert "num_images 2 on disk vs 3" in err
+        assert err.count("make_synthetic_dataset: error:") == 1
+        assert len(os.listdir(tmp_path / "train" / "images")) == 2
+        assert cli.main(base[:3] + ["3"] + base[4:] + ["--overwrite"]) == 0
+        assert len(os.listdir(tmp_path / "train" / "images")) == 3
+    finally:
+        register_synthetic_datasets()

@@ -12,6 +12,7 @@ import torch
 
 from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
 from jsis_d2.engine.launcher import run
+from jsis_d2.engine.report import read_metrics_json
 
 CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
 NAMES = {"train": "jsis_test_tn_train", "val": "jsis_test_tn_val"}
@@ -53,6 +54,23 @@ def test_train_evaluate_resume_and_eval_only(tiny_synthetic, tmp_path):
     for key in ("panoptic_seg/PQ", "panoptic_seg/SQ", "panoptic_seg/RQ", "sem_seg/mIoU"):
         assert key in trained
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
+
+    # A kill while model_final.pth was written (before saves were atomic) left it empty, with
+    # the tag naming it: resume falls back to model_0000003.pth (the last iteration's), has
+    # nothing left to train, and writes model_final.pth again.
+    # The same kill tore the last line of metrics.json: it is set aside, not glued to the
+    # next line the resumed run appends.
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    (out / "model_final.pth").write_bytes(b"")
+    with open(out / "metrics.json", "a") as f:
+        f.write('{"iteration": 3, "total_l')
+    assert run(_argv(out, "--resume")) == 0
+    log = (out / "log.txt").read_text()
+    assert "names model_final.pth, which is empty (0 bytes)" in log
+    assert "continues at iteration 4 of 4" in log
+    assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 3
+    assert (out / "metrics.json.torn").read_text() == '{"iteration": 3, "total_l\n'
+    assert read_metrics_json(str(out / "metrics.json"))[-1]["panoptic_seg/PQ"] >= 0
 
     # Kill after the checkpoint at iteration 1 (2 iterations done): drop what came later.
     os.remove(out / "model_final.pth")
@@ -142,7 +160,7 @@ def test_separate_run_logs_keeps_each_log_to_its_run(tmp_path):
     assert lg.handlers == []  # nothing left behind: the next run prints each line once
 
 
-def test_every_sample_bad_in_a_loader_worker_is_one_line(tmp_path, capsys):
+def test_every_sample_bad_in_a_loader_worker_is_one_line(tmp_path, capsys, isolated_logs):
     """A BadSampleError raised inside a DataLoader worker reaches the main process with the
     worker's traceback in its message (and Detectron2 logs it again): the job still ends with
     the one line of the original error and exit code 2."""
@@ -161,3 +179,44 @@ def test_every_sample_bad_in_a_loader_worker_is_one_line(tmp_path, capsys):
     assert len(errors) == 1 and "no usable training sample" in errors[0], captured.err[-3000:]
     assert "Traceback" not in captured.err + captured.out
     assert "Original Traceback" not in errors[0]
+
+
+def test_missing_or_truncated_initial_weights_fail_with_one_line(
+    tiny_synthetic, tmp_path, capsys, isolated_logs
+):
+    missing = tmp_path / "nowhere" / "R-18.pth"
+    assert run(_argv(tmp_path / "a", "MODEL.WEIGHTS", str(missing))) == 2
+    err = capsys.readouterr().err
+    assert f"train_net: error: MODEL.WEIGHTS file not found: {missing}\n" in err
+    assert "Traceback" not in err
+    good = tmp_path / "w.pth"
+    torch.save({"model": {"x": torch.zeros(1000)}}, good)
+    torn = tmp_path / "torn.pth"
+    torn.write_bytes(good.read_bytes()[:2000])
+    assert run(_argv(tmp_path / "b", "MODEL.WEIGHTS", str(torn))) == 2
+    err = capsys.readouterr().err
+    assert f"train_net: error: MODEL.WEIGHTS file {torn} is truncated" in err
+    assert "Traceback" not in err
+    torn_pkl = tmp_path / "torn.pkl"
+    torn_pkl.write_bytes(b"\x80\x04\x95")
+    assert run(_argv(tmp_path / "c", "MODEL.WEIGHTS", str(torn_pkl))) == 2
+    assert "is truncated" in capsys.readouterr().err
+
+
+def test_resume_with_changed_config_keeps_the_saved_one(tiny_synthetic, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(_argv(out, max_iter=2)) == 0
+    saved = (out / "config.yaml").read_text()
+    # An optimizer value the checkpoint would override: refused, nothing rewritten.
+    assert run(_argv(out, "--resume", "SOLVER.BASE_LR", "0.5", max_iter=2)) == 2
+    err = capsys.readouterr().err
+    assert "SOLVER.BASE_LR" in err and "checkpoint's optimizer keeps the saved values" in err
+    assert (out / "config.yaml").read_text() == saved
+    # Extending the schedule: runs; config.yaml stays, the new config goes beside it.
+    assert run(_argv(out, "--resume", "TEST.EVAL_PERIOD", "0", max_iter=4)) == 0
+    assert (out / "config.yaml").read_text() == saved
+    resumed = (out / "config.resume-1.yaml").read_text()
+    assert "MAX_ITER: 4" in resumed and "MAX_ITER: 2" in saved
+    log = (out / "log.txt").read_text()
+    assert "SOLVER.MAX_ITER 2 -> 4" in log and "config.resume-1.yaml" in log
+    assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 3

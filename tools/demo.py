@@ -9,21 +9,30 @@
 --mode four_panel (default for images): the paper's Figure 1 layout (image, panoptic,
 semantic, instance). --mode overlay: the panoptic segmentation drawn over the image (always
 used for videos). Category names come from the metadata of DATASETS.TEST[0].
+
+Output names (images): ``<stem>.png`` under --output, with the inputs' folders kept below
+their common parent folder (``a/x.jpg``, ``b/x.jpg`` -> ``a/x.png``, ``b/x.png``); inputs whose
+stems clash in one folder keep their extension (``a/x.jpg``, ``a/x.png`` -> ``a/x.jpg.png``,
+``a/x.png.png``). An input that cannot be read is skipped with a warning naming it; the run
+then ends with one error line listing the skipped files and exit code 2.
 """
 import argparse
+import functools
 import glob
 import logging
 import os
 import sys
+from collections import Counter
 
 import cv2
 import tqdm
 
 import jsis_d2  # noqa: F401
 from detectron2.data import MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from jsis_d2.config import ConfigError, setup_cfg
+from jsis_d2.data.image_io import read_image
+from jsis_d2.engine.checks import UsageError
 from jsis_d2.predictor import JSISPredictor
 from jsis_d2.visualization import draw_four_panel, draw_panoptic
 
@@ -45,7 +54,7 @@ def get_parser():
 
 
 def expand_inputs(inputs):
-    """Files, folders (their images, sorted) and globs -> list of image paths."""
+    """Files, folders (their images, sorted) and globs -> list of image paths, each once."""
     paths = []
     for item in inputs:
         if os.path.isdir(item):
@@ -59,10 +68,37 @@ def expand_inputs(inputs):
             if not matched:
                 raise FileNotFoundError(f"--input {item!r}: no such file, folder or pattern")
             paths += matched
-    return paths
+    seen, unique = set(), []
+    for p in paths:
+        if os.path.realpath(p) not in seen:
+            seen.add(os.path.realpath(p))
+            unique.append(p)
+    return unique
+
+
+def output_names(paths):
+    """Image paths -> distinct relative output paths (``.png``), the same for the same inputs.
+
+    The folders below the inputs' common parent are kept; a file's extension is replaced by
+    ``.png`` unless another input would get the same name, then it is kept (``x.jpg.png``).
+    """
+    absolute = [os.path.abspath(p) for p in paths]
+    if not absolute:
+        return []
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    rel = [os.path.relpath(p, root) for p in absolute]
+    names = [os.path.splitext(r)[0] + ".png" for r in rel]
+    while True:  # distinct relative paths + ".png" are distinct: this ends
+        counts = Counter(names)
+        clashing = [i for i, n in enumerate(names) if counts[n] > 1]
+        if not clashing:
+            return names
+        for i in clashing:
+            names[i] = rel[i] + ".png"
 
 
 def render(predictor, image_bgr_or_rgb, metadata, mode, input_format, score_thresh):
+    """One picture (uint8 RGB) of the model's output on one image in ``input_format``."""
     rgb = image_bgr_or_rgb[:, :, ::-1] if input_format == "BGR" else image_bgr_or_rgb
     outputs = predictor(image_bgr_or_rgb)
     if mode == "overlay":
@@ -70,61 +106,89 @@ def render(predictor, image_bgr_or_rgb, metadata, mode, input_format, score_thre
     return draw_four_panel(rgb, outputs, metadata, score_thresh=score_thresh)
 
 
+def run(args):
+    """The demo for parsed ``args``; returns the exit code or raises a known error."""
+    if not args.video_input and not args.input:
+        raise UsageError("give --input or --video-input")
+    if not args.video_input and os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise UsageError(f"--output {args.output} is an existing file; give a folder for pictures")
+    paths = [] if args.video_input else expand_inputs(args.input)
+    cfg = setup_cfg(args.config_file, args.opts)
+    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
+    predictor = JSISPredictor(cfg)
+    draw = functools.partial(
+        render, predictor, metadata=metadata, input_format=cfg.INPUT.FORMAT,
+        score_thresh=cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
+    )
+    if args.video_input:
+        return run_video(draw, args.video_input, args.output, cfg.INPUT.FORMAT)
+    return run_images(draw, paths, args.output, args.mode, cfg.INPUT.FORMAT)
+
+
+def run_video(draw, video, output, fmt):
+    """Overlay every frame of ``video``; write an mp4 to ``output``."""
+    cap = cv2.VideoCapture(video)
+    if not cap.isOpened():
+        raise UsageError(f"cannot open video {video}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    writer = None
+    for _ in tqdm.tqdm(range(n) if n else iter(int, 1), desc="frames"):
+        ok, frame_bgr = cap.read()
+        if not ok:
+            break
+        vis = draw(frame_bgr if fmt == "BGR" else frame_bgr[:, :, ::-1], mode="overlay")
+        if writer is None:
+            os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+            writer = cv2.VideoWriter(
+                output, cv2.VideoWriter_fourcc(*"mp4v"), fps, (vis.shape[1], vis.shape[0])
+            )
+        writer.write(vis[:, :, ::-1])
+    cap.release()
+    if writer is not None:
+        writer.release()
+    logger.info("wrote %s", output)
+    return 0
+
+
+def run_images(draw, paths, output, mode, fmt):
+    """One picture per readable image in ``paths`` under ``output`` (:func:`output_names`);
+    unreadable ones are skipped with a warning, then reported in one UsageError."""
+    outputs = [os.path.join(output, n) for n in output_names(paths)]
+    inputs = {os.path.realpath(p) for p in paths}
+    for out in outputs:
+        if os.path.realpath(out) in inputs:
+            raise UsageError(f"--output {output}: the picture {out} would overwrite an input")
+    skipped = []
+    for path, out in tqdm.tqdm(list(zip(paths, outputs)), desc="images", disable=len(paths) < 2):
+        try:
+            image = read_image(path, format=fmt)
+        except (OSError, ValueError, SyntaxError) as e:  # missing, unreadable, not an image
+            logger.warning("skipping %s: cannot read it as an image (%s)", path, e)
+            skipped.append(path)
+            continue
+        vis = draw(image, mode=mode)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if not cv2.imwrite(out, vis[:, :, ::-1]):
+            raise UsageError(f"cannot write {out}")
+    logger.info("wrote %d picture(s) to %s", len(paths) - len(skipped), output)
+    if skipped:
+        raise UsageError(
+            f"{len(skipped)} input file(s) could not be read and were skipped: "
+            + ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        )
+    return 0
+
+
 def main(argv=None):
+    """Parse arguments, run, turn known failures into one ``demo: error:`` line (exit 2)."""
     args = get_parser().parse_args(argv)
     setup_logger(name="jsis_d2")
     try:
-        cfg = setup_cfg(args.config_file, args.opts)
-    except ConfigError as e:
+        return run(args)
+    except (ConfigError, UsageError, FileNotFoundError) as e:
         sys.stderr.write(f"demo: error: {e}\n")
         return 2
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
-    predictor = JSISPredictor(cfg)
-    thresh = cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH
-    fmt = cfg.INPUT.FORMAT
-
-    if args.video_input:
-        cap = cv2.VideoCapture(args.video_input)
-        if not cap.isOpened():
-            sys.stderr.write(f"demo: error: cannot open video {args.video_input}\n")
-            return 2
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        writer = None
-        for _ in tqdm.tqdm(range(n) if n else iter(int, 1), desc="frames"):
-            ok, frame_bgr = cap.read()
-            if not ok:
-                break
-            frame = frame_bgr if fmt == "BGR" else frame_bgr[:, :, ::-1]
-            vis = render(predictor, frame, metadata, "overlay", fmt, thresh)
-            if writer is None:
-                os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-                writer = cv2.VideoWriter(
-                    args.output, cv2.VideoWriter_fourcc(*"mp4v"), fps, (vis.shape[1], vis.shape[0])
-                )
-            writer.write(vis[:, :, ::-1])
-        cap.release()
-        if writer is not None:
-            writer.release()
-        logger.info("wrote %s", args.output)
-        return 0
-
-    if not args.input:
-        sys.stderr.write("demo: error: give --input or --video-input\n")
-        return 2
-    try:
-        paths = expand_inputs(args.input)
-    except FileNotFoundError as e:
-        sys.stderr.write(f"demo: error: {e}\n")
-        return 2
-    os.makedirs(args.output, exist_ok=True)
-    for path in tqdm.tqdm(paths, desc="images", disable=len(paths) < 2):
-        image = read_image(path, format=fmt)
-        vis = render(predictor, image, metadata, args.mode, fmt, thresh)
-        out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
-        cv2.imwrite(out, vis[:, :, ::-1])
-    logger.info("wrote %d picture(s) to %s", len(paths), args.output)
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@
 
 Default root: $DETECTRON2_DATASETS/jsis_synthetic (./datasets/jsis_synthetic), which is where
 the registered datasets jsis_synthetic_train / jsis_synthetic_val look for it. Same arguments
-give byte-identical files; an existing split with the same arguments is reused.
+give byte-identical files; an existing split with the same arguments is reused, one made
+with other arguments is left alone (error) unless --overwrite.
 """
 import argparse
 import logging
 import sys
 
-from jsis_d2.data.synthetic import default_synthetic_root, make_synthetic_datasets
+from jsis_d2.data.synthetic import (
+    SyntheticSplitMismatch,
+    default_synthetic_root,
+    make_synthetic_datasets,
+)
 
 
 def main(argv=None):
@@ -27,16 +32,30 @@ def main(argv=None):
                         help="image size: H (square) or H W, pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", default="png", choices=["png", "jpg"], help="image format")
-    parser.add_argument("--overwrite", action="store_true", help="regenerate even if present")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="regenerate a split that exists (same or other arguments), deleting the files the "
+        "generator wrote there before; other files in it stay",
+    )
     args = parser.parse_args(argv)
     if len(args.size) not in (1, 2):
         parser.error("--size takes H or H W")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     size = args.size[0] if len(args.size) == 1 else tuple(args.size)
     root = args.root or default_synthetic_root()
-    paths = make_synthetic_datasets(
-        root, args.num_train, args.num_val, size, args.seed, args.format, args.overwrite
-    )
+    try:
+        paths = make_synthetic_datasets(
+            root, args.num_train, args.num_val, size, args.seed, args.format, args.overwrite
+        )
+    except SyntheticSplitMismatch as e:
+        sys.stderr.write(
+            f"make_synthetic_dataset: error: {e.reason}; nothing was changed. Pass --overwrite "
+            "to regenerate it, or choose another --root.\n"
+        )
+        return 2
+    except ValueError as e:
+        sys.stderr.write(f"make_synthetic_dataset: error: {e}\n")
+        return 2
     for split, p in paths.items():
         logging.getLogger("jsis_d2").info(f"{split}: {p['panoptic_json']}")
     return 0

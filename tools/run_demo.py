@@ -21,10 +21,11 @@ import cv2
 
 import jsis_d2  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import default_argument_parser
-from jsis_d2.config import setup_cfg
-from jsis_d2.data.synthetic import make_synthetic_datasets
+from jsis_d2.config import ConfigError, setup_cfg
+from jsis_d2.data.image_io import read_image
+from jsis_d2.data.synthetic import SyntheticSplitMismatch, make_synthetic_datasets
+from jsis_d2.engine.checks import UsageError
 from jsis_d2.engine.launcher import main as launch_main
 from jsis_d2.engine.report import format_summary, plot_loss_curves, read_metrics_json, summarize_results
 from jsis_d2.predictor import JSISPredictor
@@ -42,6 +43,10 @@ def get_parser():
     p.add_argument("--quick", action="store_true", help=f"tiny run for smoke tests ({QUICK_CONFIG})")
     p.add_argument("--num-figures", type=int, default=6, help="validation images to draw")
     p.add_argument("--quick-images", type=int, default=8, help="training images in --quick")
+    p.add_argument(
+        "--overwrite-dataset", action="store_true",
+        help="regenerate the synthetic dataset when it exists with other arguments",
+    )
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
     return p
 
@@ -69,19 +74,43 @@ def write_figures(cfg, out_dir, num):
     return written
 
 
+def make_dataset(args):
+    """The embedded default dataset (generated once, deterministic), or --quick's own."""
+    try:
+        if args.quick:  # a tiny set of its own, so the default dataset is left as it is
+            make_synthetic_datasets(
+                os.path.join(args.output, "synthetic"), num_train=args.quick_images, num_val=4,
+                image_size=64, overwrite=args.overwrite_dataset,
+            )
+        else:  # $DETECTRON2_DATASETS/jsis_synthetic, reused when present
+            make_synthetic_datasets(overwrite=args.overwrite_dataset)
+    except SyntheticSplitMismatch:
+        raise
+    except ValueError as e:  # a folder the generator did not write, ...
+        raise UsageError(str(e)) from e
+
+
 def main(argv=None):
+    """Parse arguments, run, turn known failures into one ``run_demo: error:`` line (exit 2)."""
     args = get_parser().parse_args(argv)
+    try:
+        return run(args)
+    except SyntheticSplitMismatch as e:
+        other = "choose another --output" if args.quick else "set DETECTRON2_DATASETS elsewhere"
+        sys.stderr.write(
+            f"run_demo: error: {e.reason}; nothing was changed. Pass --overwrite-dataset to "
+            f"regenerate it, or {other}.\n"
+        )
+    except (ConfigError, UsageError) as e:
+        sys.stderr.write(f"run_demo: error: {e}\n")
+    return 2
+
+
+def run(args):
+    """Dataset, training + evaluation, reports and pictures; returns 0."""
     config_file = args.config_file or (QUICK_CONFIG if args.quick else DEFAULT_CONFIG)
     t0 = time.time()
-
-    # 1. The embedded default dataset (generated once, deterministic).
-    if args.quick:  # a tiny set of its own, so the default dataset is left as it is
-        make_synthetic_datasets(
-            os.path.join(args.output, "synthetic"), num_train=args.quick_images, num_val=4,
-            image_size=64,
-        )
-    else:
-        make_synthetic_datasets()  # $DETECTRON2_DATASETS/jsis_synthetic, reused when present
+    make_dataset(args)
 
     # 2. Train (or continue) + the final evaluation, on Detectron2's engine.
     train_args = default_argument_parser().parse_args(

@@ -18,7 +18,8 @@ semantic map and the masks stay aligned), then derives the targets with
 Bad samples raise :class:`BadSampleError` naming the file: missing/corrupt image or PNG, an
 image whose size differs from the dataset dict, a PNG whose size differs from its image, a
 PNG segment id missing from segments_info or a segments_info id absent from the PNG.
-Grayscale, palette and RGBA images are converted to ``INPUT.FORMAT`` (not errors).
+Grayscale, palette and RGBA images are converted to ``INPUT.FORMAT`` (not errors); 16-bit
+grayscale images are scaled to 8 bits by the type's range (:mod:`jsis_d2.data.image_io`).
 With ``DATALOADER.SKIP_BAD_SAMPLES: True`` a TRAINING mapper logs the file, the reason and a
 running count (per data-loader worker) and returns ``None``, so Detectron2's ``MapDataset``
 draws another sample. Given ``num_samples`` (the training loader passes it), a mapper that has
@@ -37,11 +38,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils.file_io import PathManager
 
 from .augmentations import build_augmentations
+from .image_io import read_image
 from .targets import (
     CROWD_SEM_SEG_MODES,
     rgb_to_ids,
@@ -61,7 +62,7 @@ class BadSampleError(ValueError):
 
 def _read_image(file_name: str, image_format: str) -> np.ndarray:
     try:
-        return utils.read_image(file_name, format=image_format)
+        return read_image(file_name, format=image_format)
     except FileNotFoundError:
         raise BadSampleError(f"image file not found: {file_name}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

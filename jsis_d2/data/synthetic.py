@@ -31,7 +31,6 @@ Same arguments -> byte-identical files (each image has its own RNG seeded by
 import json
 import logging
 import os
-import shutil
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -39,6 +38,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..utils.atomic import atomic_write_text
 from .datasets.panoptic import register_panoptic_dataset
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "synthetic_split_paths",
     "render_synthetic_image",
     "generate_synthetic_dataset",
+    "SyntheticSplitMismatch",
     "register_synthetic_datasets",
     "make_synthetic_datasets",
 ]
@@ -315,12 +316,54 @@ def _params(split, num_images, image_size, seed, image_format) -> Dict:
     }
 
 
-def _existing_params(json_file: str) -> Optional[Dict]:
+def _read_json(json_file: str) -> Optional[Dict]:
     try:
         with open(json_file) as f:
-            return json.load(f).get("info", {}).get("jsis_synthetic")
+            data = json.load(f)
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def _existing_params(json_file: str) -> Optional[Dict]:
+    return (_read_json(json_file) or {}).get("info", {}).get("jsis_synthetic")
+
+
+class SyntheticSplitMismatch(ValueError):
+    """A split folder holds this generator's output made with other arguments; nothing was
+    changed. ``reason`` names the folder and the differing arguments (the tools add which
+    flag regenerates it)."""
+
+    def __init__(self, split_dir: str, old: Dict, new: Dict):
+        changes = ", ".join(
+            f"{k} {old.get(k)!r} on disk vs {new[k]!r} asked" for k in new if old.get(k) != new[k]
+        )
+        self.split_dir = split_dir
+        self.reason = f"{split_dir} holds a synthetic split made with other arguments ({changes})"
+        super().__init__(
+            f"{self.reason}; it was left as is. Regenerate it with overwrite=True, or use "
+            "another root."
+        )
+
+
+def _remove_generated_files(paths: Dict[str, str]) -> None:
+    """Delete the files the generator wrote into a split (those its JSON lists, and the
+    JSON); anything else in the folder stays."""
+    data = _read_json(paths["panoptic_json"]) or {}
+    generated = [
+        os.path.join(paths["image_root"], im["file_name"]) for im in data.get("images", [])
+    ]
+    generated += [
+        os.path.join(paths["panoptic_root"], a["file_name"]) for a in data.get("annotations", [])
+    ]
+    os.remove(paths["panoptic_json"])  # first: a half-removed split is never taken as complete
+    for f in generated:
+        if os.path.isfile(f):
+            os.remove(f)
+    split_dir = os.path.dirname(paths["panoptic_json"])
+    kept = sum(len(files) for _, _, files in os.walk(split_dir))
+    if kept:
+        logger.info(f"Kept {kept} file(s) in {split_dir} that the generator did not write")
 
 
 def generate_synthetic_dataset(
@@ -341,14 +384,18 @@ def generate_synthetic_dataset(
         image_size: H (square) or [H, W], pixels.
         seed: base seed. Same arguments -> byte-identical files.
         image_format: "png" (lossless, default) or "jpg".
-        overwrite: regenerate even if the split already exists with the same arguments.
+        overwrite: regenerate the split when it exists (with the same or other arguments),
+            deleting the files this generator wrote there before.
 
     Returns:
         {"image_root", "panoptic_root", "panoptic_json"}.
 
     A split folder that already holds this generator's output with the same arguments is
-    reused as is (unless ``overwrite``); with other arguments it is replaced. A non-empty
-    folder that this generator did not write is never deleted (ValueError).
+    reused as is (unless ``overwrite``). With other arguments it is left alone
+    (:class:`SyntheticSplitMismatch`) unless ``overwrite``, which deletes the files the
+    generator wrote there (other files stay). A non-empty folder that this generator did not
+    write is never touched (ValueError). The JSON is written last, atomically: a split whose
+    generation was interrupted has none.
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
@@ -364,13 +411,16 @@ def generate_synthetic_dataset(
         old = _existing_params(paths["panoptic_json"])
         if old is None:
             raise ValueError(
-                f"{split_dir} exists and was not written by the synthetic generator; "
-                "choose another root or remove it"
+                f"{split_dir} exists and was not written by the synthetic generator (no "
+                f"{os.path.basename(paths['panoptic_json'])} from it); choose another root or "
+                "empty that folder"
             )
         if old == params and not overwrite:
             logger.info(f"Synthetic split {split!r} already at {split_dir} (same arguments)")
             return paths
-        shutil.rmtree(split_dir)
+        if not overwrite:
+            raise SyntheticSplitMismatch(split_dir, old, params)
+        _remove_generated_files(paths)
     os.makedirs(paths["image_root"], exist_ok=True)
     os.makedirs(paths["panoptic_root"], exist_ok=True)
 
@@ -397,8 +447,8 @@ def generate_synthetic_dataset(
         "annotations": annotations,
         "categories": SYNTHETIC_CATEGORIES,
     }
-    with open(paths["panoptic_json"], "w") as f:
-        json.dump(data, f, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    atomic_write_text(paths["panoptic_json"], text)  # last: marks the split complete
     logger.info(f"Wrote {num_images} synthetic {h}x{w} images ({split}) to {split_dir}")
     return paths
 

@@ -2,7 +2,9 @@
 offending file, key or value (the tools turn :class:`UsageError` into one clean error line)."""
 import logging
 import os
+import pickle
 import tempfile
+import zipfile
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -13,6 +15,8 @@ __all__ = [
     "check_datasets",
     "check_output_dir",
     "check_checkpoint_matches_model",
+    "check_weights_readable",
+    "checkpoint_problem",
     "fallback_syncbn",
 ]
 
@@ -72,18 +76,67 @@ def check_output_dir(output_dir, resume=False, eval_only=False):
 
 def _model_state_of(checkpoint):
     if isinstance(checkpoint, dict) and "model" in checkpoint:
-        return checkpoint["model"]
+        checkpoint = checkpoint["model"]
+    if isinstance(checkpoint, dict) and checkpoint and all(
+        str(k).startswith("module.") for k in checkpoint
+    ):  # saved from a DistributedDataParallel model; fvcore strips the prefix when loading
+        checkpoint = {k[len("module."):]: v for k, v in checkpoint.items()}
     return checkpoint
 
 
-def check_checkpoint_matches_model(model, path):
+def checkpoint_problem(path):
+    """Why ``path`` is not a complete checkpoint file ("missing", "empty (0 bytes)",
+    "truncated ..."), or None when it looks complete.
+
+    torch.save writes a zip archive whose directory is at the end, so a file cut short has
+    none: for those only the end of the file is read. ``.pkl`` files (Detectron2 model zoo)
+    are unpickled, files in torch's legacy format loaded, to be sure.
+    """
+    if not os.path.isfile(path):
+        return "missing"
+    if os.path.getsize(path) == 0:
+        return "empty (0 bytes)"
+    if zipfile.is_zipfile(path):
+        return None
+    try:
+        if path.endswith(".pkl"):
+            with open(path, "rb") as f:
+                pickle.load(f, encoding="latin1")
+        else:
+            torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated pickle, not a checkpoint at all, ...
+        text = str(e).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else ""  # torch's are paragraphs
+        return f"truncated or not a checkpoint ({type(e).__name__}: {first})"
+    return None
+
+
+def check_weights_readable(path, key="MODEL.WEIGHTS"):
+    """The initial weights of a NEW run: a local file must exist and be complete. Shapes
+    are not compared: fine-tuning from another label space is normal (Detectron2 skips the
+    mismatched heads with a warning). URLs are left to Detectron2."""
+    if not path or "://" in path:
+        return
+    problem = checkpoint_problem(path)
+    if problem == "missing":
+        raise UsageError(f"{key} file not found: {path}")
+    if problem:
+        raise UsageError(f"{key} file {path} is {problem}")
+
+
+def check_checkpoint_matches_model(model, path, require_all=False):
     """Fail when a checkpoint's tensors have other shapes than the model's (e.g. trained for
-    another number of classes). Only for our own ``.pth`` checkpoints; ``.pkl`` backbones and
-    remote URLs are left to Detectron2's checkpointer."""
+    another number of classes) or, with ``require_all`` (inference, evaluation), when it
+    lacks some of the model's parameters (they would stay randomly initialized). Only for
+    our own ``.pth`` checkpoints; ``.pkl`` backbones and remote URLs are left to
+    Detectron2's checkpointer."""
     if not path or not path.endswith(".pth") or "://" in path:
         return
     if not os.path.isfile(path):
         raise UsageError(f"checkpoint not found: {path}")
+    problem = checkpoint_problem(path)
+    if problem:
+        raise UsageError(f"cannot read checkpoint {path}: it is {problem}")
     try:
         state = _model_state_of(torch.load(path, map_location="cpu", weights_only=False))
     except Exception as e:  # corrupt / not a torch file
@@ -100,6 +153,14 @@ def check_checkpoint_matches_model(model, path):
             f"classes? check MODEL.SEM_SEG_HEAD.NUM_CLASSES / MODEL.ROI_HEADS.NUM_CLASSES): "
             + "; ".join(bad[:6])
             + (f"; ... {len(bad) - 6} more" if len(bad) > 6 else "")
+        )
+    missing = sorted(k for k in own if k not in state)
+    if require_all and missing:
+        raise UsageError(
+            f"checkpoint {path} lacks {len(missing)} of the model's tensors, which would stay "
+            f"randomly initialized (another MODEL.META_ARCHITECTURE or MODEL.JSIS.BRANCHES?): "
+            + ", ".join(missing[:6])
+            + (", ..." if len(missing) > 6 else "")
         )
 
 

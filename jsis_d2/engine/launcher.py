@@ -9,7 +9,6 @@ import tempfile
 
 from torch.multiprocessing.spawn import ProcessException
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils import logger as d2_logger
@@ -19,9 +18,11 @@ from ..config import ConfigError, setup_cfg
 from ..data.dataset_mapper import BadSampleError
 from ..data.datasets.panoptic import DatasetNotFoundError
 from ..evaluation.pq import PanopticEvalError
+from .checkpoint import JSISCheckpointer
 from .checks import (
     check_checkpoint_matches_model,
     check_datasets,
+    check_weights_readable,
     check_output_dir,
     fallback_syncbn,
     UsageError,
@@ -34,6 +35,7 @@ from .distributed import (
     report_worker_error,
     worker_error,
 )
+from .run_config import SavedConfigGuard
 from .schedule import resolve_epoch_schedule
 from .trainer import Trainer
 
@@ -129,7 +131,10 @@ def setup(args):
         resolve_epoch_schedule(cfg)
     cfg.freeze()
     _quiet_known_training_failures()
-    default_setup(cfg, args)
+    saved_config = SavedConfigGuard(cfg, resume=args.resume, eval_only=args.eval_only)
+    default_setup(cfg, args)  # (re)writes OUTPUT_DIR/config.yaml
+    if comm.is_main_process():
+        saved_config.restore()  # a resumed run's own config.yaml is kept
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="jsis_d2")
     return cfg
 
@@ -139,14 +144,14 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer = JSISCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         if args.resume and checkpointer.has_checkpoint():
             path = checkpointer.get_checkpoint_file()
         else:
             path = cfg.MODEL.WEIGHTS
         if not path:
             raise UsageError("--eval-only needs MODEL.WEIGHTS (a checkpoint) or --resume")
-        check_checkpoint_matches_model(model, path)
+        check_checkpoint_matches_model(model, path, require_all=True)
         checkpointer.load(path)
         logger.info("Evaluating checkpoint %s", path)
         results = Trainer.test(cfg, model)
@@ -157,6 +162,8 @@ def main(args):
             logger.info("Wrote %s", out)
         return results
 
+    if not (args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
+        check_weights_readable(cfg.MODEL.WEIGHTS)  # a new run starts from these
     trainer = Trainer(cfg)
     if args.resume and trainer.checkpointer.has_checkpoint():
         check_checkpoint_matches_model(trainer.model, trainer.checkpointer.get_checkpoint_file())

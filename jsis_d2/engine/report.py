@@ -1,11 +1,26 @@
 """Run reports: the metrics summary table (JSON + text) and the loss-curve plot, read from what
-Detectron2's trainer writes (``OUTPUT_DIR/metrics.json``, one JSON object per line)."""
+Detectron2's trainer writes (``OUTPUT_DIR/metrics.json``, one JSON object per line).
+
+A run killed while Detectron2's JSONWriter wrote a line leaves a torn last line. Reading
+skips it with a warning; :func:`set_aside_torn_metrics_line`, called before a resumed run
+appends to the file, moves it to ``metrics.json.torn`` so it does not end up glued to the
+next line in the middle of the file. A bad line anywhere else is an error naming the line.
+"""
 import json
 import logging
 import math
 import os
 
-__all__ = ["read_metrics_json", "summarize_results", "format_summary", "plot_loss_curves"]
+from ..utils.atomic import atomic_write_text
+from .checks import UsageError
+
+__all__ = [
+    "read_metrics_json",
+    "set_aside_torn_metrics_line",
+    "summarize_results",
+    "format_summary",
+    "plot_loss_curves",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +42,57 @@ SUMMARY_ROWS = [
 
 
 def read_metrics_json(path):
-    """Detectron2's metrics.json -> list of dicts (one per logged iteration / evaluation)."""
-    rows = []
+    """Detectron2's metrics.json -> list of dicts (one per logged iteration / evaluation).
+
+    A last line that is not JSON (torn by a kill) is skipped with a warning; a bad line
+    before it raises :class:`UsageError` naming the file and line.
+    """
     with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not a JSON line: {e}") from e
+        lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    rows = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i < len(lines) - 1:
+                raise UsageError(
+                    f"{path}:{n}: not a JSON line ({e}); the file is corrupt before its last line"
+                ) from e
+            logger.warning("%s:%d: skipping a torn last line (%d characters): %s", path, n,
+                           len(line), e)
     return rows
+
+
+def set_aside_torn_metrics_line(path):
+    """When ``path`` (a metrics.json) does not end with a newline, move its unfinished last
+    line to ``<path>.torn`` (appended, so earlier ones are kept) and cut it from ``path``.
+    Returns the text moved ("" when the file is fine or absent)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    if not data or data.endswith(b"\n"):
+        return ""
+    keep = data.rfind(b"\n") + 1
+    torn = data[keep:].decode("utf-8", errors="replace")
+    try:
+        json.loads(torn)
+    except ValueError:
+        pass
+    else:  # a complete record, cut just before its newline
+        with open(path, "ab") as f:
+            f.write(b"\n")
+        return ""
+    previous = ""
+    if os.path.isfile(path + ".torn"):
+        with open(path + ".torn") as f:
+            previous = f.read()
+    atomic_write_text(path + ".torn", previous + torn + "\n")
+    os.truncate(path, keep)
+    logger.warning("%s ended with an unfinished line (a killed run?); moved it to %s.torn",
+                   path, path)
+    return torn
 
 
 def summarize_results(results):

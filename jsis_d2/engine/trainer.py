@@ -8,9 +8,12 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.engine import DefaultTrainer
 from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
 
 from ..config import OPTIMIZERS, ConfigError
 from .distributed import cpu_aware_ddp
+from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
+from .report import set_aside_torn_metrics_line
 
 __all__ = ["Trainer", "build_optimizer"]
 
@@ -49,7 +52,8 @@ def build_optimizer(cfg, model):
 class Trainer(DefaultTrainer):
     """DefaultTrainer + :class:`JSISDatasetMapper` + :class:`JSISEvaluator`.
 
-    The optimizer follows SOLVER.OPTIMIZER (:func:`build_optimizer`). Everything else
+    The optimizer follows SOLVER.OPTIMIZER (:func:`build_optimizer`); checkpoints are written
+    atomically (:class:`JSISCheckpointer`). Everything else
     (WarmupMultiStepLR, checkpoints every SOLVER.CHECKPOINT_PERIOD, periodic evaluation every
     TEST.EVAL_PERIOD, metrics.json, TensorBoard events, progress lines with ETA) is
     Detectron2's own.
@@ -62,6 +66,16 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         with cpu_aware_ddp():
             super().__init__(cfg)
+    def build_hooks(self):
+        """Detectron2's hooks, with the checkpointer made crash-safe first
+        (:class:`JSISCheckpointer`: atomic saves, resume falls back to a readable checkpoint).
+        DefaultTrainer.__init__ creates ``self.checkpointer`` just before calling this, and the
+        PeriodicCheckpointer hook built here must hold the replacement. A torn last line of
+        metrics.json (a killed run) is set aside first (:func:`set_aside_torn_metrics_line`)."""
+        self.checkpointer = JSISCheckpointer.like(self.checkpointer)
+        if comm.is_main_process():  # before Detectron2's JSONWriter appends to it
+            set_aside_torn_metrics_line(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
+        return super().build_hooks() + [EnsureFinalCheckpoint(self.checkpointer)]
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -1,0 +1,137 @@
+"""tools/demo.py and JSISPredictor on bad input: clashing names, unreadable files, an --output
+that is a file, 16-bit images, and missing or unfitting weights."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jsis_d2.config import setup_cfg
+from jsis_d2.engine.checks import UsageError
+from jsis_d2.predictor import JSISPredictor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "quick", "jsis_R18_C4_quick.yaml")
+pytestmark = pytest.mark.usefixtures("isolated_logs")
+
+
+def _load_demo():
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO, "tools", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return _load_demo()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A checkpoint that fits the quick config's model (random weights: only the file matters)."""
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(setup_cfg(CONFIG, ["MODEL.DEVICE", "cpu"]))
+    path = tmp_path_factory.mktemp("w") / "model_final.pth"
+    torch.save({"model": model.state_dict(), "iteration": 0}, path)
+    return str(path)
+
+
+def _image(path, value=(90, 140, 200), size=(40, 48)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*size, 3), value, np.uint8)).save(path)
+    return str(path)
+
+
+def _argv(inputs, out, weights, *opts):
+    return ["--config-file", CONFIG, "--input", *inputs, "--output", str(out),
+            "--opts", "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", *opts]
+
+
+def test_output_names_are_distinct_and_deterministic(demo):
+    names = demo.output_names(["/d/a/x.jpg", "/d/a/x.png", "/d/b/x.jpg", "/d/b/y.jpg"])
+    assert names == ["a/x.jpg.png", "a/x.png.png", "b/x.png", "b/y.png"]
+    assert demo.output_names(["/d/a/x.jpg", "/d/a/x.png", "/d/b/x.jpg", "/d/b/y.jpg"]) == names
+    assert demo.output_names(["/d/x.jpg"]) == ["x.png"]
+    # a second-round clash ("x.jpg" keeps its extension, "x.jpg.bmp" has the stem "x.jpg")
+    tricky = demo.output_names(["/d/x.jpg", "/d/x.png", "/d/x.jpg.bmp"])
+    assert len(set(tricky)) == 3
+
+
+def test_same_stems_give_one_picture_each(demo, weights, tmp_path):
+    inputs = [
+        _image(tmp_path / "in" / "a" / "x.jpg"),
+        _image(tmp_path / "in" / "a" / "x.png", value=(10, 20, 30)),
+        _image(tmp_path / "in" / "b" / "x.jpg", value=(200, 10, 10)),
+    ]
+    assert demo.main(_argv(inputs, tmp_path / "out", weights)) == 0
+    written = sorted(
+        os.path.relpath(os.path.join(d, f), tmp_path / "out")
+        for d, _, files in os.walk(tmp_path / "out") for f in files
+    )
+    assert written == ["a/x.jpg.png", "a/x.png.png", "b/x.png"]
+
+
+def test_unreadable_input_is_skipped_and_named(demo, weights, tmp_path, capsys):
+    good = _image(tmp_path / "in" / "good.png")
+    bad = tmp_path / "in" / "bad.jpg"
+    bad.write_bytes(b"not a JPEG at all")
+    assert demo.main(_argv([str(tmp_path / "in")], tmp_path / "out", weights)) == 2
+    err = capsys.readouterr().err
+    assert "demo: error: 1 input file(s) could not be read" in err and str(bad) in err
+    assert "Traceback" not in err
+    assert os.listdir(tmp_path / "out") == ["good.png"] and os.path.isfile(good)
+
+
+def test_output_that_is_a_file_or_an_input_is_refused(demo, weights, tmp_path, capsys):
+    image = _image(tmp_path / "x.png")
+    existing = tmp_path / "result.png"
+    existing.write_bytes(b"the user's file")
+    assert demo.main(_argv([image], existing, weights)) == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert existing.read_bytes() == b"the user's file"
+    assert demo.main(_argv([image], tmp_path, weights)) == 2  # x.png -> x.png over itself
+    assert "would overwrite an input" in capsys.readouterr().err
+
+
+def test_16bit_input_is_not_drawn_white(demo, weights, tmp_path):
+    values = np.linspace(0, 65535, 40 * 48).astype(np.uint16).reshape(40, 48)
+    Image.fromarray(values).save(tmp_path / "gray16.png")
+    assert demo.main(_argv([str(tmp_path / "gray16.png")], tmp_path / "out", weights)) == 0
+    picture = np.asarray(Image.open(tmp_path / "out" / "gray16.png").convert("L"))
+    top_left = picture[:40, :48]  # panel 1: the image itself
+    assert abs(float(top_left.mean()) - 127.5) < 10  # was 255 (clipped)
+
+
+def test_missing_or_unfitting_weights_are_refused(demo, weights, tmp_path, capsys):
+    image = _image(tmp_path / "x.png")
+    assert demo.main(_argv([image], tmp_path / "o1", "")) == 2
+    assert "MODEL.WEIGHTS is empty" in capsys.readouterr().err
+    state = torch.load(weights, weights_only=False)
+    state["model"] = {
+        k: torch.zeros((3,) + tuple(v.shape[1:])) if k.startswith("sem_seg_head.predictor") else v
+        for k, v in state["model"].items()
+    }
+    torch.save(state, tmp_path / "other_k.pth")
+    assert demo.main(_argv([image], tmp_path / "o2", str(tmp_path / "other_k.pth"))) == 2
+    err = capsys.readouterr().err
+    assert "another number of classes" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "o1") and not os.path.exists(tmp_path / "o2")
+
+
+def test_predictor_refuses_random_or_partial_weights(weights, tmp_path):
+    cfg = setup_cfg(CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    with pytest.raises(UsageError, match="MODEL.WEIGHTS is empty"):
+        JSISPredictor(cfg)
+    out = JSISPredictor(cfg, allow_random_init=True)(np.zeros((32, 32, 3), np.uint8))
+    assert out["sem_seg"].shape[1:] == (32, 32)
+    state = torch.load(weights, weights_only=False)
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("roi_heads")}
+    torch.save(state, tmp_path / "partial.pth")
+    cfg = setup_cfg(CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(tmp_path / "partial.pth")])
+    with pytest.raises(UsageError, match="randomly initialized.*roi_heads"):
+        JSISPredictor(cfg)

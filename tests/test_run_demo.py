@@ -1,0 +1,47 @@
+"""tools/run_demo.py on bad input: one error line (exit 2), nothing of the user's touched.
+(Its full flow is `make demo`; --quick runs it end to end in ~30 s, not part of the suite.)"""
+import importlib.util
+import os
+
+import pytest
+
+from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures("isolated_logs")
+
+
+def _load():
+    path = os.path.join(REPO, "tools", "run_demo.py")
+    spec = importlib.util.spec_from_file_location("run_demo", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_dataset_made_with_other_arguments_is_left_alone(tmp_path, capsys):
+    run_demo = _load()
+    try:
+        make_synthetic_datasets(str(tmp_path / "synthetic"), num_train=3, num_val=4, image_size=64)
+        before = sorted(os.listdir(tmp_path / "synthetic" / "train" / "images"))
+        assert run_demo.main(["--quick", "--output", str(tmp_path)]) == 2
+    finally:
+        register_synthetic_datasets()
+    err = capsys.readouterr().err
+    assert "run_demo: error:" in err and "num_images 3 on disk vs 8 asked" in err
+    assert "--overwrite-dataset" in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path / "synthetic" / "train" / "images")) == before
+
+
+def test_missing_initial_weights(tmp_path, capsys):
+    run_demo = _load()
+    missing = str(tmp_path / "R-18.pth")
+    try:
+        rc = run_demo.main(["--quick", "--output", str(tmp_path / "out"), "--opts",
+                            "MODEL.WEIGHTS", missing])
+    finally:
+        register_synthetic_datasets()
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"run_demo: error: MODEL.WEIGHTS file not found: {missing}" in err
+    assert "Traceback" not in err
