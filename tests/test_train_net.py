@@ -220,3 +220,33 @@ def test_resume_with_changed_config_keeps_the_saved_one(tiny_synthetic, tmp_path
     log = (out / "log.txt").read_text()
     assert "SOLVER.MAX_ITER 2 -> 4" in log and "config.resume-1.yaml" in log
     assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 3
+
+
+def test_a_step_at_max_iter_is_one_line(tiny_synthetic, tmp_path, capsys, isolated_logs):
+    rc = run(_argv(tmp_path / "steps", "SOLVER.STEPS", "(4,)", max_iter=4))
+    err = capsys.readouterr().err
+    assert rc == 2, err[-3000:]
+    assert "SOLVER.STEPS=(4,) holds SOLVER.MAX_ITER=4" in err and "Traceback" not in err
+
+
+def test_known_failures_are_described_in_one_line():
+    import errno
+
+    from torch._utils import ExceptionWrapper
+
+    from jsis_d2.data.dataset_mapper import BadSampleError
+    from jsis_d2.engine.launcher import describe_failure
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/out/.model_final.pth.tmp")
+    text, code = describe_failure(full)
+    assert code == 2 and "no space left" in text and "/out/.model_final.pth.tmp" in text
+    assert describe_failure(OSError(errno.EACCES, "denied")) is None  # not a known cause
+    assert describe_failure(KeyError("bug")) is None
+    try:
+        raise BadSampleError("sample 3: PNG missing")
+    except BadSampleError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(BadSampleError) as e:
+        wrapped.reraise()
+    assert "Original Traceback" in str(e.value)
+    assert describe_failure(e.value) == ("train_net: error: sample 3: PNG missing", 2)

@@ -1,6 +1,7 @@
 """The train/evaluate job behind ``tools/train_net.py`` (and the demo): config setup, job
 checks, Detectron2's ``launch``, and clean one-line errors for known failures."""
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -67,6 +68,13 @@ def describe_failure(e: BaseException):
             f"train_net: training stopped: {_message(e)}\nThe last checkpoint in OUTPUT_DIR is "
             "intact; lower SOLVER.BASE_LR or check the data, then continue with --resume.",
             3,
+        )
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = f" writing {e.filename}" if e.filename else ""
+        return (
+            f"train_net: error: no space left on the device{where}; checkpoints already in "
+            "OUTPUT_DIR are intact (saves are atomic): free space, then continue with --resume",
+            2,
         )
     return None
 

@@ -11,6 +11,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 
 from ..config import OPTIMIZERS, ConfigError
+from .checks import UsageError
 from .distributed import cpu_aware_ddp
 from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
 from .report import set_aside_torn_metrics_line
@@ -76,6 +77,20 @@ class Trainer(DefaultTrainer):
         if comm.is_main_process():  # before Detectron2's JSONWriter appends to it
             set_aside_torn_metrics_line(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
         return super().build_hooks() + [EnsureFinalCheckpoint(self.checkpointer)]
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        """Detectron2's scheduler, once the steps are checked against MAX_ITER as they are
+        after Detectron2's scaling to the number of processes (a step equal to MAX_ITER is
+        fvcore's "Milestone must be smaller than total number of updates" traceback)."""
+        bad = [s for s in cfg.SOLVER.STEPS if s == cfg.SOLVER.MAX_ITER]
+        if bad:
+            raise UsageError(
+                f"SOLVER.STEPS={tuple(cfg.SOLVER.STEPS)} holds SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}"
+                " (values after scaling to the number of processes): a step must come before "
+                "the last iteration"
+            )
+        return super().build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
