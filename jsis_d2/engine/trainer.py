@@ -1,17 +1,19 @@
 """Trainer: Detectron2's DefaultTrainer with JSIS-Net's mapper and evaluator (build_* only)."""
+import inspect
 import logging
 import os
 
 import torch
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..config import OPTIMIZERS, ConfigError
+from ..precision import training_dtype
 
-__all__ = ["Trainer", "build_optimizer"]
+__all__ = ["Trainer", "build_optimizer", "build_step_trainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +47,45 @@ def build_optimizer(cfg, model):
     )
 
 
+def build_step_trainer(cfg, step_trainer):
+    """The step trainer for SOLVER.AMP (:mod:`jsis_d2.precision`), from the one DefaultTrainer
+    built (its model, data loader and optimizer are kept).
+
+    The model itself autocasts its training forward to SOLVER.AMP.PRECISION (and returns
+    float32 losses), so: float32, or AMP float16 on CUDA -> Detectron2's choice unchanged
+    (SimpleTrainer / AMPTrainer with its grad scaler); AMP bfloat16 on CUDA -> Detectron2's
+    AMPTrainer without gradient scaling (a disabled GradScaler; ``precision`` passed where
+    the installed AMPTrainer takes it); AMP on CPU (bfloat16) -> SimpleTrainer (Detectron2's
+    AMPTrainer is CUDA-only).
+    """
+    dtype = training_dtype(cfg)
+    if dtype == torch.float32:
+        return step_trainer
+    parts = (step_trainer.model, step_trainer.data_loader, step_trainer.optimizer)
+    if torch.device(cfg.MODEL.DEVICE).type != "cuda":
+        logger.info("Training with %s autocast on %s (SimpleTrainer)", dtype, cfg.MODEL.DEVICE)
+        return SimpleTrainer(*parts)
+    if dtype == torch.float16:
+        return step_trainer
+    kwargs = {"grad_scaler": torch.cuda.amp.GradScaler(enabled=False)}
+    if "precision" in inspect.signature(AMPTrainer.__init__).parameters:
+        kwargs["precision"] = dtype
+    logger.info("Training with %s autocast on CUDA (AMPTrainer, no grad scaling)", dtype)
+    return AMPTrainer(*parts, **kwargs)
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer + :class:`JSISDatasetMapper` + :class:`JSISEvaluator`.
 
     The optimizer follows SOLVER.OPTIMIZER (:func:`build_optimizer`). Everything else
     (WarmupMultiStepLR, checkpoints every SOLVER.CHECKPOINT_PERIOD, periodic evaluation every
     TEST.EVAL_PERIOD, metrics.json, TensorBoard events, progress lines with ETA) is
-    Detectron2's own.
+    Detectron2's own. SOLVER.AMP picks the step trainer (:func:`build_step_trainer`).
     """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._trainer = build_step_trainer(cfg, self._trainer)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
