@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from detectron2.config import configurable
 from detectron2.layers import paste_masks_in_image
@@ -296,7 +297,8 @@ class JSISNet(GeneralizedRCNN):
     def _losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         """Unweighted Detectron2 losses of the enabled branches (see :meth:`forward`)."""
         images = self.preprocess_image(batched_inputs)
-        features = self._backbone(images)
+        with record_function("jsis.backbone"):
+            features = self._backbone(images)
         losses = {}
         if self.semantic_on:
             if "sem_seg" not in batched_inputs[0]:
@@ -306,14 +308,19 @@ class JSISNet(GeneralizedRCNN):
                 self.backbone.size_divisibility,
                 self.sem_seg_head.ignore_value,
             ).tensor
-            _, sem_losses = self.sem_seg_head(features, gt_sem_seg)
+            with record_function("jsis.sem_seg_head"):
+                _, sem_losses = self.sem_seg_head(features, gt_sem_seg)
             losses.update(sem_losses)
         if self.instance_on:
             if "instances" not in batched_inputs[0]:
                 raise ValueError("JSISNet training: the instance branch needs 'instances' inputs")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
-            _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+            with record_function("jsis.rpn"):
+                proposals, proposal_losses = self.proposal_generator(
+                    images, features, gt_instances
+                )
+            with record_function("jsis.roi_heads"):
+                _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
             if self.vis_period > 0:
                 from detectron2.utils.events import get_event_storage
 
