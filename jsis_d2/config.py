@@ -93,6 +93,10 @@ def add_jsis_config(cfg):
     # the LR schedule and gradient clipping of SOLVER as usual.
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.ADAMW_BETAS = (0.9, 0.999)
+    # AdamW's fused implementation (torch.optim.AdamW(fused=True), CPU and CUDA): the same
+    # update in one kernel per step instead of ~10 small ops per parameter tensor; measured
+    # 3-6x faster optimizer step on the demo's R18 (README "Where the demo's step goes").
+    cfg.SOLVER.ADAMW_FUSED = True
     # Mixed-precision training (jsis_d2.precision): Detectron2's SOLVER.AMP.ENABLED turns it
     # on; this is the autocast dtype, "float16" (Detectron2's AMPTrainer with its grad scaler,
     # CUDA only) or "bfloat16" (no grad scaler; CUDA, or a CPU with bf16 support). Losses stay

@@ -23,7 +23,8 @@ def build_optimizer(cfg, model):
 
     "SGD" is Detectron2's own ``build_optimizer``. "ADAMW" is ``torch.optim.AdamW`` over the
     same parameter groups (Detectron2's ``get_default_optimizer_params``: no weight decay on
-    norm layers unless WEIGHT_DECAY_NORM, bias LR factor) with the same gradient clipping.
+    norm layers unless WEIGHT_DECAY_NORM, bias LR factor) with the same gradient clipping,
+    fused (one kernel per step for all parameters) when SOLVER.ADAMW_FUSED.
     """
     name = str(cfg.SOLVER.OPTIMIZER).upper()
     if name == "SGD":
@@ -44,6 +45,7 @@ def build_optimizer(cfg, model):
         lr=cfg.SOLVER.BASE_LR,
         betas=tuple(cfg.SOLVER.ADAMW_BETAS),
         weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        fused=bool(cfg.SOLVER.ADAMW_FUSED),
     )
 
 
