@@ -35,7 +35,9 @@ D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 # extras) and detectron2 0.6's own runtime imports; torchvision is installed on the GPU side
 # only when that python lacks it.
 pins() { grep -vE '^\s*(#|$)|^(torch|torchvision|wheel)(==|$)' requirements/base.txt | sed 's/\s*#.*//'; }
-D2_RUNTIME=(termcolor yacs tabulate cloudpickle tqdm "omegaconf>=2.1" "hydra-core>=1.1" pydot future scipy tensorboard)
+# (panopticapi-lite goes in without its dependencies: scipy and scikit-image alone are ~50 MB
+# and only its pq_compute, which the GPU check does not run, needs them.)
+D2_RUNTIME=(termcolor yacs tabulate cloudpickle tqdm "omegaconf>=2.1" "hydra-core>=1.1" tensorboard)
 
 if [ "$mode" = prepare ]; then
   py=${py:-python3}
@@ -57,7 +59,7 @@ PY
   "$py" -m pip wheel -q --no-deps -w "$wheels" "fvcore==0.1.5.post20221221" \
     "antlr4-python3-runtime==4.9.3" "panopticapi-lite==0.2.0" "iopath==0.1.9"
   # 3. Everything else as cp312 manylinux binaries, dependencies resolved for that target.
-  mapfile -t base < <(pins)
+  mapfile -t base < <(pins | grep -v '^panopticapi')
   "$py" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
     --abi cp312 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux_2_28_x86_64 --platform linux_x86_64 --find-links "$wheels" \
@@ -84,10 +86,10 @@ if [ ! -x "$venv/bin/python" ]; then
   [ -n "$wheels" ] || { echo "gpu_check: --wheels DIR is needed (make it with --prepare-wheels)" >&2; exit 2; }
   "$py" -m venv --system-site-packages "$venv"   # keeps the machine's own torch
   vpip=("$venv/bin/python" -m pip install -q --no-index --find-links "$wheels")
-  mapfile -t base < <(pins)
+  mapfile -t base < <(pins | grep -v '^panopticapi')
   "$venv/bin/python" -c "import torchvision" 2>/dev/null \
     || "$venv/bin/python" -m pip install -q --no-index --no-deps "$wheels"/torchvision/*.whl
   "${vpip[@]}" "${base[@]}" "${D2_RUNTIME[@]}"
-  "${vpip[@]}" --no-deps pb1-detectron2
+  "${vpip[@]}" --no-deps pb1-detectron2 panopticapi-lite
 fi
 PYTHONPATH=$PWD "$venv/bin/python" tools/gpu_check.py --out "$out" "${extra[@]}"
