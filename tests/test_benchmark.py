@@ -202,7 +202,8 @@ def test_readme_blocks_are_the_committed_results():
     results = os.path.join(REPO, "docs", "benchmarks")
     with open(os.path.join(REPO, "README.md")) as f:
         blocks = readme_mod.find_blocks(f.read())
-    assert {"joint", "panoptic_fpn", "merge", "pq", "mapper", "hw", "topk"} <= set(blocks)
+    assert {"joint", "panoptic_fpn", "merge", "pq", "mapper", "hw", "topk", "precision",
+            "profile"} <= set(blocks)
     for name, body in blocks.items():
         path = os.path.join(results, f"{name}.json")
         with open(path) as f:
@@ -294,3 +295,18 @@ def test_precision_headline_and_goals():
     assert "**bf16/fp32: inference 3.00x, train step 1.60x, PQ delta -0.80**" in md
     assert "| R18 | inference | 0.100 | 0.090 | 100 | 100 | **1.11x** |" in md
     assert "| bf16 + channels_last | 39.20 |" in md and "-0.80 |" in md
+
+
+def test_profile_quick_finds_every_phase():
+    """`profile` on the quick config: every phase label of the training step (JSISNet's
+    record_function labels, backward, optimizer) is seen, and the phases fit in the step."""
+    from jsis_d2.benchmark import profile as prof
+
+    r = prof.run(_args(prof, ["--quick", "--variants", "fp32", "--top", "3"]))
+    (x,) = r["rows"]
+    assert set(x["phases_s_per_step"]) == set(prof.PHASES)
+    assert all(v > 0 for v in x["phases_s_per_step"].values()), x["phases_s_per_step"]
+    forward = sum(v for k, v in x["phases_s_per_step"].items() if k not in ("jsis.data",))
+    assert forward <= 1.2 * x["wall_s_per_step"]
+    assert len(x["top_ops"]) == 3 and x["top_ops"][0]["op"].startswith(("aten::", "torchvision::"))
+    assert "| backward |" in r["markdown"] and "only exercise the code path" in r["markdown"]
