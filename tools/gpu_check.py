@@ -32,8 +32,7 @@ import traceback
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # run with PYTHONPATH=REPO
 
 logger = logging.getLogger("gpu_check")
 
