@@ -132,7 +132,8 @@ _PHASE_NAMES = {"jsis.data": "data loading (mapper)", "jsis.backbone": "backbone
                 "jsis.sem_seg_head": "PPM semantic head + loss", "jsis.rpn": "RPN + loss",
                 "jsis.roi_heads": "ROI heads (res5 per ROI, box + mask) + losses",
                 "jsis.backward": "backward", "jsis.optimizer": "optimizer step"}
-_NAMES = {"fp32": "fp32", "bf16": "bf16", "bf16_cl": "bf16 + channels_last"}
+_NAMES = {"fp32": "fp32", "bf16": "bf16", "bf16_cl": "bf16 + channels_last",
+          "fp32_cl": "fp32 + channels_last"}
 
 
 def _markdown(r):
