@@ -69,7 +69,7 @@ def build_step_trainer(cfg, step_trainer):
         return SimpleTrainer(*parts)
     if dtype == torch.float16:
         return step_trainer
-    kwargs = {"grad_scaler": torch.cuda.amp.GradScaler(enabled=False)}
+    kwargs = {"grad_scaler": torch.amp.GradScaler("cuda", enabled=False)}
     if "precision" in inspect.signature(AMPTrainer.__init__).parameters:
         kwargs["precision"] = dtype
     logger.info("Training with %s autocast on CUDA (AMPTrainer, no grad scaling)", dtype)
