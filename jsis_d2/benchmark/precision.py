@@ -53,8 +53,8 @@ GOALS = {"inference": 2.5, "train_step": 1.7, "pq_delta": 0.5}
 def add_arguments(parser):
     parser.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS),
                         help="default: fp32 bf16 bf16_cl")
-    parser.add_argument("--headline", default="bf16_cl", choices=("bf16", "bf16_cl"),
-                        help="the bf16 variant of the headline line (default bf16_cl)")
+    parser.add_argument("--headline", default="bf16", choices=("bf16", "bf16_cl"),
+                        help="the bf16 variant of the headline line (default bf16)")
     parser.add_argument("--repeats", type=int, default=None, help="inference calls (default 3)")
     parser.add_argument("--train-repeats", type=int, default=None, help="train steps (default 2)")
     parser.add_argument("--weights", default=None,
