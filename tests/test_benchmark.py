@@ -274,7 +274,8 @@ def test_precision_headline_and_goals():
     fp32 time / bf16 time, PQ delta = bf16 PQ - fp32 PQ of the same checkpoint."""
     from jsis_d2.benchmark import precision as prec
 
-    rows = [{"model": m, "mode": mode, "variant": v, "median_s": t, "peak_rss_mb": 100.0}
+    rows = [{"model": m, "mode": mode, "variant": v, "median_s": t, "min_s": t / 2,
+             "peak_rss_mb": 100.0}
             for m, mode, v, t in [("R50", "infer", "fp32", 3.0), ("R50", "infer", "bf16_cl", 1.0),
                                   ("R50", "train", "fp32", 4.0), ("R50", "train", "bf16_cl", 2.5),
                                   ("R18", "infer", "fp32", 0.1), ("R18", "infer", "bf16_cl", 0.09),
@@ -295,6 +296,7 @@ def test_precision_headline_and_goals():
     assert "**bf16/fp32: inference 3.00x, train step 1.60x, PQ delta -0.80**" in md
     assert "| R18 | inference | 0.100 | 0.090 | 100 | 100 | **1.11x** |" in md
     assert "| bf16 + channels_last | 39.20 |" in md and "-0.80 |" in md
+    assert h["fastest_call_speedups"] == {"infer": pytest.approx(3.0), "train": pytest.approx(1.6)}
 
 
 def test_profile_quick_finds_every_phase():
