@@ -203,8 +203,8 @@ def _markdown(r):
         lines.append(
             f"| dense conv2d {d['shape'][1]}->{d['shape'][1]} 3x3 on "
             f"{'x'.join(map(str, d['shape']))}, {_CONV_NAMES[k]}{mark} | {d['gmacs']:.2f} | "
-            f"{v['median_s']:.3f} | {v['gmacs_per_s']:.1f} | {v['gmacs_per_s'] / d['gmacs_per_s']:.2f} | "
-            f"{v['gmacs_per_s'] / peak:.2f} |")
+            f"{v['median_s']:.3f} | {v['gmacs_per_s']:.1f} | "
+            f"{v['gmacs_per_s'] / d['gmacs_per_s']:.2f} | {v['gmacs_per_s'] / peak:.2f} |")
     for k, name in (("network", "JSIS-Net inference fp32 (network, no postprocessing)"),
                     ("backbone", "  backbone (to res4)"),
                     ("heads", "  rest: RPN + ROI heads (res5 per ROI) + PPM head"),

@@ -11,7 +11,8 @@ Two models, CPU, random weights for the timings:
 Variants (``--variants``): ``fp32``; ``bf16`` = ``TEST.PRECISION bfloat16`` for inference and
 ``SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION bfloat16`` for the training step; ``bf16_cl`` =
 the same plus ``MODEL.JSIS.CHANNELS_LAST True``; ``fp32_cl`` (not by default): fp32 with
-channels_last. Each (model, variant, mode) runs in its own process (:func:`~jsis_d2.benchmark.common.measure`): inference = median of ``--repeats`` calls
+channels_last. Each (model, variant, mode) runs in its own process
+(:func:`~jsis_d2.benchmark.common.measure`): inference = median of ``--repeats`` calls
 (network + mask pasting + merge), train step = one SGD step, median of ``--train-repeats``,
 peak memory = VmHWM of the measured phase.
 
