@@ -172,7 +172,12 @@ def test_hw_through_the_cli(tmp_path):
     assert r["threads"] == 1 and r["dense_conv"]["gmacs"] == pytest.approx(
         hw.dense_conv_gmacs(32, 32, 32)
     )
-    assert r["ratio"] == pytest.approx(
+    rates = {k: v["gmacs_per_s"] for k, v in r["dense_conv_variants"].items()}
+    assert r["peak"]["gmacs_per_s"] == max(rates.values())  # the better of fp32 and bf16
+    assert {"fp32", "fp32_cl"} <= set(rates)
+    assert ({"bf16", "bf16_cl"} <= set(rates)) == r["cpu_bf16"]["supported"]
+    assert r["ratio"] == pytest.approx(r["network"]["gmacs_per_s"] / r["peak"]["gmacs_per_s"])
+    assert r["ratio_fp32_conv"] == pytest.approx(
         r["network"]["gmacs_per_s"] / r["dense_conv"]["gmacs_per_s"]
     )
     assert r["network"]["gmacs"] == pytest.approx(r["backbone"]["gmacs"] + r["heads"]["gmacs"])
@@ -197,7 +202,8 @@ def test_readme_blocks_are_the_committed_results():
     results = os.path.join(REPO, "docs", "benchmarks")
     with open(os.path.join(REPO, "README.md")) as f:
         blocks = readme_mod.find_blocks(f.read())
-    assert {"joint", "panoptic_fpn", "merge", "pq", "mapper", "hw", "topk"} <= set(blocks)
+    assert {"joint", "panoptic_fpn", "merge", "pq", "mapper", "hw", "topk", "precision",
+            "profile"} <= set(blocks)
     for name, body in blocks.items():
         path = os.path.join(results, f"{name}.json")
         with open(path) as f:
@@ -261,3 +267,48 @@ def test_joint_rounds_pool_the_calls(monkeypatch):
         assert cell["peak_rss_mb"] > 0
         assert "train" not in row[net]
     assert set(row["ratios"]) == {"infer"}
+
+
+def test_precision_headline_and_goals():
+    """The headline line and the goals of `precision` come from the measured rows: speed-up =
+    fp32 time / bf16 time, PQ delta = bf16 PQ - fp32 PQ of the same checkpoint."""
+    from jsis_d2.benchmark import precision as prec
+
+    rows = [{"model": m, "mode": mode, "variant": v, "median_s": t, "min_s": t / 2,
+             "peak_rss_mb": 100.0}
+            for m, mode, v, t in [("R50", "infer", "fp32", 3.0), ("R50", "infer", "bf16_cl", 1.0),
+                                  ("R50", "train", "fp32", 4.0), ("R50", "train", "bf16_cl", 2.5),
+                                  ("R18", "infer", "fp32", 0.1), ("R18", "infer", "bf16_cl", 0.09),
+                                  ("R18", "train", "fp32", 0.5), ("R18", "train", "bf16_cl", 0.4)]]
+    pq = {v: {"PQ": p, "PQ_th": 1.0, "PQ_st": 2.0, "mIoU": 3.0, "AP50": None, "images": 5}
+          for v, p in (("fp32", 40.0), ("bf16_cl", 39.2))}
+    r = {"variants": ["fp32", "bf16_cl"], "rows": rows, "threads": 2, "quick": False,
+         "cpu_bf16": {"supported": True, "avx512_bf16": True, "amx_bf16": False},
+         "cpu_model": "cpu", "repeats": 3, "train_repeats": 2, "load_average": [0.1, 0.2],
+         "pq": {"config_file": "c.yaml", "weights": "w.pth", "trained_iters": None,
+                "dataset": "val", "by_variant": pq}}
+    h = prec._headline(r, "bf16_cl")
+    assert h["model"] == "R50"
+    assert h["line"] == "bf16/fp32: inference 3.00x, train step 1.60x, PQ delta -0.80"
+    assert h["met"] == {"inference": True, "train_step": False, "pq_delta": False}
+    r["headline"] = h
+    md = prec._markdown(r)
+    assert "**bf16/fp32: inference 3.00x, train step 1.60x, PQ delta -0.80**" in md
+    assert "| R18 | inference | 0.100 | 0.090 | 100 | 100 | **1.11x** |" in md
+    assert "| bf16 + channels_last | 39.20 |" in md and "-0.80 |" in md
+    assert h["fastest_call_speedups"] == {"infer": pytest.approx(3.0), "train": pytest.approx(1.6)}
+
+
+def test_profile_quick_finds_every_phase():
+    """`profile` on the quick config: every phase label of the training step (JSISNet's
+    record_function labels, backward, optimizer) is seen, and the phases fit in the step."""
+    from jsis_d2.benchmark import profile as prof
+
+    r = prof.run(_args(prof, ["--quick", "--variants", "fp32", "--top", "3"]))
+    (x,) = r["rows"]
+    assert set(x["phases_s_per_step"]) == set(prof.PHASES)
+    assert all(v > 0 for v in x["phases_s_per_step"].values()), x["phases_s_per_step"]
+    forward = sum(v for k, v in x["phases_s_per_step"].items() if k not in ("jsis.data",))
+    assert forward <= 1.2 * x["wall_s_per_step"]
+    assert len(x["top_ops"]) == 3 and x["top_ops"][0]["op"].startswith(("aten::", "torchvision::"))
+    assert "| backward |" in r["markdown"] and "only exercise the code path" in r["markdown"]

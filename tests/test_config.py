@@ -46,6 +46,7 @@ def test_optimizer_choice_builds_sgd_or_adamw_with_d2_param_groups():
     opt = build_optimizer(cfg, model)
     assert isinstance(opt, torch.optim.AdamW)
     assert all(g["lr"] == 0.002 and g["betas"] == (0.8, 0.99) for g in opt.param_groups)
+    assert all(g["fused"] for g in opt.param_groups)  # SOLVER.ADAMW_FUSED (default on)
     # Detectron2's groups: the GroupNorm weight and bias get no weight decay (WEIGHT_DECAY_NORM 0)
     norm_params = {id(p) for p in model[1].parameters()}
     for g in opt.param_groups:

@@ -26,6 +26,8 @@ SUBCOMMANDS = {
     "panoptic_fpn": "JSIS-Net vs Detectron2 PanopticFPN R50: latency, memory, FLOPs",
     "topk": "test-time RPN post-NMS top-k: PQ vs latency (trained checkpoint)",
     "hw": "achieved GFLOP/s of JSIS-Net inference vs dense conv throughput",
+    "profile": "where a training step's time goes (torch.profiler), the demo model",
+    "precision": "fp32 vs bf16 (autocast, channels_last): time, memory, PQ of one checkpoint",
 }
 
 logger = logging.getLogger("jsis_d2.benchmark")

@@ -1,22 +1,24 @@
 """Trainer: Detectron2's DefaultTrainer with JSIS-Net's mapper and evaluator (build_* only)."""
+import inspect
 import logging
 import os
 
 import torch
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 from ..config import OPTIMIZERS, ConfigError
+from ..precision import training_dtype
 from .checks import UsageError
 from .distributed import cpu_aware_ddp
 from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
 from .report import set_aside_torn_metrics_line
 
-__all__ = ["Trainer", "build_optimizer"]
+__all__ = ["Trainer", "build_optimizer", "build_step_trainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +28,8 @@ def build_optimizer(cfg, model):
 
     "SGD" is Detectron2's own ``build_optimizer``. "ADAMW" is ``torch.optim.AdamW`` over the
     same parameter groups (Detectron2's ``get_default_optimizer_params``: no weight decay on
-    norm layers unless WEIGHT_DECAY_NORM, bias LR factor) with the same gradient clipping.
+    norm layers unless WEIGHT_DECAY_NORM, bias LR factor) with the same gradient clipping,
+    fused (one kernel per step for all parameters) when SOLVER.ADAMW_FUSED.
     """
     name = str(cfg.SOLVER.OPTIMIZER).upper()
     if name == "SGD":
@@ -47,7 +50,35 @@ def build_optimizer(cfg, model):
         lr=cfg.SOLVER.BASE_LR,
         betas=tuple(cfg.SOLVER.ADAMW_BETAS),
         weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        fused=bool(cfg.SOLVER.ADAMW_FUSED),
     )
+
+
+def build_step_trainer(cfg, step_trainer):
+    """The step trainer for SOLVER.AMP (:mod:`jsis_d2.precision`), from the one DefaultTrainer
+    built (its model, data loader and optimizer are kept).
+
+    The model itself autocasts its training forward to SOLVER.AMP.PRECISION (and returns
+    float32 losses), so: float32, or AMP float16 on CUDA -> Detectron2's choice unchanged
+    (SimpleTrainer / AMPTrainer with its grad scaler); AMP bfloat16 on CUDA -> Detectron2's
+    AMPTrainer without gradient scaling (a disabled GradScaler; ``precision`` passed where
+    the installed AMPTrainer takes it); AMP on CPU (bfloat16) -> SimpleTrainer (Detectron2's
+    AMPTrainer is CUDA-only).
+    """
+    dtype = training_dtype(cfg)
+    if dtype == torch.float32:
+        return step_trainer
+    parts = (step_trainer.model, step_trainer.data_loader, step_trainer.optimizer)
+    if torch.device(cfg.MODEL.DEVICE).type != "cuda":
+        logger.info("Training with %s autocast on %s (SimpleTrainer)", dtype, cfg.MODEL.DEVICE)
+        return SimpleTrainer(*parts)
+    if dtype == torch.float16:
+        return step_trainer
+    kwargs = {"grad_scaler": torch.amp.GradScaler("cuda", enabled=False)}
+    if "precision" in inspect.signature(AMPTrainer.__init__).parameters:
+        kwargs["precision"] = dtype
+    logger.info("Training with %s autocast on CUDA (AMPTrainer, no grad scaling)", dtype)
+    return AMPTrainer(*parts, **kwargs)
 
 
 class Trainer(DefaultTrainer):
@@ -57,7 +88,7 @@ class Trainer(DefaultTrainer):
     atomically (:class:`JSISCheckpointer`). Everything else
     (WarmupMultiStepLR, checkpoints every SOLVER.CHECKPOINT_PERIOD, periodic evaluation every
     TEST.EVAL_PERIOD, metrics.json, TensorBoard events, progress lines with ETA) is
-    Detectron2's own.
+    Detectron2's own. SOLVER.AMP picks the step trainer (:func:`build_step_trainer`).
 
     With more than one process, a CPU model is wrapped in DistributedDataParallel without
     ``device_ids`` (:func:`~jsis_d2.engine.distributed.cpu_aware_ddp`); a CUDA model exactly
@@ -67,6 +98,8 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         with cpu_aware_ddp():
             super().__init__(cfg)
+        self._trainer = build_step_trainer(cfg, self._trainer)
+
     def build_hooks(self):
         """Detectron2's hooks, with the checkpointer made crash-safe first
         (:class:`JSISCheckpointer`: atomic saves, resume falls back to a readable checkpoint).

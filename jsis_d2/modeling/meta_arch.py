@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from detectron2.config import configurable
 from detectron2.layers import paste_masks_in_image
@@ -37,6 +38,7 @@ from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_pos
 from detectron2.structures import ImageList, Instances
 
 from ..postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
+from ..precision import autocast, inference_dtype, training_dtype
 
 __all__ = ["JSISNet", "LOSS_KEY_TO_WEIGHT", "paste_mask_probs"]
 
@@ -101,6 +103,25 @@ def paste_mask_probs(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int,
     return out
 
 
+def _float_fields(results):
+    """Low-precision floating tensors (and Instances fields, Boxes) in ``results`` (a tensor
+    or a list of Instances/None) -> float32; other dtypes unchanged."""
+    def f(t):
+        return t.float() if torch.is_floating_point(t) and t.dtype != torch.float32 else t
+
+    if isinstance(results, torch.Tensor):
+        return f(results)
+    for r in results:
+        if r is None:
+            continue
+        for k, v in r.get_fields().items():
+            if isinstance(v, torch.Tensor):
+                r.set(k, f(v))
+            elif hasattr(v, "tensor") and isinstance(v.tensor, torch.Tensor):
+                v.tensor = f(v.tensor)
+    return results
+
+
 @META_ARCH_REGISTRY.register()
 class JSISNet(GeneralizedRCNN):
     """JSIS-Net: joint semantic and instance segmentation on one shared C4 backbone.
@@ -128,6 +149,9 @@ class JSISNet(GeneralizedRCNN):
         instance_score_thresh: float = 0.5,
         mask_threshold: float = 0.5,
         kirillov_overlap_thresh: float = 0.5,
+        train_dtype: torch.dtype = torch.float32,
+        test_dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
         **kwargs,
     ):
         """
@@ -143,6 +167,9 @@ class JSISNet(GeneralizedRCNN):
             stuff_area_thresh, instance_score_thresh, mask_threshold, kirillov_overlap_thresh:
                 merge parameters (MODEL.JSIS.*); mask_threshold also binarizes the returned
                 instance masks.
+            train_dtype, test_dtype: autocast dtype of the training forward and of inference
+                (float32: no autocast). Losses and outputs are float32 whatever the dtype.
+            channels_last: weights and input images in channels_last memory format.
         """
         super().__init__(
             backbone=backbone,
@@ -178,6 +205,11 @@ class JSISNet(GeneralizedRCNN):
         self.mask_threshold = mask_threshold
         self.kirillov_overlap_thresh = kirillov_overlap_thresh
         self.register_buffer("is_thing", torch.arange(num_classes) < num_things, persistent=False)
+        self.train_dtype = train_dtype
+        self.test_dtype = test_dtype
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # 4-D weights only
 
     @classmethod
     def from_config(cls, cfg):
@@ -230,6 +262,9 @@ class JSISNet(GeneralizedRCNN):
             "instance_score_thresh": cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
             "mask_threshold": cfg.MODEL.JSIS.MASK_THRESHOLD,
             "kirillov_overlap_thresh": cfg.MODEL.JSIS.KIRILLOV_OVERLAP_THRESH,
+            "train_dtype": training_dtype(cfg),
+            "test_dtype": inference_dtype(cfg),
+            "channels_last": cfg.MODEL.JSIS.CHANNELS_LAST,
             "input_format": cfg.INPUT.FORMAT,
             "vis_period": cfg.VIS_PERIOD if instance_on else 0,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
@@ -249,8 +284,21 @@ class JSISNet(GeneralizedRCNN):
         """
         if not self.training:
             return self.inference(batched_inputs)
+        with autocast(self.device, self.train_dtype):
+            losses = self._losses(batched_inputs)
+        return self._weight_losses(losses)
+
+    def _backbone(self, images: ImageList) -> Dict[str, torch.Tensor]:
+        x = images.tensor
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    def _losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        """Unweighted Detectron2 losses of the enabled branches (see :meth:`forward`)."""
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
+        with record_function("jsis.backbone"):
+            features = self._backbone(images)
         losses = {}
         if self.semantic_on:
             if "sem_seg" not in batched_inputs[0]:
@@ -260,14 +308,19 @@ class JSISNet(GeneralizedRCNN):
                 self.backbone.size_divisibility,
                 self.sem_seg_head.ignore_value,
             ).tensor
-            _, sem_losses = self.sem_seg_head(features, gt_sem_seg)
+            with record_function("jsis.sem_seg_head"):
+                _, sem_losses = self.sem_seg_head(features, gt_sem_seg)
             losses.update(sem_losses)
         if self.instance_on:
             if "instances" not in batched_inputs[0]:
                 raise ValueError("JSISNet training: the instance branch needs 'instances' inputs")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
-            _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+            with record_function("jsis.rpn"):
+                proposals, proposal_losses = self.proposal_generator(
+                    images, features, gt_instances
+                )
+            with record_function("jsis.roi_heads"):
+                _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
             if self.vis_period > 0:
                 from detectron2.utils.events import get_event_storage
 
@@ -275,7 +328,7 @@ class JSISNet(GeneralizedRCNN):
                     self.visualize_training(batched_inputs, proposals)
             losses.update(proposal_losses)
             losses.update(detector_losses)
-        return self._weight_losses(losses)
+        return losses
 
     def _weight_losses(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         unknown = set(losses) - set(self.loss_weights)
@@ -284,7 +337,7 @@ class JSISNet(GeneralizedRCNN):
                 f"JSISNet: no lambda for loss key(s) {sorted(unknown)} "
                 f"(known: {sorted(LOSS_KEY_TO_WEIGHT)})"
             )
-        return {k: v * self.loss_weights[k] for k, v in losses.items()}
+        return {k: v.float() * self.loss_weights[k] for k, v in losses.items()}
 
     # ------------------------------------------------------------------ inference
     def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
@@ -311,18 +364,23 @@ class JSISNet(GeneralizedRCNN):
         """
         assert not self.training
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
         n = len(batched_inputs)
         sem_seg_results = [None] * n
         detector_results = [None] * n
         proposals = [None] * n
-        if self.semantic_on:
-            sem_seg_results, _ = self.sem_seg_head(
-                features, None, output_size=tuple(images.tensor.shape[-2:])
-            )
-        if self.instance_on:
-            proposals, _ = self.proposal_generator(images, features, None)
-            detector_results, _ = self.roi_heads(images, features, proposals, None)
+        with autocast(self.device, self.test_dtype):
+            features = self._backbone(images)
+            if self.semantic_on:
+                sem_seg_results, _ = self.sem_seg_head(
+                    features, None, output_size=tuple(images.tensor.shape[-2:])
+                )
+            if self.instance_on:
+                proposals, _ = self.proposal_generator(images, features, None)
+                detector_results, _ = self.roi_heads(images, features, proposals, None)
+        if self.test_dtype != torch.float32:  # the boundary: everything after is float32
+            sem_seg_results = _float_fields(sem_seg_results)
+            proposals = _float_fields(proposals)
+            detector_results = _float_fields(detector_results)
 
         outputs = []
         for i, (inp, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):

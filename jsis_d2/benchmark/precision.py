@@ -1,0 +1,329 @@
+"""Benchmark: float32 vs bfloat16 (autocast, with and without channels_last) in one run.
+
+Two models, CPU, random weights for the timings:
+
+* "R50-C4 400x400": ``configs/Base-JSIS-R50-C4.yaml``, GN, K=133 / T=80, 100 test proposals
+  and 100 detections (score threshold 0), 64 training ROIs/image, one image per call (as the
+  ``joint`` benchmark);
+* "demo R18-C4 192x192": ``configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml`` with its own
+  proposal / ROI counts (10 test proposals, 20 detections, 16 ROIs/image), one image per call.
+
+Variants (``--variants``): ``fp32``; ``bf16`` = ``TEST.PRECISION bfloat16`` for inference and
+``SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION bfloat16`` for the training step; ``bf16_cl`` =
+the same plus ``MODEL.JSIS.CHANNELS_LAST True``; ``fp32_cl`` (not by default): fp32 with
+channels_last. Each (model, variant, mode) runs in its own process
+(:func:`~jsis_d2.benchmark.common.measure`): inference = median of ``--repeats`` calls
+(network + mask pasting + merge), train step = one SGD step, median of ``--train-repeats``,
+peak memory = VmHWM of the measured phase.
+
+PQ of the same checkpoint both ways, on ``jsis_synthetic_val``: ``--weights`` (a checkpoint of
+``--pq-config``, default the demo's ``output/demo/model_final.pth`` when present); otherwise the
+demo config is trained here from scratch in float32 for ``--train-iters`` iterations, and that
+checkpoint is evaluated with every variant. No trained R50-C4 exists on this machine, so the PQ
+delta of the headline line is the demo checkpoint's (the result says so).
+
+The headline: ``bf16/fp32: inference X.XXx, train step Y.YYx, PQ delta Z.ZZ`` for R50-C4
+400x400 (speed-ups = fp32 time / bf16 time, variant ``--headline``), checked against the goals
+inference >= 2.5x, train step >= 1.7x, |PQ delta| <= 0.5.
+"""
+import logging
+import os
+import tempfile
+
+import torch
+
+from ..precision import cpu_bf16_support
+from .common import build_jsis, describe_load, load_average, measure, run_isolated, verdict
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["add_arguments", "run", "VARIANTS", "GOALS"]
+
+DEMO_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
+QUICK_CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
+DEFAULT_WEIGHTS = "output/demo/model_final.pth"
+_BF16 = ["TEST.PRECISION", "bfloat16", "SOLVER.AMP.ENABLED", True,
+         "SOLVER.AMP.PRECISION", "bfloat16"]
+#: Variant name -> config overrides.
+VARIANTS = {"fp32": [], "bf16": _BF16, "bf16_cl": _BF16 + ["MODEL.JSIS.CHANNELS_LAST", True],
+            "fp32_cl": ["MODEL.JSIS.CHANNELS_LAST", True]}
+#: Goals of the headline (R50-C4 400x400) on a bf16-capable CPU.
+GOALS = {"inference": 2.5, "train_step": 1.7, "pq_delta": 0.5}
+
+
+def add_arguments(parser):
+    parser.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS),
+                        help="default: fp32 bf16 bf16_cl")
+    parser.add_argument("--headline", default="bf16", choices=("bf16", "bf16_cl"),
+                        help="the bf16 variant of the headline line (default bf16)")
+    parser.add_argument("--repeats", type=int, default=None, help="inference calls (default 3)")
+    parser.add_argument("--train-repeats", type=int, default=None, help="train steps (default 2)")
+    parser.add_argument("--weights", default=None,
+                        help=f"checkpoint for PQ (default {DEFAULT_WEIGHTS} if present, else "
+                        f"trained here)")
+    parser.add_argument("--pq-config", default=None,
+                        help=f"config of --weights (default {DEMO_CONFIG})")
+    parser.add_argument("--train-iters", type=int, default=None,
+                        help="iterations of the checkpoint trained here (default 300, quick 2)")
+    parser.add_argument("--pq-images", type=int, default=None,
+                        help="first N validation images (default all)")
+
+
+def _models(quick):
+    """Model name -> build_jsis kwargs (timing models, random weights)."""
+    if quick:
+        tiny = dict(depth=18, size=(64, 64), num_classes=9, num_things=4, post_nms_test=8,
+                    pre_nms_test=50, detections=5, roi_batch=8, post_nms_train=16,
+                    extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8])
+        return {"R18-C4 64x64 (quick)": tiny}
+    return {
+        "R50-C4 400x400": dict(depth=50, size=(400, 400), post_nms_test=100, detections=100,
+                               roi_batch=64, post_nms_train=256),
+        "demo R18-C4 192x192": dict(depth=18, size=(192, 192), config_file=DEMO_CONFIG,
+                                    num_classes=9, num_things=4, post_nms_test=10,
+                                    pre_nms_test=300, detections=20, roi_batch=16,
+                                    post_nms_train=128),
+    }
+
+
+def _time_one(model_kwargs, variant, mode, repeats, threads):
+    kw = dict(model_kwargs)
+    kw["extra"] = list(kw.get("extra", [])) + VARIANTS[variant]
+    return run_isolated(measure, build_jsis, kw, mode=mode, size=kw["size"], warmup=1,
+                        repeats=repeats, threads=threads)
+
+
+# ---------------------------------------------------------------------------- PQ
+def _train_checkpoint(config_file, out_dir, iters, threads, datasets):
+    """Train ``config_file`` from scratch in float32 for ``iters`` iterations (no evaluation);
+    returns the path of model_final.pth. Meant to run in its own process."""
+    import jsis_d2  # noqa: F401
+    from detectron2.utils.logger import setup_logger
+
+    from ..config import setup_cfg
+    from ..engine.trainer import Trainer
+
+    torch.set_num_threads(threads)
+    _register(datasets)
+    setup_logger(name="jsis_d2.bench_precision")
+    steps = sorted({max(1, int(iters * 0.5)), max(1, int(iters * 0.82))})
+    cfg = setup_cfg(config_file, [
+        "OUTPUT_DIR", out_dir, "SOLVER.MAX_ITER", iters, "SOLVER.STEPS", steps,
+        "SOLVER.WARMUP_ITERS", min(100, max(1, iters // 5)), "SOLVER.CHECKPOINT_PERIOD", 10**9,
+        "TEST.EVAL_PERIOD", 0, "DATASETS.TRAIN", (datasets["train"],), "DATASETS.TEST", (),
+        "SEED", 0, "MODEL.WEIGHTS", "",
+    ])
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    return os.path.join(out_dir, "model_final.pth")
+
+
+def _register(datasets):
+    from detectron2.data import DatasetCatalog
+
+    from ..data.synthetic import register_synthetic_datasets
+
+    if datasets["train"] not in DatasetCatalog.list():
+        register_synthetic_datasets(datasets["root"], names={"train": datasets["train"],
+                                                            "val": datasets["val"]})
+
+
+def _evaluate(config_file, weights, variant, datasets, images, threads):
+    """PQ / mIoU / AP50 of ``weights`` on the validation split with ``variant``'s settings."""
+    import jsis_d2  # noqa: F401
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetCatalog, build_detection_test_loader
+    from detectron2.evaluation import inference_on_dataset
+    from detectron2.modeling import build_model
+
+    from ..config import setup_cfg
+    from ..data.dataset_mapper import JSISDatasetMapper
+    from ..evaluation import JSISEvaluator
+
+    torch.set_num_threads(threads)
+    _register(datasets)
+    cfg = setup_cfg(config_file, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"]
+                    + VARIANTS[variant])
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    model.eval()
+    dicts = DatasetCatalog.get(datasets["val"])[: images or None]
+    loader = build_detection_test_loader(dicts, mapper=JSISDatasetMapper(cfg, is_train=False),
+                                         num_workers=0)
+    evaluator = JSISEvaluator(datasets["val"], output_dir=None, distributed=False,
+                              save_panoptic=False)
+    res = inference_on_dataset(model, loader, evaluator)
+    return {"PQ": res["panoptic_seg"]["PQ"], "PQ_th": res["panoptic_seg"]["PQ_th"],
+            "PQ_st": res["panoptic_seg"]["PQ_st"], "mIoU": res["sem_seg"]["mIoU"],
+            "AP50": res.get("segm", {}).get("AP50"), "images": len(dicts)}
+
+
+def _pq(args, variants, tmp):
+    from ..data.synthetic import make_synthetic_datasets
+
+    q = args.quick
+    if q:
+        root = os.path.join(tmp, "synthetic")
+        make_synthetic_datasets(root, num_train=2, num_val=2, image_size=64, register=False)
+        datasets = {"root": root, "train": "jsis_bench_prec_train", "val": "jsis_bench_prec_val"}
+    else:
+        paths = make_synthetic_datasets()  # reused when present (deterministic)
+        root = os.path.dirname(os.path.dirname(paths["train"]["image_root"]))
+        datasets = {"root": root, "train": "jsis_synthetic_train", "val": "jsis_synthetic_val"}
+    config_file = args.pq_config or (QUICK_CONFIG if q else DEMO_CONFIG)
+    weights = args.weights or (DEFAULT_WEIGHTS if not q and os.path.isfile(DEFAULT_WEIGHTS)
+                               else None)
+    trained_iters = None
+    if weights is None:
+        trained_iters = args.train_iters or (2 if q else 300)
+        logger.info("precision: training %s for %d iterations (fp32) for the PQ checkpoint",
+                    config_file, trained_iters)
+        weights = run_isolated(_train_checkpoint, config_file, os.path.join(tmp, "ckpt"),
+                               trained_iters, args.threads, datasets)
+    elif not os.path.isfile(weights):
+        raise FileNotFoundError(f"precision benchmark: --weights {weights} not found")
+    pq = {v: run_isolated(_evaluate, config_file, weights, v, datasets, args.pq_images,
+                          args.threads) for v in variants}
+    return {"config_file": config_file, "weights": None if trained_iters else weights,
+            "trained_iters": trained_iters, "dataset": datasets["val"], "by_variant": pq}
+
+
+# ---------------------------------------------------------------------------- run
+def run(args):
+    q = args.quick
+    torch.set_num_threads(args.threads)
+    support = cpu_bf16_support()
+    variants = args.variants or ["fp32", "bf16", "bf16_cl"]
+    if "fp32" not in variants:
+        variants = ["fp32"] + variants
+    if not support["supported"]:
+        logger.warning("precision: this CPU has no bfloat16 support (%s): fp32 only", support)
+        variants = [v for v in variants if not v.startswith("bf16")]
+    repeats = args.repeats or (1 if q else 3)
+    train_repeats = args.train_repeats or (1 if q else 2)
+    load0 = load_average()
+    rows = []
+    for name, kw in _models(q).items():
+        for mode, n in (("infer", repeats), ("train", train_repeats)):
+            for v in variants:
+                r = _time_one(kw, v, mode, n, args.threads)
+                logger.info("precision %s %s %s: %.3f s", name, mode, v, r["median_s"])
+                rows.append({"model": name, "mode": mode, "variant": v, **{
+                    k: r[k] for k in ("median_s", "min_s", "times_s", "peak_rss_mb",
+                                      "peak_above_imports_mb", "load_average")}})
+    with tempfile.TemporaryDirectory() as tmp:
+        pq = _pq(args, variants, tmp)
+    result = {
+        "threads": args.threads, "quick": bool(q), "cpu_bf16": support,
+        "cpu_model": _cpu_model(), "variants": variants, "repeats": repeats,
+        "train_repeats": train_repeats, "rows": rows, "pq": pq,
+        "load_average": [load0, load_average()],
+    }
+    result["headline"] = _headline(result, args.headline)
+    result["markdown"] = _markdown(result)
+    return result
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _time(result, model, mode, variant, key="median_s"):
+    for r in result["rows"]:
+        if (r["model"], r["mode"], r["variant"]) == (model, mode, variant):
+            return r[key]
+    return None
+
+
+def _headline(r, variant):
+    """Speed-ups and PQ delta of ``variant`` vs fp32 on the first model (R50-C4 400x400)."""
+    if variant not in r["variants"]:
+        return None
+    model = next(iter(dict.fromkeys(x["model"] for x in r["rows"])))
+    inf = _time(r, model, "infer", "fp32") / _time(r, model, "infer", variant)
+    tr = _time(r, model, "train", "fp32") / _time(r, model, "train", variant)
+    pqs = r["pq"]["by_variant"]
+    delta = pqs[variant]["PQ"] - pqs["fp32"]["PQ"]
+    fastest = {m: _time(r, model, m, "fp32", "min_s") / _time(r, model, m, variant, "min_s")
+               for m in ("infer", "train")}  # the least disturbed calls, on a busy machine
+    return {"model": model, "variant": variant, "inference_speedup": inf,
+            "train_step_speedup": tr, "pq_delta": delta, "fastest_call_speedups": fastest,
+            "met": {"inference": inf >= GOALS["inference"],
+                    "train_step": tr >= GOALS["train_step"],
+                    "pq_delta": abs(delta) <= GOALS["pq_delta"]},
+            "line": f"bf16/fp32: inference {inf:.2f}x, train step {tr:.2f}x, "
+                    f"PQ delta {delta:.2f}"}
+
+
+def _markdown(r):
+    s = r["cpu_bf16"]
+    names = {"fp32": "fp32", "bf16": "bf16", "bf16_cl": "bf16 + channels_last",
+             "fp32_cl": "fp32 + channels_last"}
+    lines = [
+        f"fp32 vs bf16 autocast, CPU ({r['cpu_model']}; oneDNN bf16: "
+        f"{'yes' if s['supported'] else 'no'}, avx512_bf16: {'yes' if s['avx512_bf16'] else 'no'}"
+        f", amx_bf16: {'yes' if s['amx_bf16'] else 'no'}), {r['threads']} threads, one image "
+        f"per call, random weights (GN). Inference: network + mask pasting + merge, median of "
+        f"{r['repeats']} after 1 warm-up; train step: forward + backward + SGD update, median "
+        f"of {r['train_repeats']} after 1. Each cell in its own process; peak = RSS "
+        f"high-water mark of the measured phase. " + describe_load(r["load_average"]),
+        "",
+        "| model | mode | " + " | ".join(f"{names[v]} (s)" for v in r["variants"])
+        + " | " + " | ".join(f"{names[v]} peak MiB" for v in r["variants"])
+        + "".join(f" | fp32 / {names[v]} time" for v in r["variants"][1:]) + " |",
+        "|---|---|" + "---:|" * (3 * len(r["variants"]) - 1),
+    ]
+    models = list(dict.fromkeys(x["model"] for x in r["rows"]))
+    by = {(x["model"], x["mode"], x["variant"]): x for x in r["rows"]}
+    for m in models:
+        for mode, label in (("infer", "inference"), ("train", "train step")):
+            cells = [by[(m, mode, v)] for v in r["variants"]]
+            base = cells[0]["median_s"]
+            lines.append(
+                f"| {m} | {label} | " + " | ".join(f"{c['median_s']:.3f}" for c in cells)
+                + " | " + " | ".join(f"{c['peak_rss_mb']:.0f}" for c in cells)
+                + "".join(f" | **{base / c['median_s']:.2f}x**" for c in cells[1:]) + " |")
+    p = r["pq"]
+    src = (f"trained here from scratch in fp32, {p['trained_iters']} iterations"
+           if p["trained_iters"] else f"`{p['weights']}`")
+    lines += [
+        "",
+        f"PQ of one checkpoint ({p['config_file']}, {src}) on {p['dataset']} "
+        f"({next(iter(p['by_variant'].values()))['images']} images), evaluated with each "
+        f"variant:",
+        "",
+        "| variant | PQ | PQ things | PQ stuff | mIoU | AP50 (segm) | PQ - fp32 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = p["by_variant"]["fp32"]["PQ"]
+    for v, x in p["by_variant"].items():
+        ap = "-" if x["AP50"] is None else f"{x['AP50']:.1f}"
+        lines.append(f"| {names[v]} | {x['PQ']:.2f} | {x['PQ_th']:.2f} | {x['PQ_st']:.2f} | "
+                     f"{x['mIoU']:.2f} | {ap} | {x['PQ'] - base:+.2f} |")
+    h = r["headline"]
+    if h:
+        met = h["met"]
+        lines += [
+            "",
+            f"**{h['line']}** ({h['model']}, {names[h['variant']]}; the PQ delta is the "
+            f"checkpoint above: no trained R50-C4 exists here). Goals on a bf16-capable CPU: "
+            f"inference >= {GOALS['inference']}x {verdict(met['inference'])}, train step >= "
+            f"{GOALS['train_step']}x {verdict(met['train_step'])}, |PQ delta| <= "
+            f"{GOALS['pq_delta']} {verdict(met['pq_delta'])}. The same ratios from each "
+            f"cell's fastest call (less disturbed by other load): inference "
+            f"{h['fastest_call_speedups']['infer']:.2f}x, train step "
+            f"{h['fastest_call_speedups']['train']:.2f}x.",
+        ]
+    else:
+        lines += ["", "bf16 was not measured (no bf16 support on this CPU)."]
+    if r["quick"]:
+        lines.append("\n(--quick: tiny sizes; the numbers only exercise the code path.)")
+    return "\n".join(lines)

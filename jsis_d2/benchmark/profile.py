@@ -1,0 +1,167 @@
+"""Benchmark: where the time of a training step goes (torch.profiler), the demo's model.
+
+The demo config (``configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml``, or ``--config-file``)
+trains from the synthetic training split through the project's own train loader, model and
+optimizer (:class:`~jsis_d2.engine.trainer.Trainer`'s ``build_*``), ``--warmup`` steps
+untimed, then ``--steps`` steps under ``torch.profiler`` (CPU activities), for each precision
+variant (``--variants``: those of the ``precision`` benchmark). Reported per variant:
+
+* the wall time per step (perf_counter around the profiled steps; the profiler adds a few
+  percent);
+* phases: data loading, forward by branch (``record_function`` labels in
+  :class:`~jsis_d2.modeling.meta_arch.JSISNet`: backbone, semantic head, RPN, ROI heads incl.
+  their losses), backward, optimizer step (inclusive CPU time per step);
+* the top operators by self CPU time, and how many operator calls a step makes.
+"""
+import logging
+import time
+
+import torch
+
+from .common import describe_load, load_average
+from .precision import VARIANTS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["add_arguments", "run"]
+
+DEMO_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
+QUICK_CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
+PHASES = ("jsis.data", "jsis.backbone", "jsis.sem_seg_head", "jsis.rpn", "jsis.roi_heads",
+          "jsis.backward", "jsis.optimizer")
+
+
+def add_arguments(parser):
+    parser.add_argument("--config-file", default=None, help=f"default {DEMO_CONFIG}")
+    parser.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS),
+                        help="default: fp32 bf16_cl")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 3)")
+    parser.add_argument("--steps", type=int, default=None, help="profiled steps (default 5)")
+    parser.add_argument("--top", type=int, default=15, help="operators listed")
+
+
+def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
+    """One variant in its own process; returns the timings (see module docstring)."""
+    import jsis_d2  # noqa: F401
+    from detectron2.utils.events import EventStorage
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from ..config import setup_cfg
+    from ..data.synthetic import make_synthetic_datasets
+    from ..engine.trainer import Trainer
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    opts = ["MODEL.WEIGHTS", ""] + VARIANTS[variant]
+    if quick:
+        make_synthetic_datasets(root, num_train=4, num_val=1, image_size=64, register=False)
+        from ..data.synthetic import register_synthetic_datasets
+
+        names = {"train": "jsis_bench_prof_train", "val": "jsis_bench_prof_val"}
+        register_synthetic_datasets(root, names=names)
+        opts += ["DATASETS.TRAIN", (names["train"],)]
+    else:
+        make_synthetic_datasets()  # reused when present (deterministic)
+    cfg = setup_cfg(config_file, opts)
+    model = Trainer.build_model(cfg)
+    model.train()
+    opt = Trainer.build_optimizer(cfg, model)
+    data = iter(Trainer.build_train_loader(cfg))
+
+    def step():
+        with record_function("jsis.data"):
+            batch = next(data)
+        losses = model(batch)
+        loss = sum(losses.values())
+        opt.zero_grad()
+        with record_function("jsis.backward"):
+            loss.backward()
+        with record_function("jsis.optimizer"):
+            opt.step()
+
+    with EventStorage(0):
+        for _ in range(warmup):
+            step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            wall = (time.perf_counter() - t0) / steps
+    avg = prof.key_averages()
+    phases = {e.key: e.cpu_time_total / 1e6 / steps for e in avg if e.key in PHASES}
+    ops = [e for e in avg if not e.key.startswith(("jsis.", "autograd::", "Optimizer."))
+           and not e.key.startswith("ProfilerStep")]
+    total_self = sum(e.self_cpu_time_total for e in ops) or 1.0
+    ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "variant": variant,
+        "wall_s_per_step": wall,
+        "phases_s_per_step": {p: phases.get(p, 0.0) for p in PHASES},
+        "op_calls_per_step": sum(e.count for e in ops) / steps,
+        "top_ops": [{"op": e.key, "calls_per_step": e.count / steps,
+                     "self_s_per_step": e.self_cpu_time_total / 1e6 / steps,
+                     "share": e.self_cpu_time_total / total_self} for e in ops[:top]],
+        "threads": torch.get_num_threads(),
+        "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+        "input_size": list(cfg.INPUT.JSIS.FIXED_SIZE),
+    }
+
+
+def run(args):
+    import tempfile
+
+    from .common import run_isolated
+
+    q = args.quick
+    config_file = args.config_file or (QUICK_CONFIG if q else DEMO_CONFIG)
+    variants = args.variants or ["fp32", "bf16_cl"]
+    warmup = args.warmup or (1 if q else 3)
+    steps = args.steps or (1 if q else 5)
+    load0 = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [run_isolated(_profile, config_file, v, warmup, steps, args.top, args.threads,
+                             q, tmp) for v in variants]
+    result = {"config_file": config_file, "quick": bool(q), "threads": args.threads,
+              "warmup": warmup, "steps": steps, "rows": rows,
+              "load_average": [load0, load_average()]}
+    result["markdown"] = _markdown(result)
+    return result
+
+
+_PHASE_NAMES = {"jsis.data": "data loading (mapper)", "jsis.backbone": "backbone (to res4)",
+                "jsis.sem_seg_head": "PPM semantic head + loss", "jsis.rpn": "RPN + loss",
+                "jsis.roi_heads": "ROI heads (res5 per ROI, box + mask) + losses",
+                "jsis.backward": "backward", "jsis.optimizer": "optimizer step"}
+_NAMES = {"fp32": "fp32", "bf16": "bf16", "bf16_cl": "bf16 + channels_last",
+          "fp32_cl": "fp32 + channels_last"}
+
+
+def _markdown(r):
+    rows = r["rows"]
+    x0 = rows[0]
+    lines = [
+        f"Training step of {r['config_file']} ({x0['ims_per_batch']} images of "
+        f"{x0['input_size'][0]}x{x0['input_size'][1]} per step, synthetic training split, the "
+        f"project's loader, model and optimizer), CPU, {r['threads']} threads, torch.profiler "
+        f"over {r['steps']} steps after {r['warmup']} warm-up. Phases: inclusive CPU time per "
+        f"step. " + describe_load(r["load_average"]),
+        "",
+        "| phase (s/step) | " + " | ".join(_NAMES[x["variant"]] for x in rows) + " |",
+        "|---|" + "---:|" * len(rows),
+    ]
+    for p in PHASES:
+        lines.append(f"| {_PHASE_NAMES[p]} | "
+                     + " | ".join(f"{x['phases_s_per_step'][p]:.3f}" for x in rows) + " |")
+    lines.append("| **wall time per step** | "
+                 + " | ".join(f"**{x['wall_s_per_step']:.3f}**" for x in rows) + " |")
+    lines.append("| operator calls per step | "
+                 + " | ".join(f"{x['op_calls_per_step']:.0f}" for x in rows) + " |")
+    for x in rows:
+        lines += ["", f"Top operators by self CPU time, {_NAMES[x['variant']]}:", "",
+                  "| operator | calls/step | self s/step | share |", "|---|---:|---:|---:|"]
+        for o in x["top_ops"]:
+            lines.append(f"| `{o['op']}` | {o['calls_per_step']:.0f} | "
+                         f"{o['self_s_per_step']:.3f} | {100 * o['share']:.1f}% |")
+    if r["quick"]:
+        lines.append("\n(--quick: tiny sizes; the numbers only exercise the code path.)")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""Numeric precision of training and inference: config keys -> dtype, device support, autocast.
+
+Keys (declared in :mod:`jsis_d2.config`):
+
+* training: Detectron2's ``SOLVER.AMP.ENABLED`` plus ``SOLVER.AMP.PRECISION`` ("float16", the
+  default, as Detectron2's AMPTrainer; or "bfloat16");
+* inference: ``TEST.PRECISION`` ("float32", the default, "bfloat16" or "float16");
+* ``MODEL.JSIS.CHANNELS_LAST``: weights and input images in channels_last memory format.
+
+Support: CUDA has float16, and bfloat16 where ``torch.cuda.is_bf16_supported()``. The CPU has
+no float16 autocast worth using (no float16 matrix units here; refused), and bfloat16 only where
+oneDNN reports bf16 support (AVX512-BF16 or AMX-BF16, see :func:`cpu_bf16_support`). Anything
+else is a :class:`~jsis_d2.config.ConfigError` naming the key, raised when the model is built.
+
+Autocast runs matmuls/convolutions in the low precision; the model casts its outputs back to
+float32 at the boundaries (losses, logits, scores, mask probabilities), so the losses, the
+panoptic merge and the evaluator always see float32.
+"""
+import contextlib
+import functools
+import logging
+
+import torch
+
+from .config import ConfigError
+
+__all__ = [
+    "DTYPES",
+    "parse_dtype",
+    "cpu_bf16_support",
+    "dtype_supported",
+    "check_dtype",
+    "autocast",
+    "training_dtype",
+    "inference_dtype",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Config spelling -> torch dtype.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name, key: str, allowed=tuple(DTYPES)) -> torch.dtype:
+    """``name`` (a config value) -> torch dtype; ConfigError naming ``key`` if unknown."""
+    if name not in allowed:
+        raise ConfigError(f"{key}={name!r} is not one of {', '.join(allowed)}")
+    return DTYPES[name]
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_support() -> dict:
+    """What this CPU offers for bfloat16, detected (never assumed).
+
+    Returns {"supported": bool (oneDNN's own check, the one that decides), "avx512_bf16",
+    "amx_bf16": bool (from /proc/cpuinfo; False where it is unreadable), "capability": torch's
+    CPU capability string (e.g. "AVX512")}."""
+    flags = _cpu_flags()
+    try:
+        mkldnn = bool(torch.backends.mkldnn.is_available()
+                      and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        mkldnn = False
+    try:
+        cap = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        cap = None
+    return {"supported": mkldnn, "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags, "capability": cap}
+
+
+def dtype_supported(dtype: torch.dtype, device) -> bool:
+    """Whether ``dtype`` compute is available on ``device`` (str or torch.device)."""
+    kind = torch.device(device).type
+    if dtype == torch.float32:
+        return True
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+    if kind == "cpu":
+        return dtype == torch.bfloat16 and cpu_bf16_support()["supported"]
+    return False
+
+
+def check_dtype(dtype: torch.dtype, device, key: str) -> None:
+    """ConfigError (one line, naming ``key``) when ``device`` lacks ``dtype``."""
+    if dtype_supported(dtype, device):
+        return
+    name = next(k for k, v in DTYPES.items() if v == dtype)
+    kind = torch.device(device).type
+    if kind == "cpu" and dtype == torch.float16:
+        why = "CPU autocast here is bfloat16 only; use bfloat16 (where supported) or float32"
+    elif kind == "cpu":
+        s = cpu_bf16_support()
+        why = (f"this CPU has no bfloat16 support (oneDNN bf16: no, avx512_bf16: "
+               f"{'yes' if s['avx512_bf16'] else 'no'}, amx_bf16: "
+               f"{'yes' if s['amx_bf16'] else 'no'}); use float32")
+    elif kind == "cuda" and not torch.cuda.is_available():
+        why = "CUDA is not available"
+    else:
+        why = f"{device} does not support it"
+    raise ConfigError(f"{key}={name!r} on MODEL.DEVICE={str(device)!r}: {why}")
+
+
+def autocast(device, dtype: torch.dtype):
+    """``torch.autocast`` on ``device``'s type with ``dtype``; a no-op context for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def training_dtype(cfg) -> torch.dtype:
+    """Training compute dtype: SOLVER.AMP.PRECISION when SOLVER.AMP.ENABLED, else float32.
+    Checked against MODEL.DEVICE (ConfigError)."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return torch.float32
+    dtype = parse_dtype(cfg.SOLVER.AMP.PRECISION, "SOLVER.AMP.PRECISION",
+                        allowed=("float16", "bfloat16"))
+    check_dtype(dtype, cfg.MODEL.DEVICE, "SOLVER.AMP.PRECISION")
+    return dtype
+
+
+def inference_dtype(cfg) -> torch.dtype:
+    """Inference compute dtype: TEST.PRECISION, checked against MODEL.DEVICE (ConfigError)."""
+    dtype = parse_dtype(cfg.TEST.PRECISION, "TEST.PRECISION")
+    check_dtype(dtype, cfg.MODEL.DEVICE, "TEST.PRECISION")
+    return dtype
