@@ -61,7 +61,7 @@ RUN CUDA_HOME=/usr/local/cuda FORCE_CUDA=1 \
         --use-pep517 --no-build-isolation --no-deps "$DETECTRON2_SOURCE" \
     && cd / && python -c "import detectron2._C as C; \
 assert C.has_cuda(), 'detectron2._C was built without CUDA ops'; \
-print('detectron2._C: CUDA', C.get_cuda_version(), 'archs $TORCH_CUDA_ARCH_LIST')"
+print('detectron2._C:', C.get_cuda_version(), 'ops for archs $TORCH_CUDA_ARCH_LIST')"
 
 # --- final image: runtime base + the venv; no wheelhouse, source tree or build-time env ---
 FROM runtime-base

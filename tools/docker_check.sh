@@ -150,14 +150,15 @@ run=(docker run --rm --network host --shm-size 1g --entrypoint python)
 env_leak=$(docker image inspect -f '{{join .Config.Env "\n"}}' "$IMAGE" \
   | grep -E '^(FORCE_CUDA|TORCH_CUDA_ARCH_LIST|MAX_JOBS|PIP_WHEELHOUSE|DETECTRON2_SOURCE|CUDA_HOME)=' || true)
 [ -z "$env_leak" ] || die "build-time variables in the image's env: $env_leak"
-"${run[@]}" "$IMAGE" - <<'PY'
+"${run[@]}" -i "$IMAGE" - <<'PY'
 import glob, detectron2, detectron2._C as C
 assert C.has_cuda(), "detectron2._C has no CUDA ops"
-left = [p for pat in ("/opt/venv/**/*.whl", "/tmp/*", "/workspace/jsis_d2/output*")
+left = [p for pat in ("/opt/venv/**/*.whl", "/tmp/pip-*", "/tmp/requirements", "/tmp/*.tar.gz", "/workspace/**/*.tar.gz",
+                      "/workspace/jsis_d2/output*")
         for p in glob.glob(pat, recursive=True)]
 assert not left, f"build leftovers in the image: {left[:5]}"
 print("detectron2", detectron2.__version__, "from", detectron2.__file__,
-      "| _C CUDA", C.get_cuda_version(), "| no wheels or sources left")
+      "| _C:", C.get_cuda_version(), "| no wheels or sources left")
 PY
 done_step "image checks"
 
