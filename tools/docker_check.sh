@@ -111,7 +111,7 @@ want=$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$CACHE/wheels/.stamp" 2>/dev/null)" = "$want" ]; then
   echo "reusing $CACHE/wheels"
 else
-  rm -rf "$CACHE/wheels"
+  rm -rf "$CACHE/wheels" "$CACHE/wheels.tmp"
   "$PYTHON" -m pip wheel --disable-pip-version-check -q -w "$CACHE/wheels.tmp" \
     -r requirements/base.txt -r requirements/detectron2-official.txt
   mv "$CACHE/wheels.tmp" "$CACHE/wheels"
