@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 OUTPUT ?= output/demo
 BENCH_OUT ?= output/benchmark
 
-.PHONY: setup test demo overfit ablation benchmark benchmark-readme clean
+.PHONY: setup test demo overfit ablation benchmark benchmark-readme docker-check clean
 
 setup:            ## create the stack's venv with the pinned stack + the project (idempotent)
 	VENV=$(VENV) bash tools/setup_env.sh
@@ -36,6 +36,11 @@ benchmark: setup  ## every benchmark (topk needs `make demo` first); JSON + mark
 # `make benchmark BENCH_OUT=docs/benchmarks && make benchmark-readme` refreshes both.
 benchmark-readme: setup  ## refill the README's benchmark tables from docs/benchmarks/*.json
 	$(PY) tools/benchmark.py readme --results docs/benchmarks
+
+# Not part of CI: needs dockerd, debootstrap and root; builds a stand-in of the GPU image
+# (no GPU, no registry access) and runs the suite and the quick demo inside it. README.
+docker-check:     ## build the Dockerfile's image on a stand-in CUDA 13.0 base; test inside it
+	bash tools/docker_check.sh
 
 clean:
 	rm -rf output .pytest_cache
