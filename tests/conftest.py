@@ -47,3 +47,24 @@ def isolated_logs():
     for name, (handlers, propagate) in saved.items():
         logging.getLogger(name).handlers = handlers
         logging.getLogger(name).propagate = propagate
+
+
+@pytest.fixture
+def capture_log():
+    """``capture_log(name)`` -> a list that receives the messages of logger ``name`` from then
+    until the end of the test (direct handler: the jsis_d2 logger may not propagate)."""
+    import logging
+
+    attached = []
+
+    def capture(name):
+        lines = []
+        handler = logging.Handler()
+        handler.emit = lambda record: lines.append(record.getMessage())
+        logging.getLogger(name).addHandler(handler)
+        attached.append((name, handler))
+        return lines
+
+    yield capture
+    for name, handler in attached:
+        logging.getLogger(name).removeHandler(handler)

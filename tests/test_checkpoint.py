@@ -1,7 +1,6 @@
 """JSISCheckpointer: atomic saves, and resume from the newest readable checkpoint when the
 ``last_checkpoint`` tag is empty or names a torn file (what a kill mid-save used to leave)."""
 import errno
-import logging
 import os
 
 import pytest
@@ -27,15 +26,8 @@ def ckpt_dir(tmp_path):
 
 
 @pytest.fixture
-def log_lines():
-    """Messages of jsis_d2.engine.checkpoint (the jsis_d2 logger may not propagate)."""
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    lg = logging.getLogger("jsis_d2.engine.checkpoint")
-    lg.addHandler(handler)
-    yield lines
-    lg.removeHandler(handler)
+def log_lines(capture_log):
+    return capture_log("jsis_d2.engine.checkpoint")
 
 
 def _resume(folder):

@@ -1,7 +1,6 @@
 """metrics.json reading: a torn last line (a killed run) is skipped or set aside, a corrupt
 line in the middle is an error naming it."""
 import json
-import logging
 
 import pytest
 
@@ -18,14 +17,8 @@ def _write(path, text):
 
 
 @pytest.fixture
-def log_lines():
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    lg = logging.getLogger("jsis_d2.engine.report")
-    lg.addHandler(handler)
-    yield lines
-    lg.removeHandler(handler)
+def log_lines(capture_log):
+    return capture_log("jsis_d2.engine.report")
 
 
 def _good():

@@ -32,6 +32,8 @@ import traceback
 
 import torch
 
+from jsis_d2.utils.atomic import atomic_write_text
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # run with PYTHONPATH=REPO
 
 logger = logging.getLogger("gpu_check")
@@ -298,12 +300,7 @@ def main(argv=None):
 
 def _write(path, result):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-D2_SDIST_URL=https://files.pythonhosted.org/packages/60/26/48f5bbb7ee492696a21da23303daeecdfe3942c498a70d34108acf63b2bd/pb1-detectron2-0.6.tar.gz
+# pb1-detectron2 0.6 sdist, fetched through pip (the user's index, proxy and CA settings
+# apply) and checked by hash, as tools/setup_env.sh does.
 D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 # Runtime packages beyond torch (requirements/base.txt's pins, minus torch and the test-only
 # extras) and detectron2 0.6's own runtime imports; torchvision is installed on the GPU side
@@ -44,15 +45,11 @@ if [ "$mode" = prepare ]; then
   mkdir -p "$wheels"
   build=$(mktemp -d); trap 'rm -rf "$build"' EXIT
   # 1. detectron2 0.6 (pb1 sdist) as a pure-Python wheel, without its compiled ops.
-  "$py" - "$D2_SDIST_URL" "$build/d2.tar.gz" "$D2_SHA256" <<'PY'
-import hashlib, sys, urllib.request
-url, dest, sha = sys.argv[1:]
-data = urllib.request.urlopen(url, timeout=120).read()
-if hashlib.sha256(data).hexdigest() != sha:
-    sys.exit(f"gpu_check: {url}: sha256 mismatch")
-open(dest, "wb").write(data)
-PY
-  tar -xzf "$build/d2.tar.gz" -C "$build"
+  "$py" -m pip download -q --no-deps --no-build-isolation -d "$build" "pb1-detectron2==0.6"
+  sdist=$(ls "$build"/pb1[-_]detectron2-0.6.tar.gz)
+  [ "$(sha256sum "$sdist" | cut -d' ' -f1)" = "$D2_SHA256" ] \
+    || { echo "gpu_check: $sdist: sha256 mismatch" >&2; exit 1; }
+  tar -xzf "$sdist" -C "$build"
   sed -i 's/ext_modules=get_extensions(),/ext_modules=[],/' "$build/pb1-detectron2-0.6/setup.py"
   "$py" -m pip wheel -q --no-deps --no-build-isolation -w "$wheels" "$build/pb1-detectron2-0.6"
   # 2. Packages published only as sdists (pure Python): built here into py3 wheels.
