@@ -67,6 +67,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..data.panoptic_format import check_annotations
+
 __all__ = [
     "VOID",
     "PanopticEvalError",
@@ -772,10 +774,10 @@ def _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folde
 
     categories = _checked_categories(gt_json["categories"], gt_json_file)
     cat_index = {c["id"]: k for k, c in enumerate(categories)}
-    gt_anns = _checked_annotations(gt_json["annotations"], gt_json_file)
+    gt_anns = check_annotations(gt_json["annotations"], gt_json_file, PanopticEvalError)
     pred_by_image = {
         ann["image_id"]: ann
-        for ann in _checked_annotations(pred_json["annotations"], pred_json_file)
+        for ann in check_annotations(pred_json["annotations"], pred_json_file, PanopticEvalError)
     }
     pairs = []
     for gt_ann in gt_anns:
@@ -846,43 +848,6 @@ def _checked_categories(categories, path: str) -> List[Dict]:
         dup = sorted({c for c in cat_ids if cat_ids.count(c) > 1})
         raise PanopticEvalError(f"{path}: duplicate category id(s) {dup}")
     return list(categories)
-
-
-def _checked_annotations(annotations, path: str) -> List[Dict]:
-    """``annotations`` of a panoptic JSON: objects with ``image_id``, ``file_name`` (str) and a
-    ``segments_info`` list; no image id and no PNG used twice (either would score one image
-    against another one's pixels)."""
-    if not isinstance(annotations, list):
-        raise PanopticEvalError(
-            f"{path}: 'annotations' must be a list, got {type(annotations).__name__}"
-        )
-    by_id, by_file = {}, {}
-    for i, ann in enumerate(annotations):
-        if not isinstance(ann, dict):
-            raise PanopticEvalError(
-                f"{path}: annotation #{i} ({ann!r:.60}) is not an object with 'image_id', "
-                "'file_name' and 'segments_info'"
-            )
-        iid = ann.get("image_id")
-        for key, typ in (("image_id", (int, str)), ("file_name", str), ("segments_info", list)):
-            if not isinstance(ann.get(key), typ):
-                raise PanopticEvalError(
-                    f"{path}: annotation of image_id {iid!r} (#{i}) has no {key!r} "
-                    f"{'list' if key == 'segments_info' else 'field'} (got {ann.get(key)!r:.60})"
-                )
-        if iid in by_id:
-            raise PanopticEvalError(
-                f"{path}: image_id {iid!r} has 2 annotations (PNGs {by_id[iid]}, "
-                f"{ann['file_name']}); one per image"
-            )
-        if ann["file_name"] in by_file:
-            raise PanopticEvalError(
-                f"{path}: panoptic PNG {ann['file_name']} is used by the annotations of image_id "
-                f"{by_file[ann['file_name']]!r} and {iid!r}"
-            )
-        by_id[iid] = ann["file_name"]
-        by_file[ann["file_name"]] = iid
-    return annotations
 
 
 def _cpu() -> int:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..dataset_mapper import BadSampleError
 from ..label_space import LabelSpace, check_categories
+from ..panoptic_format import check_annotations, first_duplicate
 
 __all__ = [
     "IGNORE_LABEL",
@@ -62,17 +63,6 @@ def _read_json(panoptic_json: str) -> Dict:
             raise ValueError(f"panoptic JSON {panoptic_json} does not parse: {e}") from None
 
 
-def _first_duplicate(entries, key, what, other="id"):
-    """ValueError ``what(value, [other of each entry])`` for the first ``key`` value shared by
-    several entries."""
-    seen = {}
-    for e in entries:
-        seen.setdefault(e.get(key), []).append(e.get(other))
-    for value, owners in seen.items():
-        if len(owners) > 1:
-            raise ValueError(what(value, owners))
-
-
 def _check_entries(data: Dict, panoptic_json: str) -> None:
     """Refuse what would pair a PNG with the wrong image: duplicate ids or file names.
 
@@ -81,35 +71,21 @@ def _check_entries(data: Dict, panoptic_json: str) -> None:
     ``file_name`` and a ``segments_info`` list. Errors are one line naming ``panoptic_json``.
     """
     images = data.get("images", [])
-    anns = data["annotations"]
-    for kind, entries in (("images", images), ("annotations", anns)):
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ValueError(f"panoptic JSON {panoptic_json}: {kind!r} must be a list of objects")
+    if not isinstance(images, list) or not all(isinstance(e, dict) for e in images):
+        raise ValueError(f"panoptic JSON {panoptic_json}: 'images' must be a list of objects")
+    anns = check_annotations(data["annotations"], panoptic_json)
     for ann in anns:
-        for key, typ in (("image_id", (int, str)), ("file_name", str), ("segments_info", list)):
-            if not isinstance(ann.get(key), typ):
-                raise ValueError(
-                    f"{panoptic_json}: annotation of image_id {ann.get('image_id')!r} "
-                    f"({ann.get('file_name')}) has no {key!r} "
-                    f"{'list' if key == 'segments_info' else 'field'} (got {ann.get(key)!r:.80})"
-                )
         for i, seg in enumerate(ann["segments_info"]):
             if not isinstance(seg, dict) or "id" not in seg or "category_id" not in seg:
                 raise ValueError(
                     f"{panoptic_json}: segment #{i} of image_id {ann['image_id']!r} "
                     f"({ann['file_name']}) needs 'id' and 'category_id' (got {seg!r:.80})"
                 )
-    _first_duplicate(images, "id", lambda v, o: (
+    first_duplicate(images, "id", lambda v, o: (
         f"{panoptic_json}: image id {v!r} appears in {len(o)} 'images' entries "
         "(each image needs its own id)"))
-    _first_duplicate(anns, "image_id", lambda v, o: (
-        f"{panoptic_json}: image_id {v!r} has {len(o)} annotations (PNGs "
-        f"{', '.join(map(str, o))}); one per image"), other="file_name")
-    _first_duplicate(images, "file_name", lambda v, o: (
+    first_duplicate(images, "file_name", lambda v, o: (
         f"{panoptic_json}: image file {v} is used by images {' and '.join(map(repr, o))}"))
-    _first_duplicate(anns, "file_name", lambda v, o: (
-        f"{panoptic_json}: panoptic PNG {v} is used by the annotations of image_id "
-        f"{' and '.join(map(repr, o))}"), other="image_id")
 
 
 def load_panoptic_json(
