@@ -48,15 +48,21 @@ def parse_dtype(name, key: str, allowed=tuple(DTYPES)) -> torch.dtype:
     return DTYPES[name]
 
 
-def _cpu_flags():
+def cpuinfo_field(name: str):
+    """The value of the first ``name`` line of /proc/cpuinfo (e.g. "flags", "model name"), or
+    None where it is unreadable or absent."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.split(":", 1)[0].strip() == name:
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def _cpu_flags():
+    return set((cpuinfo_field("flags") or "").split())
 
 
 @functools.lru_cache(maxsize=None)

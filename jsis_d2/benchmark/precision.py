@@ -32,7 +32,7 @@ import tempfile
 
 import torch
 
-from ..precision import cpu_bf16_support
+from ..precision import cpu_bf16_support, cpuinfo_field
 from .common import build_jsis, describe_load, load_average, measure, run_isolated, verdict
 
 logger = logging.getLogger(__name__)
@@ -216,24 +216,13 @@ def run(args):
         pq = _pq(args, variants, tmp)
     result = {
         "threads": args.threads, "quick": bool(q), "cpu_bf16": support,
-        "cpu_model": _cpu_model(), "variants": variants, "repeats": repeats,
+        "cpu_model": cpuinfo_field("model name"), "variants": variants, "repeats": repeats,
         "train_repeats": train_repeats, "rows": rows, "pq": pq,
         "load_average": [load0, load_average()],
     }
     result["headline"] = _headline(result, args.headline)
     result["markdown"] = _markdown(result)
     return result
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def _time(result, model, mode, variant, key="median_s"):
