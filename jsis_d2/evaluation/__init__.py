@@ -13,7 +13,7 @@ _WHERE = {
     "PQStats": "pq",
     "PanopticEvalError": "pq",
     "JSISEvaluator": "evaluator",
-    "rpn_recall": "evaluator",
+    "rpn_recall": "accumulators",
     "roi_confusion_matrix": "roi_confusion",
 }
 
