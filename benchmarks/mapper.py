@@ -10,13 +10,13 @@ datasets), and in the same run, single process, on the same files:
 - the floor: Detectron2's own ``DatasetMapper`` (test mode, same resize, no annotations).
 
 The resize is always executed (``T.Resize``, as for real images whose size differs from the
-input size), flip with probability 0.5. Every mapper runs ``--repeats`` passes over the images after one warm-up pass; the best pass
-is reported. Ratios are against the Detectron2 image-only floor.
+input size), flip with probability 0.5. Every mapper runs one warm-up pass over the images,
+then ``--repeats`` passes, the three mappers interleaved (one pass of each per repeat); the
+best pass is reported. Ratios are against the Detectron2 image-only floor.
 """
 import logging
 import os
 import tempfile
-import time
 
 import cv2
 import torch
@@ -28,9 +28,12 @@ from jsis_d2.data.datasets.panoptic import load_panoptic_json
 from jsis_d2.data.label_space import LabelSpace
 from jsis_d2.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_dataset
 
+from .report import markdown_table
+from .timing import load_average, time_calls
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "markdown"]
 
 SIZES = ((400, 400), (512, 1024))
 
@@ -41,16 +44,28 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _best_rate(fn, dicts, repeats):
-    for d in dicts:  # warm-up (file cache, lazy imports)
-        fn(d)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for d in dicts:
-            fn(d)
-        best = min(best, time.perf_counter() - t0)
-    return len(dicts) / best
+def _measure_size(tmp, h, w, num, repeats, seed):
+    """One result row: images/s of the three mappers on ``num`` generated images of HxW."""
+    split = f"b{h}x{w}"
+    paths = generate_synthetic_dataset(tmp, split, num, (h, w), seed, "jpg")
+    dicts = load_panoptic_json(paths["panoptic_json"], paths["image_root"],
+                               paths["panoptic_root"], LabelSpace(SYNTHETIC_CATEGORIES))
+    resize = [T.Resize((h, w))]
+    mappers = {
+        "jsis_train_img_s": JSISDatasetMapper(
+            True, augmentations=resize + [T.RandomFlip(horizontal=True)], image_format="BGR"),
+        "jsis_test_img_s": JSISDatasetMapper(False, augmentations=resize, image_format="BGR"),
+        "d2_image_only_img_s": DatasetMapper(False, augmentations=resize, image_format="BGR"),
+    }
+    passes = {k: (lambda m=m: [m(d) for d in dicts]) for k, m in mappers.items()}
+    times = time_calls(passes, repeats, warmup=1)  # warm-up: file cache, lazy imports
+    r = {"size": [h, w], "images": num,
+         "segments_per_image": sum(len(d["segments_info"]) for d in dicts) / num,
+         **{k: num / t.min for k, t in times.items()}}
+    r["train_vs_floor"] = r["jsis_train_img_s"] / r["d2_image_only_img_s"]
+    r["test_vs_floor"] = r["jsis_test_img_s"] / r["d2_image_only_img_s"]
+    logger.info(f"mapper {h}x{w}: {r}")
+    return r
 
 
 def run(args):
@@ -58,49 +73,28 @@ def run(args):
     repeats = args.repeats or (1 if args.quick else 3)
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
-    rows = []
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        for h, w in SIZES:
-            split = f"b{h}x{w}"
-            paths = generate_synthetic_dataset(tmp, split, num, (h, w), args.seed, "jpg")
-            dicts = load_panoptic_json(
-                paths["panoptic_json"], paths["image_root"], paths["panoptic_root"],
-                LabelSpace(SYNTHETIC_CATEGORIES),
-            )
-            resize = [T.Resize((h, w))]
-            train = JSISDatasetMapper(
-                True, augmentations=resize + [T.RandomFlip(horizontal=True)], image_format="BGR"
-            )
-            test = JSISDatasetMapper(False, augmentations=resize, image_format="BGR")
-            floor = DatasetMapper(False, augmentations=resize, image_format="BGR")
-            r = {
-                "size": [h, w],
-                "images": num,
-                "segments_per_image": sum(len(d["segments_info"]) for d in dicts) / num,
-                "jsis_train_img_s": _best_rate(train, dicts, repeats),
-                "jsis_test_img_s": _best_rate(test, dicts, repeats),
-                "d2_image_only_img_s": _best_rate(floor, dicts, repeats),
-            }
-            r["train_vs_floor"] = r["jsis_train_img_s"] / r["d2_image_only_img_s"]
-            r["test_vs_floor"] = r["jsis_test_img_s"] / r["d2_image_only_img_s"]
-            logger.info(f"mapper {h}x{w}: {r}")
-            rows.append(r)
-    load = (load_before, os.getloadavg()[0])
-    md = [
-        f"Mapper throughput, single process, {args.threads} thread(s), best of {repeats} "
-        f"pass(es) over {num} synthetic JPEG images per size (images/s; ratio vs the d2 floor); "
-        f"machine load average {load[0]:.1f} -> {load[1]:.1f} on {os.cpu_count()} CPUs",
+        rows = [_measure_size(tmp, h, w, num, repeats, args.seed) for h, w in SIZES]
+    result = {"rows": rows, "repeats": repeats, "load_average": [load_before, load_average()],
+              "threads": args.threads, "cpu_count": os.cpu_count()}
+    result["markdown"] = markdown(result)
+    return result
+
+
+def markdown(r):
+    """The result's markdown (the README block)."""
+    load, rows = r["load_average"], r["rows"]
+    table = [[f"{x['size'][0]}x{x['size'][1]}", f"{x['segments_per_image']:.1f}",
+              f"{x['jsis_train_img_s']:.1f} ({x['train_vs_floor']:.2f}x)",
+              f"{x['jsis_test_img_s']:.1f} ({x['test_vs_floor']:.2f}x)",
+              f"{x['d2_image_only_img_s']:.1f} (1.00x)"] for x in rows]
+    return "\n".join([
+        f"Mapper throughput, single process, {r['threads']} thread(s), best of {r['repeats']} "
+        f"pass(es) over {rows[0]['images']} synthetic JPEG images per size (images/s; ratio vs "
+        f"the d2 floor); machine load average {load[0]:.1f} -> {load[1]:.1f} on "
+        f"{r['cpu_count']} CPUs",
         "",
-        "| input size | segments/img | JSIS train (targets + flip) | JSIS test | "
-        "d2 DatasetMapper, image only (floor) |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        md.append(
-            f"| {r['size'][0]}x{r['size'][1]} | {r['segments_per_image']:.1f} | "
-            f"{r['jsis_train_img_s']:.1f} ({r['train_vs_floor']:.2f}x) | "
-            f"{r['jsis_test_img_s']:.1f} ({r['test_vs_floor']:.2f}x) | "
-            f"{r['d2_image_only_img_s']:.1f} (1.00x) |"
-        )
-    return {"rows": rows, "repeats": repeats, "load_average": load, "markdown": "\n".join(md)}
+        markdown_table(["input size", "segments/img", "JSIS train (targets + flip)", "JSIS test",
+                        "d2 DatasetMapper, image only (floor)"], table, "lllll"),
+    ])
