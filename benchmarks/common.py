@@ -41,6 +41,7 @@ __all__ = [
     "build_jsis",
     "measure",
     "size_pairs",
+    "tiny_synthetic",
 ]
 
 
@@ -97,6 +98,19 @@ def size_pairs(values, option="--sizes"):
     if len(values) % 2:
         raise ValueError(f"{option} takes H W pairs, got {values}")
     return [tuple(values[i : i + 2]) for i in range(0, len(values), 2)]
+
+
+def tiny_synthetic(root, prefix, num_train, num_val, image_size=64):
+    """Generate tiny synthetic train / val splits under ``root`` (reused when present) and
+    register them as ``{prefix}_train`` / ``{prefix}_val``; returns {"train": name, "val": name}.
+    """
+    from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+
+    make_synthetic_datasets(root, num_train=num_train, num_val=num_val, image_size=image_size,
+                            register=False)
+    names = {"train": f"{prefix}_train", "val": f"{prefix}_val"}
+    register_synthetic_datasets(root, names=names)
+    return names
 
 
 # ---------------------------------------------------------------------------- inputs

@@ -27,7 +27,7 @@ import torch
 from jsis_d2.precision import autocast, cpu_bf16_support
 
 from .common import FLOP_MODULES, build_jsis, count_flops, flop_analysis, random_inputs
-from .report import QUICK_NOTE, describe_load, markdown_table
+from .report import QUICK_NOTE, describe_load, markdown_table, yes_no
 from .timing import load_average, time_calls
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ def add_arguments(parser):
     parser.add_argument("--proposals", type=int, default=None, help="default 100, quick 20")
     parser.add_argument("--detections", type=int, default=None, help="default 100, quick 10")
     parser.add_argument("--conv", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                        help="dense conv: C->C 3x3 on 1xCxHxW (default 256 128 128; quick 64 64 64)")
+                        help="dense conv: C->C 3x3 on 1xCxHxW "
+                        "(default 256 128 128; quick 64 64 64)")
     parser.add_argument("--repeats", type=int, default=None, help="default 5, quick 2")
 
 
@@ -164,7 +165,8 @@ def _rates(med, conv, flops, bb_flops):
                     "gmacs_by_module": {k: v / 1e9 for k, v in flops["by_module"].items()}},
         "backbone": {"gmacs": bb_g, "median_s": med["backbone"],
                      "gmacs_per_s": bb_g / med["backbone"]},
-        "heads": {"gmacs": net_g - bb_g, "median_s": rest_t, "gmacs_per_s": (net_g - bb_g) / rest_t},
+        "heads": {"gmacs": net_g - bb_g, "median_s": rest_t,
+                  "gmacs_per_s": (net_g - bb_g) / rest_t},
         "full_call_median_s": med["full"],
     }
     if "network_bf16_cl" in med:
@@ -185,10 +187,6 @@ _NETWORK_ROWS = (("network", "JSIS-Net inference fp32 (network, no postprocessin
                  ("network_bf16_cl", "JSIS-Net inference bf16 + channels_last (network)"))
 
 
-def _yes(flag):
-    return "yes" if flag else "no"
-
-
 def markdown(r):
     """The result's markdown (the README block)."""
     d = r["dense_conv"]
@@ -207,9 +205,9 @@ def markdown(r):
     ]
     best = r.get("network_bf16_cl", r["network"])
     lines = [
-        f"Hardware efficiency, CPU (oneDNN bf16: {_yes(s.get('supported'))}, "
-        f"avx512_bf16: {_yes(s.get('avx512_bf16'))}, amx_bf16: "
-        f"{_yes(s.get('amx_bf16'))}), {r['threads']} threads, median of "
+        f"Hardware efficiency, CPU (oneDNN bf16: {yes_no(s.get('supported'))}, "
+        f"avx512_bf16: {yes_no(s.get('avx512_bf16'))}, amx_bf16: "
+        f"{yes_no(s.get('amx_bf16'))}), {r['threads']} threads, median of "
         f"{r['repeats']} interleaved runs; GFLOPs = fvcore GMACs (a fused multiply-add counts "
         f"once). JSIS-Net R{r['depth']}-C4 random weights, {r['size'][0]}x{r['size'][1]}, "
         f"{r['proposals']} proposals + {r['detections']} detections. Peak = the best dense-conv "

@@ -41,7 +41,8 @@ def add_arguments(parser):
         "--sizes", type=int, nargs="+", default=None,
         help="input sizes as H W pairs (default 400 400 512 1024; quick 128 128)",
     )
-    parser.add_argument("--depth", type=int, default=None, help="ResNet depth (default 50, quick 18)")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="ResNet depth (default 50, quick 18)")
     parser.add_argument("--proposals", type=int, default=None,
                         help="test RPN post-NMS top-k (default 100, quick 20)")
     parser.add_argument("--detections", type=int, default=None,

@@ -29,7 +29,8 @@ __all__ = ["add_arguments", "run", "markdown", "panoptic_fpn_cfg", "build_panopt
 def add_arguments(parser):
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
                         help="input sizes as H W pairs (default 400 400; quick 128 128)")
-    parser.add_argument("--depth", type=int, default=None, help="ResNet depth (default 50, quick 18)")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="ResNet depth (default 50, quick 18)")
     parser.add_argument("--proposals", type=int, default=None,
                         help="JSIS-Net test proposals (default 100, quick 20)")
     parser.add_argument("--fpn-proposals", type=int, default=None,
@@ -37,7 +38,8 @@ def add_arguments(parser):
     parser.add_argument("--detections", type=int, default=None,
                         help="TEST.DETECTIONS_PER_IMAGE for both (default 100, quick 10)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 3, quick 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls (default 3, quick 1)")
 
 
 def panoptic_fpn_cfg(depth=50, post_nms_test=1000, detections=100, norm="GN", num_things=80,

@@ -34,8 +34,10 @@ import torch
 
 from jsis_d2.precision import cpu_bf16_support, cpuinfo_field
 
-from .common import DEMO_CONFIG, DEMO_WEIGHTS, QUICK_CONFIG, build_jsis, measure, run_isolated
-from .report import QUICK_NOTE, describe_load, markdown_table, verdict
+from .common import (
+    DEMO_CONFIG, DEMO_WEIGHTS, QUICK_CONFIG, build_jsis, measure, run_isolated, tiny_synthetic,
+)
+from .report import QUICK_NOTE, describe_load, markdown_table, verdict, yes_no
 from .timing import load_average
 
 logger = logging.getLogger(__name__)
@@ -161,8 +163,7 @@ def _pq(args, variants, tmp):
     q = args.quick
     if q:
         root = os.path.join(tmp, "synthetic")
-        make_synthetic_datasets(root, num_train=2, num_val=2, image_size=64, register=False)
-        datasets = {"root": root, "train": "jsis_bench_prec_train", "val": "jsis_bench_prec_val"}
+        datasets = {"root": root, **tiny_synthetic(root, "jsis_bench_prec", 2, 2)}
     else:
         paths = make_synthetic_datasets()  # reused when present (deterministic)
         root = os.path.dirname(os.path.dirname(paths["train"]["image_root"]))
@@ -314,11 +315,10 @@ def _headline_line(h):
 def markdown(r):
     """The result's markdown (the README block)."""
     s = r["cpu_bf16"]
-    yes = {True: "yes", False: "no"}
     lines = [
         f"fp32 vs bf16 autocast, CPU ({r['cpu_model']}; oneDNN bf16: "
-        f"{yes[bool(s['supported'])]}, avx512_bf16: {yes[bool(s['avx512_bf16'])]}"
-        f", amx_bf16: {yes[bool(s['amx_bf16'])]}), {r['threads']} threads, one image "
+        f"{yes_no(s['supported'])}, avx512_bf16: {yes_no(s['avx512_bf16'])}"
+        f", amx_bf16: {yes_no(s['amx_bf16'])}), {r['threads']} threads, one image "
         f"per call, random weights (GN). Inference: network + mask pasting + merge, median of "
         f"{r['repeats']} after 1 warm-up; train step: forward + backward + SGD update, median "
         f"of {r['train_repeats']} after 1. Each cell in its own process; peak = RSS "

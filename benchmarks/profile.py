@@ -18,7 +18,7 @@ import tempfile
 
 import torch
 
-from .common import DEMO_CONFIG, QUICK_CONFIG, run_isolated
+from .common import DEMO_CONFIG, QUICK_CONFIG, run_isolated, tiny_synthetic
 from .precision import VARIANT_NAMES, VARIANTS
 from .report import QUICK_NOTE, describe_load, markdown_table
 from .timing import load_average, time_calls
@@ -47,14 +47,12 @@ def _train_step_fn(config_file, variant, quick, root):
     from torch.profiler import record_function
 
     from jsis_d2.config import setup_cfg
-    from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+    from jsis_d2.data.synthetic import make_synthetic_datasets
     from jsis_d2.engine.trainer import Trainer
 
     opts = ["MODEL.WEIGHTS", ""] + VARIANTS[variant]
     if quick:
-        make_synthetic_datasets(root, num_train=4, num_val=1, image_size=64, register=False)
-        names = {"train": "jsis_bench_prof_train", "val": "jsis_bench_prof_val"}
-        register_synthetic_datasets(root, names=names)
+        names = tiny_synthetic(root, "jsis_bench_prof", 4, 1)
         opts += ["DATASETS.TRAIN", (names["train"],)]
     else:
         make_synthetic_datasets()  # reused when present (deterministic)

@@ -3,7 +3,7 @@ load sentence and the ``--quick`` note. The README's blocks are these strings (s
 """
 from typing import Iterable, Sequence
 
-__all__ = ["markdown_table", "verdict", "describe_load", "QUICK_NOTE"]
+__all__ = ["markdown_table", "verdict", "yes_no", "describe_load", "QUICK_NOTE"]
 
 _ALIGN = {"l": "---", "r": "---:", "c": ":---:"}
 
@@ -37,6 +37,11 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], align: str 
 def verdict(ok: bool) -> str:
     """How the markdown marks a goal: met, or **missed**."""
     return "met" if ok else "**missed**"
+
+
+def yes_no(flag) -> str:
+    """A capability flag (e.g. the CPU's bf16 support) in the markdown."""
+    return "yes" if flag else "no"
 
 
 def describe_load(before_after) -> str:

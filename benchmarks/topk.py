@@ -26,7 +26,7 @@ import tempfile
 
 import torch
 
-from .common import DEMO_CONFIG, DEMO_WEIGHTS, QUICK_CONFIG
+from .common import DEMO_CONFIG, DEMO_WEIGHTS, QUICK_CONFIG, tiny_synthetic
 from .report import describe_load, markdown_table
 from .timing import load_average, time_calls
 
@@ -43,7 +43,8 @@ def add_arguments(parser):
                         help="post-NMS top-k values (default 10 25 50 100 200; quick 4 16)")
     parser.add_argument("--dataset", default=None, help="default: the config's DATASETS.TEST[0]")
     parser.add_argument("--images", type=int, default=None, help="first N images (default all)")
-    parser.add_argument("--passes", type=int, default=None, help="timing passes (default 2, quick 1)")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="timing passes (default 2, quick 1)")
     parser.add_argument("--pq-tolerance", type=float, default=0.5,
                         help="PQ points: smallest top-k within this of the best")
 
@@ -91,14 +92,11 @@ def _setup(args, tmp):
 
     import jsis_d2  # noqa: F401
     from jsis_d2.config import setup_cfg
-    from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+    from jsis_d2.data.synthetic import make_synthetic_datasets
 
     if args.quick:
         config_file = args.config_file or QUICK_CONFIG
-        root = os.path.join(tmp, "synthetic")
-        make_synthetic_datasets(root, num_train=1, num_val=6, image_size=64, register=False)
-        names = {"train": "jsis_bench_topk_train", "val": "jsis_bench_topk_val"}
-        register_synthetic_datasets(root, names=names)
+        names = tiny_synthetic(os.path.join(tmp, "synthetic"), "jsis_bench_topk", 1, 6)
         cfg = setup_cfg(config_file, ["MODEL.WEIGHTS", ""], freeze=False)
         dataset = names["val"]
         weights = None
