@@ -10,7 +10,8 @@ setup(
     name="jsis_d2",
     version="0.1.0",
     description="JSIS-Net panoptic segmentation (joint semantic + instance) on Detectron2",
-    packages=find_packages(exclude=("tests", "tools", "configs")),
+    # Only the library: benchmarks/, tests/, tools/ and configs/ run from the repository.
+    packages=find_packages(include=("jsis_d2", "jsis_d2.*")),
     package_data={"jsis_d2": ["data/datasets/*.json"]},
     python_requires=">=3.8",
     install_requires=[

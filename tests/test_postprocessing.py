@@ -359,25 +359,3 @@ def test_cuda_matches_cpu():
     pan, info = jsis_panoptic_merge(s, i, IS_THING, stuff_area_thresh=50)
     pan_c, info_c = jsis_panoptic_merge(s.cuda(), i.to("cuda"), IS_THING, stuff_area_thresh=50)
     assert pan_c.is_cuda and torch.equal(pan, pan_c.cpu()) and info == info_c
-
-
-def test_merge_benchmark_smoke_runs_both_sides():
-    import argparse
-
-    from jsis_d2.benchmark import merge as bench
-
-    p = argparse.ArgumentParser()
-    bench.add_arguments(p)
-    args = p.parse_args(
-        ["--instances", "3", "7", "--size", "48", "64", "--classes", "12", "--things", "5"]
-    )
-    args.quick, args.output, args.threads = True, None, 1
-    res = bench.run(args)
-    assert [r["instances"] for r in res["rows"]] == [3, 7]
-    assert all(r["jsis_ms"] > 0 and r["detectron2_combine_ms"] > 0 for r in res["rows"])
-    assert "| 7 |" in res["markdown"]
-    # the synthetic prediction is detector-like: sorted scores >= 0.5, thing classes only
-    sem_seg, inst = bench.make_prediction(6, 20, 30, 12, 5)
-    assert sem_seg.shape == (12, 20, 30) and inst.pred_masks.shape == (6, 20, 30)
-    assert (inst.scores[:-1] >= inst.scores[1:]).all() and (inst.scores >= 0.5).all()
-    assert (inst.pred_classes < 5).all()

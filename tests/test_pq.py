@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jsis_d2.benchmark.pq import generate_panoptic_case
+from benchmarks.pq import generate_panoptic_case
 from jsis_d2.evaluation import pq as P
 from jsis_d2.evaluation.pq import (
     IdIndex,

@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from jsis_d2 import precision
-from jsis_d2.benchmark.common import random_inputs
+from benchmarks.common import random_inputs
 from jsis_d2.config import ConfigError, setup_cfg
 from jsis_d2.engine.trainer import build_step_trainer
 

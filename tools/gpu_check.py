@@ -67,7 +67,7 @@ def _reset_peak(device):
 def _peak_mib(device):
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    from jsis_d2.benchmark.common import peak_rss_mb
+    from benchmarks.common import peak_rss_mb
 
     return peak_rss_mb()
 
@@ -161,7 +161,7 @@ def section_train(s, iters, tmp):
 
 
 def _build(s, size, branches=("semantic", "instance"), extra=()):
-    from jsis_d2.benchmark.common import build_jsis
+    from benchmarks.common import build_jsis
 
     torch.manual_seed(0)
     model, cfg = build_jsis(depth=s["depth"], size=size, branches=branches,
@@ -214,7 +214,7 @@ def _train_fn(model, inputs):
 
 
 def section_inference(s):
-    from jsis_d2.benchmark.common import random_inputs
+    from benchmarks.common import random_inputs
 
     out = {}
     for h, w in s["sizes"]:
@@ -229,7 +229,7 @@ def section_inference(s):
 
 
 def section_joint(s):
-    from jsis_d2.benchmark.common import random_inputs
+    from benchmarks.common import random_inputs
 
     nets = {"joint": ("semantic", "instance"), "instance": ("instance",),
             "semantic": ("semantic",)}

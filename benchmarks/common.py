@@ -1,4 +1,4 @@
-"""Helpers shared by the model benchmarks (joint, panoptic_fpn, topk, hw). Not a subcommand.
+"""Helpers shared by the benchmarks (models, memory, FLOPs, inputs). Not a subcommand.
 
 - Isolated measurements: :func:`run_isolated` runs a module-level function in a fresh
   ``spawn`` process (one measurement per process), so that peak memory belongs to it alone.
@@ -9,34 +9,39 @@
   (unlike ``getrusage(RUSAGE_SELF).ru_maxrss``, which a spawned child inherits from its parent
   at exec time on Linux). Where the reset is not allowed the peak covers the whole process and
   the result says so (``peak_reset``: False).
-- FLOPs: Detectron2's ``FlopCountAnalysis`` (fvcore with a tracing adapter), which counts one
-  fused multiply-add as one FLOP (so "FLOPs" below are MACs) and ignores element-wise ops.
+- FLOPs: fvcore's ``FlopCountAnalysis`` (:func:`flop_analysis`, the one place it is set up),
+  which counts one fused multiply-add as one FLOP (so "FLOPs" below are MACs) and ignores
+  element-wise ops.
 - Synthetic model inputs: random uint8 images, random ground truth for training steps.
 """
 import concurrent.futures
 import logging
 import multiprocessing
-import os
-import statistics
-import time
 
 import torch
 
+from .timing import load_average, time_calls
+
 logger = logging.getLogger(__name__)
+
+#: The demo's config and checkpoint (``make demo``), and the quick smoke config.
+DEMO_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
+DEMO_WEIGHTS = "output/demo/model_final.pth"
+QUICK_CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
 
 __all__ = [
     "run_isolated",
     "rss_mb",
     "peak_rss_mb",
     "reset_peak_rss",
-    "time_calls",
-    "summarize_times",
     "random_inputs",
+    "flop_analysis",
     "count_flops",
     "jsis_cfg",
-    "load_average",
-    "describe_load",
-    "verdict",
+    "build_jsis",
+    "measure",
+    "size_pairs",
+    "tiny_synthetic",
 ]
 
 
@@ -88,42 +93,24 @@ def reset_peak_rss():
         return False
 
 
-def load_average():
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
+def size_pairs(values, option="--sizes"):
+    """[H1, W1, H2, W2, ...] -> [(H1, W1), (H2, W2), ...]; an odd count is an error."""
+    if len(values) % 2:
+        raise ValueError(f"{option} takes H W pairs, got {values}")
+    return [tuple(values[i : i + 2]) for i in range(0, len(values), 2)]
 
 
-def describe_load(before_after) -> str:
-    """The markdown sentence for a result's ``load_average`` [before, after]."""
-    return f"Load average {before_after[0]} -> {before_after[1]} (1-min, before -> after)."
+def tiny_synthetic(root, prefix, num_train, num_val, image_size=64):
+    """Generate tiny synthetic train / val splits under ``root`` (reused when present) and
+    register them as ``{prefix}_train`` / ``{prefix}_val``; returns {"train": name, "val": name}.
+    """
+    from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
 
-
-def verdict(ok: bool) -> str:
-    """How the markdown tables mark a goal: met, or **missed**."""
-    return "met" if ok else "**missed**"
-
-
-# ---------------------------------------------------------------------------- timing
-def time_calls(fn, warmup, repeats):
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; list of seconds."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def summarize_times(times):
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "times_s": [round(t, 4) for t in times],
-    }
+    make_synthetic_datasets(root, num_train=num_train, num_val=num_val, image_size=image_size,
+                            register=False)
+    names = {"train": f"{prefix}_train", "val": f"{prefix}_val"}
+    register_synthetic_datasets(root, names=names)
+    return names
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -192,21 +179,28 @@ class _RawInference(torch.nn.Module):
         return tuple(_tensors(self.model.inference(inputs, do_postprocess=False)))
 
 
+def flop_analysis(module, args):
+    """fvcore ``FlopCountAnalysis`` of ``module(*args)`` with its warnings off (the ops it
+    skips are read from ``unsupported_ops()``). Detectron2's own FlopCountAnalysis is not
+    used: ``detectron2.export`` imports caffe2 in v0.6."""
+    import fvcore.nn
+
+    fca = fvcore.nn.FlopCountAnalysis(module, args)
+    fca.unsupported_ops_warnings(False)
+    fca.uncalled_modules_warnings(False)
+    fca.tracer_warnings("none")
+    return fca
+
+
 def count_flops(model, inputs, module_names=()):
     """fvcore FLOPs of one forward pass of ``model`` (eval mode) on ``inputs`` (list of dicts
     with "image" uint8 [3, H, W], all the same size), WITHOUT postprocessing (mask pasting and
     panoptic merge are not counted: no conv/matmul there). fvcore counts one fused
     multiply-add as one FLOP (so these are MACs) and skips element-wise ops; the ops it does
     not count are returned under "unsupported_ops" (op name -> calls).
-    Detectron2's own FlopCountAnalysis is not used: ``detectron2.export`` imports caffe2 in
-    v0.6. Returns {"total": float, "by_module": {dotted name: float}, "unsupported_ops"}."""
-    import fvcore.nn
-
+    Returns {"total": float, "by_module": {dotted name: float}, "unsupported_ops"}."""
     images = torch.stack([d["image"] for d in inputs])
-    fca = fvcore.nn.FlopCountAnalysis(_RawInference(model).eval(), (images,))
-    fca.unsupported_ops_warnings(False)
-    fca.uncalled_modules_warnings(False)
-    fca.tracer_warnings("none")
+    fca = flop_analysis(_RawInference(model).eval(), (images,))
     total = float(fca.total())
     by = fca.by_module()
     out = {}
@@ -243,7 +237,7 @@ def jsis_cfg(
     ``depth`` 18/34 sets ``RES2_OUT_CHANNELS`` 64. Proposals/ROIs as given (the C4 head runs
     res5 once per ROI: these counts set the cost). ``score_thresh`` 0 keeps the random
     detector's detections so that the mask path (res5 again per detection) always runs."""
-    from ..config import get_jsis_cfg
+    from jsis_d2.config import get_jsis_cfg
 
     cfg = get_jsis_cfg()
     cfg.merge_from_file(config_file)
@@ -292,6 +286,41 @@ FLOP_MODULES = (
 )
 
 
+def _step(model, inputs, mode):
+    """The measured call of :func:`measure`: returns what it saw ("detections", "proposals"
+    in inference; "loss_keys" in training)."""
+    from detectron2.utils.events import EventStorage
+
+    if mode == "infer":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                out = model(inputs)[0]
+            info = {"detections": len(out["instances"]) if "instances" in out else 0}
+            if "proposals" in out:
+                info["proposals"] = len(out["proposals"])
+            return info
+
+        return step
+    if mode != "train":
+        raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    storage = EventStorage(0)
+
+    def step():
+        with storage:
+            losses = model(inputs)
+            loss = sum(losses.values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return {"loss_keys": sorted(losses)}
+
+    return step
+
+
 def measure(
     build,
     build_kwargs,
@@ -318,46 +347,17 @@ def measure(
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    from detectron2.utils.events import EventStorage
-
     rss_start = rss_mb()
     model, cfg = build(**build_kwargs)
-    k = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    t = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     h, w = size
-    inputs = random_inputs(h, w, batch, train=(mode == "train"), num_classes=k, num_things=t,
-                           seed=seed)
-    info = {}
-    if mode == "infer":
-        model.eval()
-
-        def step():
-            with torch.no_grad():
-                out = model(inputs)
-            info["detections"] = len(out[0]["instances"]) if "instances" in out[0] else 0
-            if "proposals" in out[0]:
-                info["proposals"] = len(out[0]["proposals"])
-
-    elif mode == "train":
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-        storage = EventStorage(0)
-
-        def step():
-            with storage:
-                losses = model(inputs)
-                loss = sum(losses.values())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            info["loss_keys"] = sorted(losses)
-
-    else:
-        raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
+    inputs = random_inputs(h, w, batch, train=(mode == "train"), seed=seed,
+                           num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                           num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    step = _step(model, inputs, mode)
     rss_model = rss_mb()
     reset_ok = reset_peak_rss()
     load0 = load_average()
-    times = time_calls(step, warmup, repeats)
+    timing = time_calls({"step": step}, repeats, warmup)["step"]
     peak = peak_rss_mb()
     result = {
         "mode": mode,
@@ -366,7 +366,7 @@ def measure(
         "threads": torch.get_num_threads(),
         "warmup": warmup,
         "repeats": repeats,
-        **summarize_times(times),
+        **timing.summary(),
         "peak_rss_mb": peak,
         "rss_before_build_mb": rss_start,
         "rss_after_build_mb": rss_model,
@@ -374,7 +374,7 @@ def measure(
         "peak_reset": reset_ok,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "load_average": [load0, load_average()],
-        **info,
+        **(timing.last or {}),
     }
     if flops and mode == "infer":
         with torch.no_grad():

@@ -6,27 +6,27 @@ optimizer (:class:`~jsis_d2.engine.trainer.Trainer`'s ``build_*``), ``--warmup``
 untimed, then ``--steps`` steps under ``torch.profiler`` (CPU activities), for each precision
 variant (``--variants``: those of the ``precision`` benchmark). Reported per variant:
 
-* the wall time per step (perf_counter around the profiled steps; the profiler adds a few
-  percent);
+* the wall time per step (the mean of the profiled steps' wall times; the profiler adds a
+  few percent);
 * phases: data loading, forward by branch (``record_function`` labels in
   :class:`~jsis_d2.modeling.meta_arch.JSISNet`: backbone, semantic head, RPN, ROI heads incl.
   their losses), backward, optimizer step (inclusive CPU time per step);
 * the top operators by self CPU time, and how many operator calls a step makes.
 """
 import logging
-import time
+import tempfile
 
 import torch
 
-from .common import describe_load, load_average
-from .precision import VARIANTS
+from .common import DEMO_CONFIG, QUICK_CONFIG, run_isolated, tiny_synthetic
+from .precision import VARIANT_NAMES, VARIANTS
+from .report import QUICK_NOTE, describe_load, markdown_table
+from .timing import load_average, time_calls
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "markdown", "PHASES"]
 
-DEMO_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
-QUICK_CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
 PHASES = ("jsis.data", "jsis.backbone", "jsis.sem_seg_head", "jsis.rpn", "jsis.roi_heads",
           "jsis.backward", "jsis.optimizer")
 
@@ -40,25 +40,19 @@ def add_arguments(parser):
     parser.add_argument("--top", type=int, default=15, help="operators listed")
 
 
-def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
-    """One variant in its own process; returns the timings (see module docstring)."""
+def _train_step_fn(config_file, variant, quick, root):
+    """The project's train loader, model and optimizer for ``config_file`` + ``variant``;
+    returns (one training step with ``record_function`` phase labels, cfg)."""
     import jsis_d2  # noqa: F401
-    from detectron2.utils.events import EventStorage
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import record_function
 
-    from ..config import setup_cfg
-    from ..data.synthetic import make_synthetic_datasets
-    from ..engine.trainer import Trainer
+    from jsis_d2.config import setup_cfg
+    from jsis_d2.data.synthetic import make_synthetic_datasets
+    from jsis_d2.engine.trainer import Trainer
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
     opts = ["MODEL.WEIGHTS", ""] + VARIANTS[variant]
     if quick:
-        make_synthetic_datasets(root, num_train=4, num_val=1, image_size=64, register=False)
-        from ..data.synthetic import register_synthetic_datasets
-
-        names = {"train": "jsis_bench_prof_train", "val": "jsis_bench_prof_val"}
-        register_synthetic_datasets(root, names=names)
+        names = tiny_synthetic(root, "jsis_bench_prof", 4, 1)
         opts += ["DATASETS.TRAIN", (names["train"],)]
     else:
         make_synthetic_datasets()  # reused when present (deterministic)
@@ -79,14 +73,22 @@ def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
         with record_function("jsis.optimizer"):
             opt.step()
 
+    return step, cfg
+
+
+def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
+    """One variant in its own process; returns the timings (see module docstring)."""
+    from detectron2.utils.events import EventStorage
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    step, cfg = _train_step_fn(config_file, variant, quick, root)
     with EventStorage(0):
         for _ in range(warmup):
             step()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            wall = (time.perf_counter() - t0) / steps
+            wall = time_calls({"step": step}, steps, warmup=0)["step"].wall
     avg = prof.key_averages()
     phases = {e.key: e.cpu_time_total / 1e6 / steps for e in avg if e.key in PHASES}
     ops = [e for e in avg if not e.key.startswith(("jsis.", "autograd::", "Optimizer."))
@@ -95,7 +97,7 @@ def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
     ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     return {
         "variant": variant,
-        "wall_s_per_step": wall,
+        "wall_s_per_step": sum(wall) / steps,
         "phases_s_per_step": {p: phases.get(p, 0.0) for p in PHASES},
         "op_calls_per_step": sum(e.count for e in ops) / steps,
         "top_ops": [{"op": e.key, "calls_per_step": e.count / steps,
@@ -108,10 +110,6 @@ def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
 
 
 def run(args):
-    import tempfile
-
-    from .common import run_isolated
-
     q = args.quick
     config_file = args.config_file or (QUICK_CONFIG if q else DEMO_CONFIG)
     variants = args.variants or ["fp32", "bf16_cl"]
@@ -124,7 +122,7 @@ def run(args):
     result = {"config_file": config_file, "quick": bool(q), "threads": args.threads,
               "warmup": warmup, "steps": steps, "rows": rows,
               "load_average": [load0, load_average()]}
-    result["markdown"] = _markdown(result)
+    result["markdown"] = markdown(result)
     return result
 
 
@@ -132,13 +130,16 @@ _PHASE_NAMES = {"jsis.data": "data loading (mapper)", "jsis.backbone": "backbone
                 "jsis.sem_seg_head": "PPM semantic head + loss", "jsis.rpn": "RPN + loss",
                 "jsis.roi_heads": "ROI heads (res5 per ROI, box + mask) + losses",
                 "jsis.backward": "backward", "jsis.optimizer": "optimizer step"}
-_NAMES = {"fp32": "fp32", "bf16": "bf16", "bf16_cl": "bf16 + channels_last",
-          "fp32_cl": "fp32 + channels_last"}
 
 
-def _markdown(r):
+def markdown(r):
+    """The result's markdown (the README block)."""
     rows = r["rows"]
     x0 = rows[0]
+    phases = [[_PHASE_NAMES[p]] + [f"{x['phases_s_per_step'][p]:.3f}" for x in rows]
+              for p in PHASES]
+    phases.append(["**wall time per step**"] + [f"**{x['wall_s_per_step']:.3f}**" for x in rows])
+    phases.append(["operator calls per step"] + [f"{x['op_calls_per_step']:.0f}" for x in rows])
     lines = [
         f"Training step of {r['config_file']} ({x0['ims_per_batch']} images of "
         f"{x0['input_size'][0]}x{x0['input_size'][1]} per step, synthetic training split, the "
@@ -146,22 +147,13 @@ def _markdown(r):
         f"over {r['steps']} steps after {r['warmup']} warm-up. Phases: inclusive CPU time per "
         f"step. " + describe_load(r["load_average"]),
         "",
-        "| phase (s/step) | " + " | ".join(_NAMES[x["variant"]] for x in rows) + " |",
-        "|---|" + "---:|" * len(rows),
+        markdown_table(["phase (s/step)"] + [VARIANT_NAMES[x["variant"]] for x in rows], phases),
     ]
-    for p in PHASES:
-        lines.append(f"| {_PHASE_NAMES[p]} | "
-                     + " | ".join(f"{x['phases_s_per_step'][p]:.3f}" for x in rows) + " |")
-    lines.append("| **wall time per step** | "
-                 + " | ".join(f"**{x['wall_s_per_step']:.3f}**" for x in rows) + " |")
-    lines.append("| operator calls per step | "
-                 + " | ".join(f"{x['op_calls_per_step']:.0f}" for x in rows) + " |")
     for x in rows:
-        lines += ["", f"Top operators by self CPU time, {_NAMES[x['variant']]}:", "",
-                  "| operator | calls/step | self s/step | share |", "|---|---:|---:|---:|"]
-        for o in x["top_ops"]:
-            lines.append(f"| `{o['op']}` | {o['calls_per_step']:.0f} | "
-                         f"{o['self_s_per_step']:.3f} | {100 * o['share']:.1f}% |")
+        ops = [[f"`{o['op']}`", f"{o['calls_per_step']:.0f}", f"{o['self_s_per_step']:.3f}",
+                f"{100 * o['share']:.1f}%"] for o in x["top_ops"]]
+        lines += ["", f"Top operators by self CPU time, {VARIANT_NAMES[x['variant']]}:", "",
+                  markdown_table(["operator", "calls/step", "self s/step", "share"], ops)]
     if r["quick"]:
-        lines.append("\n(--quick: tiny sizes; the numbers only exercise the code path.)")
+        lines.append(QUICK_NOTE)
     return "\n".join(lines)

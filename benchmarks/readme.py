@@ -23,7 +23,8 @@ __all__ = ["ReadmeError", "find_blocks", "render_block", "update_readme"]
 logger = logging.getLogger(__name__)
 
 _BLOCK = re.compile(
-    r"(?P<open><!-- benchmark:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(?P<close><!-- /benchmark:(?P=name) -->)",
+    r"(?P<open><!-- benchmark:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)"
+    r"(?P<close><!-- /benchmark:(?P=name) -->)",
     re.S,
 )
 

@@ -25,17 +25,23 @@ import contextlib
 import io
 import logging
 import os
-import statistics
 import tempfile
-import time
 
 import numpy as np
-
 import torch
 
-from ..postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
+from jsis_d2.postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
+
+from .report import markdown_table
+from .timing import time_calls
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["add_arguments", "run", "markdown", "make_prediction", "panopticapi_inputs"]
+
+#: The merge settings of both sides: Detectron2's / the paper's defaults.
+SETTINGS = {"stuff_area_thresh": 4096, "instance_score_thresh": 0.5, "mask_threshold": 0.5,
+            "overlap_thresh": 0.5}
 
 
 def add_arguments(parser):
@@ -117,173 +123,140 @@ def panopticapi_inputs(sem_seg, inst, is_thing, score_thr, mask_thr):
     return {"id": 0, "height": h, "width": w, "file_name": "0.jpg"}, instances, semantic, categories
 
 
-def _time_interleaved(fns, repeats, device):
-    """{name: [seconds per run]}: each repeat runs every side once, in turn, so that load from
-    other processes hits all sides alike."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def run(args):
-    from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
-    from detectron2.structures import Instances
-
+def _panopticapi_combine():
+    """panopticapi's per-image combine function, or None (panopticapi-lite lacks it)."""
     try:
         from panopticapi.combine_semantic_and_instance_predictions import (
             combine_to_panoptic_single_core,
         )
-        from panopticapi.utils import id2rgb
-        from PIL import Image
-    except ImportError as e:  # panopticapi(-lite) without the combine module
+    except ImportError as e:
         logger.warning("panopticapi combine heuristic not available (%s): side skipped", e)
-        combine_to_panoptic_single_core = None
+        return None
+    return combine_to_panoptic_single_core
 
+
+def _sides(sem_seg, inst, is_thing, combine, tmp_dir):
+    """Side name -> zero-argument call on the same prediction: ours, Detectron2's combine, our
+    Kirillov wrapper, and (with ``combine``) panopticapi's combine and its PNG write alone."""
+    from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
+    from detectron2.structures import Instances
+
+    st = SETTINGS
+    d2_inst = Instances(inst.image_size, pred_masks=inst.pred_masks >= st["mask_threshold"],
+                        scores=inst.scores, pred_classes=inst.pred_classes)
+    ours = {k: st[k] for k in ("stuff_area_thresh", "instance_score_thresh", "mask_threshold")}
+    sides = {
+        "jsis": lambda: jsis_panoptic_merge(sem_seg, inst, is_thing, **ours),
+        "d2": lambda: combine_semantic_and_instance_outputs(
+            d2_inst, sem_seg.argmax(dim=0), st["overlap_thresh"], st["stuff_area_thresh"],
+            st["instance_score_thresh"]),
+        "kirillov": lambda: kirillov_panoptic_merge(
+            sem_seg, inst, is_thing, overlap_thresh=st["overlap_thresh"], **ours),
+    }
+    if combine is None:
+        return sides
+    from panopticapi.utils import id2rgb
+    from PIL import Image
+
+    img, pa_inst, pa_sem, cats = panopticapi_inputs(
+        sem_seg, inst, is_thing, st["instance_score_thresh"], st["mask_threshold"])
+
+    def panopticapi():
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints progress
+            return combine(0, [0], {0: img}, {0: pa_inst}, {0: pa_sem}, tmp_dir,
+                           st["overlap_thresh"], st["stuff_area_thresh"], cats)
+
+    ids = np.zeros(inst.image_size, dtype=np.uint32)
+    sides["panopticapi"] = panopticapi
+    sides["png_only"] = lambda: Image.fromarray(id2rgb(ids)).save(
+        os.path.join(tmp_dir, "png_only.png"))
+    return sides
+
+
+def _row(n, times):
+    """One result row from the sides' timings (ms; speed-ups = their time / ours)."""
+    t = {k: v.median for k, v in times.items()}
+    row = {}
+    if "panopticapi" in times:
+        row = {
+            "panopticapi_combine_ms": 1000 * t["panopticapi"],
+            "panopticapi_png_write_ms": 1000 * t["png_only"],
+            "speedup_vs_panopticapi": t["panopticapi"] / t["jsis"],
+            "segments_panopticapi": len(times["panopticapi"].last[0]["segments_info"]),
+        }
+    m_jsis, m_d2 = times["jsis"].min, times["d2"].min
+    row.update({
+        "instances": n,
+        "jsis_ms": 1000 * t["jsis"],
+        "detectron2_combine_ms": 1000 * t["d2"],
+        "jsis_kirillov_ms": 1000 * t["kirillov"],
+        "speedup_vs_detectron2": t["d2"] / t["jsis"],
+        "jsis_min_ms": 1000 * m_jsis,
+        "detectron2_combine_min_ms": 1000 * m_d2,
+        "speedup_vs_detectron2_min": m_d2 / m_jsis,
+        "segments_jsis": len(times["jsis"].last[1]),
+        "segments_detectron2": len(times["d2"].last[1]),
+    })
+    return row
+
+
+def run(args):
     h, w = args.size
     k, t = args.classes, args.things
     repeats = 3 if args.quick else args.repeats
     counts = args.instances or ([10, 50] if args.quick else [10, 50, 100, 200])
-    tmp = tempfile.TemporaryDirectory()
     is_thing = torch.arange(k) < t
-    area, score_thr, mask_thr, overlap = 4096, 0.5, 0.5, 0.5
+    combine = _panopticapi_combine()
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     rows = []
-    for n in counts:
-        sem_seg, inst = make_prediction(n, h, w, k, t, args.seed, args.device, args.unsorted)
-        d2_inst = Instances(
-            (h, w),
-            pred_masks=inst.pred_masks >= mask_thr,
-            scores=inst.scores,
-            pred_classes=inst.pred_classes,
-        )
-
-        def jsis():
-            return jsis_panoptic_merge(
-                sem_seg,
-                inst,
-                is_thing,
-                stuff_area_thresh=area,
-                instance_score_thresh=score_thr,
-                mask_threshold=mask_thr,
-            )
-
-        def d2():
-            return combine_semantic_and_instance_outputs(
-                d2_inst, sem_seg.argmax(dim=0), overlap, area, score_thr
-            )
-
-        def kirillov():
-            return kirillov_panoptic_merge(
-                sem_seg,
-                inst,
-                is_thing,
-                overlap_thresh=overlap,
-                stuff_area_thresh=area,
-                instance_score_thresh=score_thr,
-                mask_threshold=mask_thr,
-            )
-
-        sides = {"jsis": jsis, "d2": d2, "kirillov": kirillov}
-        if combine_to_panoptic_single_core is not None:
-            img, pa_inst, pa_sem, cats = panopticapi_inputs(
-                sem_seg, inst, is_thing, score_thr, mask_thr
-            )
-            pa_out = {}
-
-            def panopticapi():
-                with contextlib.redirect_stdout(io.StringIO()):  # it prints progress
-                    pa_out["json"] = combine_to_panoptic_single_core(
-                        0, [0], {0: img}, {0: pa_inst}, {0: pa_sem}, tmp.name, overlap, area, cats
-                    )
-
-            ids = np.zeros((h, w), dtype=np.uint32)
-
-            def png_only():
-                Image.fromarray(id2rgb(ids)).save(os.path.join(tmp.name, "png_only.png"))
-
-            sides["panopticapi"] = panopticapi
-            sides["png_only"] = png_only
-        times = _time_interleaved(sides, repeats, args.device)
-        t_jsis, t_d2, t_kir = (statistics.median(times[k]) for k in ("jsis", "d2", "kirillov"))
-        m_jsis, m_d2 = min(times["jsis"]), min(times["d2"])
-        n_jsis = len(jsis()[1])
-        n_d2 = len(d2()[1])
-        if "panopticapi" in times:
-            t_pa = statistics.median(times["panopticapi"])
-            pa = {
-                "panopticapi_combine_ms": 1000 * t_pa,
-                "panopticapi_png_write_ms": 1000 * statistics.median(times["png_only"]),
-                "speedup_vs_panopticapi": t_pa / t_jsis,
-                "segments_panopticapi": len(pa_out["json"][0]["segments_info"]),
-            }
-        else:
-            pa = {}
-        rows.append(
-            {
-                **pa,
-                "instances": n,
-                "jsis_ms": 1000 * t_jsis,
-                "detectron2_combine_ms": 1000 * t_d2,
-                "jsis_kirillov_ms": 1000 * t_kir,
-                "speedup_vs_detectron2": t_d2 / t_jsis,
-                "jsis_min_ms": 1000 * m_jsis,
-                "detectron2_combine_min_ms": 1000 * m_d2,
-                "speedup_vs_detectron2_min": m_d2 / m_jsis,
-                "segments_jsis": n_jsis,
-                "segments_detectron2": n_d2,
-            }
-        )
-        logger.info(
-            "merge N=%d: jsis %.2f ms, detectron2 %.2f ms (x%.1f)",
-            n,
-            1000 * t_jsis,
-            1000 * t_d2,
-            t_d2 / t_jsis,
-        )
-
-    md = [
-        f"Panoptic merge, {h}x{w} image, K={k} classes (T={t} things), device {args.device}, "
-        f"instances {'unsorted' if args.unsorted else 'sorted by score'}, "
-        f"{torch.get_num_threads()} threads, {repeats} interleaved runs (median; min in brackets)",
-        "",
-        "| instances | jsis_panoptic_merge (ms) | d2 combine_semantic_and_instance_outputs (ms) "
-        "| speedup | jsis kirillov wrapper (ms) | panopticapi combine (ms) [PNG write alone] "
-        "| speedup vs panopticapi | segments jsis / d2 / panopticapi |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        if "panopticapi_combine_ms" in r:
-            pa = (
-                f"{r['panopticapi_combine_ms']:.1f} [{r['panopticapi_png_write_ms']:.1f}] | "
-                f"{r['speedup_vs_panopticapi']:.1f}x"
-            )
-            pa_n = r["segments_panopticapi"]
-        else:
-            pa, pa_n = "not available | -", "-"
-        md.append(
-            f"| {r['instances']} | {r['jsis_ms']:.1f} [{r['jsis_min_ms']:.1f}] | "
-            f"{r['detectron2_combine_ms']:.1f} [{r['detectron2_combine_min_ms']:.1f}] | "
-            f"{r['speedup_vs_detectron2']:.1f}x [{r['speedup_vs_detectron2_min']:.1f}x] | "
-            f"{r['jsis_kirillov_ms']:.1f} | {pa} | "
-            f"{r['segments_jsis']} / {r['segments_detectron2']} / {pa_n} |"
-        )
-    tmp.cleanup()
-    return {
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in counts:
+            sem_seg, inst = make_prediction(n, h, w, k, t, args.seed, args.device, args.unsorted)
+            sides = _sides(sem_seg, inst, is_thing, combine, tmp)
+            rows.append(_row(n, time_calls(sides, repeats, warmup=1, synchronize=sync)))
+            r = rows[-1]
+            logger.info("merge N=%d: jsis %.2f ms, detectron2 %.2f ms (x%.1f)", n, r["jsis_ms"],
+                        r["detectron2_combine_ms"], r["speedup_vs_detectron2"])
+    result = {
         "size": [h, w],
         "classes": k,
         "things": t,
         "device": args.device,
         "repeats": repeats,
         "unsorted": bool(args.unsorted),
+        "threads": torch.get_num_threads(),
         "rows": rows,
-        "markdown": "\n".join(md),
     }
+    result["markdown"] = markdown(result)
+    return result
+
+
+def markdown(r):
+    """The result's markdown (the README block)."""
+    rows = []
+    for x in r["rows"]:
+        if "panopticapi_combine_ms" in x:
+            pa = [f"{x['panopticapi_combine_ms']:.1f} [{x['panopticapi_png_write_ms']:.1f}]",
+                  f"{x['speedup_vs_panopticapi']:.1f}x"]
+            pa_n = x["segments_panopticapi"]
+        else:
+            pa, pa_n = ["not available", "-"], "-"
+        rows.append([
+            x["instances"], f"{x['jsis_ms']:.1f} [{x['jsis_min_ms']:.1f}]",
+            f"{x['detectron2_combine_ms']:.1f} [{x['detectron2_combine_min_ms']:.1f}]",
+            f"{x['speedup_vs_detectron2']:.1f}x [{x['speedup_vs_detectron2_min']:.1f}x]",
+            f"{x['jsis_kirillov_ms']:.1f}", *pa,
+            f"{x['segments_jsis']} / {x['segments_detectron2']} / {pa_n}",
+        ])
+    h, w = r["size"]
+    return "\n".join([
+        f"Panoptic merge, {h}x{w} image, K={r['classes']} classes (T={r['things']} things), "
+        f"device {r['device']}, instances {'unsorted' if r['unsorted'] else 'sorted by score'}, "
+        f"{r['threads']} threads, {r['repeats']} interleaved runs (median; min in brackets)",
+        "",
+        markdown_table(["instances", "jsis_panoptic_merge (ms)",
+                        "d2 combine_semantic_and_instance_outputs (ms)", "speedup",
+                        "jsis kirillov wrapper (ms)", "panopticapi combine (ms) [PNG write alone]",
+                        "speedup vs panopticapi", "segments jsis / d2 / panopticapi"],
+                       rows, "rrrrrrrl"),
+    ])

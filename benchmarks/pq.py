@@ -18,22 +18,22 @@ import io
 import json
 import logging
 import math
+import multiprocessing
 import os
-import statistics
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
 
-from jsis_d2.evaluation.pq import pq_compute, write_panoptic_png
+from jsis_d2.evaluation.pq import write_panoptic_png
 
-from .common import verdict
+from .report import markdown_table, verdict
+from .timing import load_average, time_calls
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "run", "generate_panoptic_case"]
+__all__ = ["add_arguments", "run", "markdown", "generate_panoptic_case", "GOALS"]
 
 
 def add_arguments(parser):
@@ -149,23 +149,7 @@ def generate_panoptic_case(root, num_images=300, size=(400, 400), segments=40, s
 
 
 #: The issue's goals: speed-up over panopticapi (at least) and wall time / decode floor (at most).
-GOAL_SPEEDUP = 3.0
-GOAL_FLOOR_RATIO = 1.3
-
-
-def _timed(fn, repeats, cpu=None):
-    """Run ``fn`` ``repeats`` times: (last output, wall times); CPU times of this process (all
-    threads; robust to other load on a shared machine) are appended to ``cpu`` if given."""
-    times = []
-    out = None
-    for _ in range(repeats):
-        c = time.process_time()
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-        if cpu is not None:
-            cpu.append(time.process_time() - c)
-    return out, times
+GOALS = {"speedup_vs_panopticapi": 3.0, "ours_over_decode_floor": 1.3}
 
 
 def _decode_all(files, threads):
@@ -184,108 +168,113 @@ def _hotcoco_pq(gt_json, pred_json):
         return hotcoco_pq(gt_json, pred_json)
 
 
+def _max_abs_diff(a, b, per_class=False):
+    """Largest |a - b| over pq/sq/rq of All/Things/Stuff (and of every class)."""
+    diffs = [abs(a[g][k] - b[g][k]) for g in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")]
+    if per_class:
+        diffs += [abs(a["per_class"][c][k] - b["per_class"][c][k])
+                  for c in b["per_class"] for k in ("pq", "sq", "rq")]
+    return max(diffs)
+
+
+def _sides(gt_json, pred_json, files, threads):
+    """Side name -> call: decode floor, ours, panopticapi (timed interleaved, in this order)."""
+    from panopticapi.evaluation import pq_compute as panopticapi_pq
+
+    from jsis_d2.evaluation.pq import compute_pq_stats
+
+    def ours():
+        stats, cats = compute_pq_stats(gt_json, pred_json, num_threads=threads)
+        return stats.results([c["id"] for c in cats], [c["isthing"] == 1 for c in cats])
+
+    def reference():
+        with contextlib.redirect_stdout(io.StringIO()):  # panopticapi prints progress
+            return panopticapi_pq(gt_json, pred_json)
+
+    return {"floor_decode": lambda: _decode_all(files, threads), "ours": ours,
+            "panopticapi": reference}
+
+
+def _measure(args, num, repeats, result):
+    """Generate the case in a temporary folder and time every side; returns the timings."""
+    with tempfile.TemporaryDirectory(prefix="jsis_pq_bench_") as root:
+        gen = time_calls({"generate": lambda: generate_panoptic_case(
+            root, num, tuple(args.size), args.segments, args.seed)}, 1, warmup=0)["generate"]
+        result["generate_s"] = gen.wall[0]
+        gt_json, pred_json = gen.last
+        files = [os.path.join(root, sub, f) for sub in ("gt", "pred")
+                 for f in sorted(os.listdir(os.path.join(root, sub)))]
+        _decode_all(files, args.threads)  # warm the page cache
+        # interleaved so drift hits all sides alike; CPU time of this process for floor / ours
+        times = time_calls(_sides(gt_json, pred_json, files, args.threads), repeats, warmup=0,
+                           cpu_time=True)
+        try:
+            times.update(time_calls({"hotcoco": lambda: _hotcoco_pq(gt_json, pred_json)},
+                                    repeats, warmup=0))
+            result["hotcoco"] = "measured (its own Rust thread pool)"
+            result["hotcoco_max_abs_diff"] = _max_abs_diff(times["hotcoco"].last,
+                                                           times["panopticapi"].last)
+        except Exception as e:  # optional: not installed or different API
+            result["hotcoco"] = f"skipped ({type(e).__name__}: {e})"
+    return times
+
+
 def run(args):
     num = args.images or (40 if args.quick else 300)
     repeats = args.repeats or (1 if args.quick else 3)
-    threads = args.threads
-    import jsis_d2.evaluation.pq as ours_mod
-    import multiprocessing
-
-    from panopticapi.evaluation import pq_compute as panopticapi_pq
-
     result = {"images": num, "size": list(args.size), "segments": args.segments,
-              "repeats": repeats, "threads": threads,
-              "panopticapi_processes": multiprocessing.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="jsis_pq_bench_") as root:
-        t = time.perf_counter()
-        gt_json, pred_json = generate_panoptic_case(
-            root, num, tuple(args.size), args.segments, args.seed
-        )
-        result["generate_s"] = time.perf_counter() - t
-        files = [os.path.join(root, "gt", f) for f in sorted(os.listdir(os.path.join(root, "gt")))]
-        files += [os.path.join(root, "pred", f) for f in
-                  sorted(os.listdir(os.path.join(root, "pred")))]
-        _decode_all(files, threads)  # warm the page cache
-
-        def ours():
-            stats, cats = ours_mod.compute_pq_stats(gt_json, pred_json, num_threads=threads)
-            return stats.results([c["id"] for c in cats], [c["isthing"] == 1 for c in cats])
-
-        def reference():
-            with contextlib.redirect_stdout(io.StringIO()):  # panopticapi prints progress
-                return panopticapi_pq(gt_json, pred_json)
-
-        times = {"floor_decode": [], "ours": [], "panopticapi": []}
-        cpu = {"floor_decode": [], "ours": []}
-        ref = mine = None
-        for _ in range(repeats):  # interleaved so drift hits all sides alike
-            times["floor_decode"] += _timed(lambda: _decode_all(files, threads), 1,
-                                            cpu["floor_decode"])[1]
-            mine, t_ours = _timed(ours, 1, cpu["ours"])
-            times["ours"] += t_ours
-            ref, t_ref = _timed(reference, 1)
-            times["panopticapi"] += t_ref
-        try:
-            hc, t_hc = _timed(lambda: _hotcoco_pq(gt_json, pred_json), repeats)
-            times["hotcoco"] = t_hc
-            result["hotcoco"] = "measured (its own Rust thread pool)"
-            result["hotcoco_max_abs_diff"] = max(
-                abs(hc[g][k] - ref[g][k])
-                for g in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")
-            )
-        except Exception as e:  # optional: not installed or different API
-            result["hotcoco"] = f"skipped ({type(e).__name__}: {e})"
-
+              "repeats": repeats, "threads": args.threads,
+              "panopticapi_processes": multiprocessing.cpu_count(), "cpu_count": os.cpu_count()}
+    times = _measure(args, num, repeats, result)
+    mine, ref = times["ours"].last, times["panopticapi"].last
     result["equal_to_panopticapi"] = mine == ref
-    result["max_abs_diff"] = max(
-        [abs(mine[g][k] - ref[g][k])
-         for g in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")]
-        + [abs(mine["per_class"][c][k] - ref["per_class"][c][k])
-           for c in ref["per_class"] for k in ("pq", "sq", "rq")]
-    )
+    result["max_abs_diff"] = _max_abs_diff(mine, ref, per_class=True)
     result["PQ"] = 100 * mine["All"]["pq"]
-    best = {k: min(v) for k, v in times.items()}
-    result["best_s"] = best
-    result["median_s"] = {k: statistics.median(v) for k, v in times.items()}
-    result["cpu_best_s"] = {k: min(v) for k, v in cpu.items()}
-    result["ours_over_decode_floor_cpu"] = min(cpu["ours"]) / min(cpu["floor_decode"])
-    result["load_average_1min"] = os.getloadavg()[0]
-    result["speedup_vs_panopticapi"] = best["panopticapi"] / best["ours"]
-    result["ours_over_decode_floor"] = best["ours"] / best["floor_decode"]
+    best = {k: v.min for k, v in times.items()}
+    cpu = {k: min(times[k].cpu) for k in ("floor_decode", "ours")}
+    result.update({
+        "best_s": best,
+        "median_s": {k: v.median for k, v in times.items()},
+        "cpu_best_s": cpu,
+        "ours_over_decode_floor_cpu": cpu["ours"] / cpu["floor_decode"],
+        "load_average_1min": load_average(),
+        "speedup_vs_panopticapi": best["panopticapi"] / best["ours"],
+        "ours_over_decode_floor": best["ours"] / best["floor_decode"],
+    })
     if "hotcoco" in best:
         result["ours_over_hotcoco"] = best["ours"] / best["hotcoco"]
-    rows = [
-        ("panopticapi pq_compute ({} processes)".format(result["panopticapi_processes"]),
-         best["panopticapi"], best["panopticapi"] / best["floor_decode"]),
-        (f"jsis_d2 pq_compute ({threads} threads)", best["ours"],
-         best["ours"] / best["floor_decode"]),
-        (f"decode-only floor (Pillow, {threads} threads)", best["floor_decode"], 1.0),
-    ]
-    if "hotcoco" in best:
-        rows.append(("hotcoco", best["hotcoco"], best["hotcoco"] / best["floor_decode"]))
-    md = [
-        f"PQ evaluation, {num} images {args.size[0]}x{args.size[1]}, ~{args.segments} segments "
-        f"each (best of {repeats}):",
-        "",
-        "| implementation | wall time (s) | x decode floor |",
-        "|---|---:|---:|",
-    ] + [f"| {n} | {t:.3f} | {r:.2f} |" for n, t, r in rows] + [
-        "",
-        f"CPU time of this process (all threads): ours {result['cpu_best_s']['ours']:.3f} s, "
-        f"decode floor {result['cpu_best_s']['floor_decode']:.3f} s, ratio "
-        f"{result['ours_over_decode_floor_cpu']:.2f}. 1-min load average at the end: "
-        f"{result['load_average_1min']:.1f} on {os.cpu_count()} cores.",
-        "",
-        f"speed-up vs panopticapi: {result['speedup_vs_panopticapi']:.2f}x; "
-        f"ours / decode floor: {result['ours_over_decode_floor']:.2f}; "
-        f"results equal to panopticapi: {result['equal_to_panopticapi']} "
-        f"(max abs diff {result['max_abs_diff']:.3g}); PQ {result['PQ']:.2f}; "
-        f"hotcoco: {result['hotcoco']}",
-        "",
-        "Goals: at least {:.0f}x faster than panopticapi: {}; within {:.1f}x of the decode "
-        "floor: {}.".format(
-            GOAL_SPEEDUP, verdict(result["speedup_vs_panopticapi"] >= GOAL_SPEEDUP),
-            GOAL_FLOOR_RATIO, verdict(result["ours_over_decode_floor"] <= GOAL_FLOOR_RATIO)),
-    ]
-    result["markdown"] = "\n".join(md)
+    result["markdown"] = markdown(result)
     return result
+
+
+def markdown(r):
+    """The result's markdown (the README block)."""
+    best = r["best_s"]
+    names = {"panopticapi": f"panopticapi pq_compute ({r['panopticapi_processes']} processes)",
+             "ours": f"jsis_d2 pq_compute ({r['threads']} threads)",
+             "floor_decode": f"decode-only floor (Pillow, {r['threads']} threads)",
+             "hotcoco": "hotcoco"}
+    rows = [[name, f"{best[k]:.3f}", f"{best[k] / best['floor_decode']:.2f}"]
+            for k, name in names.items() if k in best]
+    ok_speed = r["speedup_vs_panopticapi"] >= GOALS["speedup_vs_panopticapi"]
+    ok_floor = r["ours_over_decode_floor"] <= GOALS["ours_over_decode_floor"]
+    return "\n".join([
+        f"PQ evaluation, {r['images']} images {r['size'][0]}x{r['size'][1]}, ~{r['segments']} "
+        f"segments each (best of {r['repeats']}):",
+        "",
+        markdown_table(["implementation", "wall time (s)", "x decode floor"], rows),
+        "",
+        f"CPU time of this process (all threads): ours {r['cpu_best_s']['ours']:.3f} s, "
+        f"decode floor {r['cpu_best_s']['floor_decode']:.3f} s, ratio "
+        f"{r['ours_over_decode_floor_cpu']:.2f}. 1-min load average at the end: "
+        f"{r['load_average_1min']:.1f} on {r['cpu_count']} cores.",
+        "",
+        f"speed-up vs panopticapi: {r['speedup_vs_panopticapi']:.2f}x; "
+        f"ours / decode floor: {r['ours_over_decode_floor']:.2f}; "
+        f"results equal to panopticapi: {r['equal_to_panopticapi']} "
+        f"(max abs diff {r['max_abs_diff']:.3g}); PQ {r['PQ']:.2f}; hotcoco: {r['hotcoco']}",
+        "",
+        f"Goals: at least {GOALS['speedup_vs_panopticapi']:.0f}x faster than panopticapi: "
+        f"{verdict(ok_speed)}; within {GOALS['ours_over_decode_floor']:.1f}x of the decode "
+        f"floor: {verdict(ok_floor)}.",
+    ])

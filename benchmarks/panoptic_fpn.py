@@ -17,17 +17,20 @@ the measured phase (VmHWM, see ``common``); FLOPs: fvcore (MACs), network only.
 """
 import logging
 
-from .common import build_jsis, describe_load, load_average, measure, run_isolated
+from .common import build_jsis, measure, run_isolated, size_pairs
+from .report import QUICK_NOTE, describe_load, markdown_table
+from .timing import load_average
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "run", "panoptic_fpn_cfg", "build_panoptic_fpn"]
+__all__ = ["add_arguments", "run", "markdown", "panoptic_fpn_cfg", "build_panoptic_fpn"]
 
 
 def add_arguments(parser):
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
                         help="input sizes as H W pairs (default 400 400; quick 128 128)")
-    parser.add_argument("--depth", type=int, default=None, help="ResNet depth (default 50, quick 18)")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="ResNet depth (default 50, quick 18)")
     parser.add_argument("--proposals", type=int, default=None,
                         help="JSIS-Net test proposals (default 100, quick 20)")
     parser.add_argument("--fpn-proposals", type=int, default=None,
@@ -35,7 +38,8 @@ def add_arguments(parser):
     parser.add_argument("--detections", type=int, default=None,
                         help="TEST.DETECTIONS_PER_IMAGE for both (default 100, quick 10)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 3, quick 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls (default 3, quick 1)")
 
 
 def panoptic_fpn_cfg(depth=50, post_nms_test=1000, detections=100, norm="GN", num_things=80,
@@ -95,12 +99,27 @@ def build_panoptic_fpn(**kw):
     return build_model(cfg), cfg
 
 
+def _sides(size, depth, props, fpn_props, dets, extra):
+    """Row name -> (build function, its kwargs): JSIS-Net first (the ratios' base)."""
+    sides = {
+        f"JSIS-Net R{depth}-C4, {props} proposals": (
+            build_jsis,
+            dict(depth=depth, size=size, post_nms_test=props, detections=dets, extra=extra),
+        ),
+        f"PanopticFPN R{depth}-FPN, {fpn_props} proposals": (
+            build_panoptic_fpn, dict(depth=depth, post_nms_test=fpn_props, detections=dets),
+        ),
+    }
+    if fpn_props != props:
+        sides[f"PanopticFPN R{depth}-FPN, {props} proposals"] = (
+            build_panoptic_fpn, dict(depth=depth, post_nms_test=props, detections=dets),
+        )
+    return sides
+
+
 def run(args):
     q = args.quick
-    sizes = args.sizes or ([128, 128] if q else [400, 400])
-    if len(sizes) % 2:
-        raise ValueError(f"--sizes takes H W pairs, got {sizes}")
-    sizes = [tuple(sizes[i : i + 2]) for i in range(0, len(sizes), 2)]
+    sizes = size_pairs(args.sizes or ([128, 128] if q else [400, 400]))
     depth = args.depth or (18 if q else 50)
     props = args.proposals or (20 if q else 100)
     fpn_props = args.fpn_proposals or (50 if q else 1000)
@@ -110,30 +129,18 @@ def run(args):
     load0 = load_average()
     rows = []
     for size in sizes:
-        sides = {
-            f"JSIS-Net R{depth}-C4, {props} proposals": (
-                build_jsis,
-                dict(depth=depth, size=size, post_nms_test=props, detections=dets, extra=extra),
-            ),
-            f"PanopticFPN R{depth}-FPN, {fpn_props} proposals": (
-                build_panoptic_fpn, dict(depth=depth, post_nms_test=fpn_props, detections=dets),
-            ),
-        }
-        if fpn_props != props:
-            sides[f"PanopticFPN R{depth}-FPN, {props} proposals"] = (
-                build_panoptic_fpn, dict(depth=depth, post_nms_test=props, detections=dets),
-            )
-        for name, (build, kw) in sides.items():
+        group = []
+        for name, (build, kw) in _sides(size, depth, props, fpn_props, dets, extra).items():
             logger.info("panoptic_fpn: %s at %dx%d ...", name, *size)
             r = run_isolated(measure, build, kw, mode="infer", size=size, warmup=args.warmup,
                              repeats=repeats, threads=args.threads, flops=True)
             r["network"] = name
-            rows.append(r)
-        base = rows[-len(sides)]
-        for r in rows[-len(sides):]:
-            r["time_vs_jsis"] = r["median_s"] / base["median_s"]
-            r["peak_vs_jsis"] = r["peak_rss_mb"] / base["peak_rss_mb"]
-            r["gflops_vs_jsis"] = r["gflops"] / base["gflops"]
+            group.append(r)
+        for r in group:
+            r["time_vs_jsis"] = r["median_s"] / group[0]["median_s"]
+            r["peak_vs_jsis"] = r["peak_rss_mb"] / group[0]["peak_rss_mb"]
+            r["gflops_vs_jsis"] = r["gflops"] / group[0]["gflops"]
+        rows += group
     result = {
         "threads": args.threads,
         "quick": bool(q),
@@ -144,11 +151,22 @@ def run(args):
         "rows": rows,
         "load_average": [load0, load_average()],
     }
-    result["markdown"] = _markdown(result)
+    result["markdown"] = markdown(result)
     return result
 
 
-def _markdown(r):
+def markdown(r):
+    """The result's markdown (the README block)."""
+    rows = []
+    for x in r["rows"]:
+        b = x["gflops_by_module"]
+        rows.append([
+            "x".join(map(str, x["size"])), x["network"], f"{x['params_m']:.1f}",
+            f"{x['median_s']:.2f}", f"{x['peak_rss_mb']:.0f} [{x['peak_above_imports_mb']:.0f}]",
+            f"{x['gflops']:.1f}", *(f"{b.get(k, 0):.1f}" for k in (
+                "backbone", "proposal_generator", "roi_heads", "sem_seg_head")),
+            f"{x['time_vs_jsis']:.2f}", f"{x['peak_vs_jsis']:.2f}", f"{x['gflops_vs_jsis']:.2f}",
+        ])
     lines = [
         f"JSIS-Net vs Detectron2 PanopticFPN, random weights (GN ResNet), CPU, {r['threads']} "
         f"threads, one image per call, {r['detections']} detections per image (score threshold "
@@ -156,20 +174,10 @@ def _markdown(r):
         f"Peak = RSS high-water mark of the measured phase [above the process's RSS after "
         f"imports]. GFLOPs: fvcore (= GMACs), network only. " + describe_load(r["load_average"]),
         "",
-        "| input | network | params (M) | latency (s) | peak MiB | GFLOPs | backbone | "
-        "RPN | ROI heads | semantic head | time / JSIS | peak / JSIS | GFLOPs / JSIS |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        markdown_table(["input", "network", "params (M)", "latency (s)", "peak MiB", "GFLOPs",
+                        "backbone", "RPN", "ROI heads", "semantic head", "time / JSIS",
+                        "peak / JSIS", "GFLOPs / JSIS"], rows, "ll" + "r" * 11),
     ]
-    for x in r["rows"]:
-        b = x["gflops_by_module"]
-        lines.append(
-            f"| {'x'.join(map(str, x['size']))} | {x['network']} | {x['params_m']:.1f} | "
-            f"{x['median_s']:.2f} | {x['peak_rss_mb']:.0f} [{x['peak_above_imports_mb']:.0f}] | "
-            f"{x['gflops']:.1f} | {b.get('backbone', 0):.1f} | "
-            f"{b.get('proposal_generator', 0):.1f} | {b.get('roi_heads', 0):.1f} | "
-            f"{b.get('sem_seg_head', 0):.1f} | {x['time_vs_jsis']:.2f} | "
-            f"{x['peak_vs_jsis']:.2f} | {x['gflops_vs_jsis']:.2f} |"
-        )
     if r["quick"]:
-        lines.append("\n(--quick: tiny sizes; the numbers only exercise the code path.)")
+        lines.append(QUICK_NOTE)
     return "\n".join(lines)

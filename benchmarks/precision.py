@@ -12,7 +12,7 @@ Variants (``--variants``): ``fp32``; ``bf16`` = ``TEST.PRECISION bfloat16`` for 
 ``SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION bfloat16`` for the training step; ``bf16_cl`` =
 the same plus ``MODEL.JSIS.CHANNELS_LAST True``; ``fp32_cl`` (not by default): fp32 with
 channels_last. Each (model, variant, mode) runs in its own process
-(:func:`~jsis_d2.benchmark.common.measure`): inference = median of ``--repeats`` calls
+(:func:`benchmarks.common.measure`): inference = median of ``--repeats`` calls
 (network + mask pasting + merge), train step = one SGD step, median of ``--train-repeats``,
 peak memory = VmHWM of the measured phase.
 
@@ -32,21 +32,26 @@ import tempfile
 
 import torch
 
-from ..precision import cpu_bf16_support, cpuinfo_field
-from .common import build_jsis, describe_load, load_average, measure, run_isolated, verdict
+from jsis_d2.precision import cpu_bf16_support, cpuinfo_field
+
+from .common import (
+    DEMO_CONFIG, DEMO_WEIGHTS, QUICK_CONFIG, build_jsis, measure, run_isolated, tiny_synthetic,
+)
+from .report import QUICK_NOTE, describe_load, markdown_table, verdict, yes_no
+from .timing import load_average
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "run", "VARIANTS", "GOALS"]
+__all__ = ["add_arguments", "run", "markdown", "VARIANTS", "VARIANT_NAMES", "GOALS"]
 
-DEMO_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
-QUICK_CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
-DEFAULT_WEIGHTS = "output/demo/model_final.pth"
 _BF16 = ["TEST.PRECISION", "bfloat16", "SOLVER.AMP.ENABLED", True,
          "SOLVER.AMP.PRECISION", "bfloat16"]
 #: Variant name -> config overrides.
 VARIANTS = {"fp32": [], "bf16": _BF16, "bf16_cl": _BF16 + ["MODEL.JSIS.CHANNELS_LAST", True],
             "fp32_cl": ["MODEL.JSIS.CHANNELS_LAST", True]}
+#: Variant name -> its name in the markdown tables.
+VARIANT_NAMES = {"fp32": "fp32", "bf16": "bf16", "bf16_cl": "bf16 + channels_last",
+                 "fp32_cl": "fp32 + channels_last"}
 #: Goals of the headline (R50-C4 400x400) on a bf16-capable CPU.
 GOALS = {"inference": 2.5, "train_step": 1.7, "pq_delta": 0.5}
 
@@ -59,7 +64,7 @@ def add_arguments(parser):
     parser.add_argument("--repeats", type=int, default=None, help="inference calls (default 3)")
     parser.add_argument("--train-repeats", type=int, default=None, help="train steps (default 2)")
     parser.add_argument("--weights", default=None,
-                        help=f"checkpoint for PQ (default {DEFAULT_WEIGHTS} if present, else "
+                        help=f"checkpoint for PQ (default {DEMO_WEIGHTS} if present, else "
                         f"trained here)")
     parser.add_argument("--pq-config", default=None,
                         help=f"config of --weights (default {DEMO_CONFIG})")
@@ -86,13 +91,6 @@ def _models(quick):
     }
 
 
-def _time_one(model_kwargs, variant, mode, repeats, threads):
-    kw = dict(model_kwargs)
-    kw["extra"] = list(kw.get("extra", [])) + VARIANTS[variant]
-    return run_isolated(measure, build_jsis, kw, mode=mode, size=kw["size"], warmup=1,
-                        repeats=repeats, threads=threads)
-
-
 # ---------------------------------------------------------------------------- PQ
 def _train_checkpoint(config_file, out_dir, iters, threads, datasets):
     """Train ``config_file`` from scratch in float32 for ``iters`` iterations (no evaluation);
@@ -100,8 +98,8 @@ def _train_checkpoint(config_file, out_dir, iters, threads, datasets):
     import jsis_d2  # noqa: F401
     from detectron2.utils.logger import setup_logger
 
-    from ..config import setup_cfg
-    from ..engine.trainer import Trainer
+    from jsis_d2.config import setup_cfg
+    from jsis_d2.engine.trainer import Trainer
 
     torch.set_num_threads(threads)
     _register(datasets)
@@ -122,7 +120,7 @@ def _train_checkpoint(config_file, out_dir, iters, threads, datasets):
 def _register(datasets):
     from detectron2.data import DatasetCatalog
 
-    from ..data.synthetic import register_synthetic_datasets
+    from jsis_d2.data.synthetic import register_synthetic_datasets
 
     if datasets["train"] not in DatasetCatalog.list():
         register_synthetic_datasets(datasets["root"], names={"train": datasets["train"],
@@ -137,9 +135,9 @@ def _evaluate(config_file, weights, variant, datasets, images, threads):
     from detectron2.evaluation import inference_on_dataset
     from detectron2.modeling import build_model
 
-    from ..config import setup_cfg
-    from ..data.dataset_mapper import JSISDatasetMapper
-    from ..evaluation import JSISEvaluator
+    from jsis_d2.config import setup_cfg
+    from jsis_d2.data.dataset_mapper import JSISDatasetMapper
+    from jsis_d2.evaluation import JSISEvaluator
 
     torch.set_num_threads(threads)
     _register(datasets)
@@ -160,19 +158,18 @@ def _evaluate(config_file, weights, variant, datasets, images, threads):
 
 
 def _pq(args, variants, tmp):
-    from ..data.synthetic import make_synthetic_datasets
+    from jsis_d2.data.synthetic import make_synthetic_datasets
 
     q = args.quick
     if q:
         root = os.path.join(tmp, "synthetic")
-        make_synthetic_datasets(root, num_train=2, num_val=2, image_size=64, register=False)
-        datasets = {"root": root, "train": "jsis_bench_prec_train", "val": "jsis_bench_prec_val"}
+        datasets = {"root": root, **tiny_synthetic(root, "jsis_bench_prec", 2, 2)}
     else:
         paths = make_synthetic_datasets()  # reused when present (deterministic)
         root = os.path.dirname(os.path.dirname(paths["train"]["image_root"]))
         datasets = {"root": root, "train": "jsis_synthetic_train", "val": "jsis_synthetic_val"}
     config_file = args.pq_config or (QUICK_CONFIG if q else DEMO_CONFIG)
-    weights = args.weights or (DEFAULT_WEIGHTS if not q and os.path.isfile(DEFAULT_WEIGHTS)
+    weights = args.weights or (DEMO_WEIGHTS if not q and os.path.isfile(DEMO_WEIGHTS)
                                else None)
     trained_iters = None
     if weights is None:
@@ -190,28 +187,41 @@ def _pq(args, variants, tmp):
 
 
 # ---------------------------------------------------------------------------- run
-def run(args):
-    q = args.quick
-    torch.set_num_threads(args.threads)
-    support = cpu_bf16_support()
+def _variants(args, support):
     variants = args.variants or ["fp32", "bf16", "bf16_cl"]
     if "fp32" not in variants:
         variants = ["fp32"] + variants
     if not support["supported"]:
         logger.warning("precision: this CPU has no bfloat16 support (%s): fp32 only", support)
         variants = [v for v in variants if not v.startswith("bf16")]
-    repeats = args.repeats or (1 if q else 3)
-    train_repeats = args.train_repeats or (1 if q else 2)
-    load0 = load_average()
+    return variants
+
+
+def _timings(models, variants, repeats, train_repeats, threads):
+    """One row per (model, mode, variant), each measured in its own process."""
     rows = []
-    for name, kw in _models(q).items():
+    for name, model_kw in models.items():
         for mode, n in (("infer", repeats), ("train", train_repeats)):
             for v in variants:
-                r = _time_one(kw, v, mode, n, args.threads)
+                kw = dict(model_kw, extra=list(model_kw.get("extra", [])) + VARIANTS[v])
+                r = run_isolated(measure, build_jsis, kw, mode=mode, size=kw["size"], warmup=1,
+                                 repeats=n, threads=threads)
                 logger.info("precision %s %s %s: %.3f s", name, mode, v, r["median_s"])
                 rows.append({"model": name, "mode": mode, "variant": v, **{
                     k: r[k] for k in ("median_s", "min_s", "times_s", "peak_rss_mb",
                                       "peak_above_imports_mb", "load_average")}})
+    return rows
+
+
+def run(args):
+    q = args.quick
+    torch.set_num_threads(args.threads)
+    support = cpu_bf16_support()
+    variants = _variants(args, support)
+    repeats = args.repeats or (1 if q else 3)
+    train_repeats = args.train_repeats or (1 if q else 2)
+    load0 = load_average()
+    rows = _timings(_models(q), variants, repeats, train_repeats, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         pq = _pq(args, variants, tmp)
     result = {
@@ -221,7 +231,7 @@ def run(args):
         "load_average": [load0, load_average()],
     }
     result["headline"] = _headline(result, args.headline)
-    result["markdown"] = _markdown(result)
+    result["markdown"] = markdown(result)
     return result
 
 
@@ -252,67 +262,74 @@ def _headline(r, variant):
                     f"PQ delta {delta:.2f}"}
 
 
-def _markdown(r):
+def _time_table(r):
+    """Time and peak memory per (model, mode), one column per variant, then the speed-ups."""
+    names = [VARIANT_NAMES[v] for v in r["variants"]]
+    headers = (["model", "mode"] + [f"{n} (s)" for n in names] + [f"{n} peak MiB" for n in names]
+               + [f"fp32 / {n} time" for n in names[1:]])
+    by = {(x["model"], x["mode"], x["variant"]): x for x in r["rows"]}
+    rows = []
+    for m in dict.fromkeys(x["model"] for x in r["rows"]):
+        for mode, label in (("infer", "inference"), ("train", "train step")):
+            cells = [by[(m, mode, v)] for v in r["variants"]]
+            base = cells[0]["median_s"]
+            rows.append([m, label] + [f"{c['median_s']:.3f}" for c in cells]
+                        + [f"{c['peak_rss_mb']:.0f}" for c in cells]
+                        + [f"**{base / c['median_s']:.2f}x**" for c in cells[1:]])
+    return markdown_table(headers, rows, "ll" + "r" * (len(headers) - 2))
+
+
+def _pq_lines(p):
+    src = (f"trained here from scratch in fp32, {p['trained_iters']} iterations"
+           if p["trained_iters"] else f"`{p['weights']}`")
+    base = p["by_variant"]["fp32"]["PQ"]
+    rows = [[VARIANT_NAMES[v], f"{x['PQ']:.2f}", f"{x['PQ_th']:.2f}", f"{x['PQ_st']:.2f}",
+             f"{x['mIoU']:.2f}", "-" if x["AP50"] is None else f"{x['AP50']:.1f}",
+             f"{x['PQ'] - base:+.2f}"] for v, x in p["by_variant"].items()]
+    return [
+        f"PQ of one checkpoint ({p['config_file']}, {src}) on {p['dataset']} "
+        f"({next(iter(p['by_variant'].values()))['images']} images), evaluated with each "
+        f"variant:",
+        "",
+        markdown_table(["variant", "PQ", "PQ things", "PQ stuff", "mIoU", "AP50 (segm)",
+                        "PQ - fp32"], rows),
+    ]
+
+
+def _headline_line(h):
+    if not h:
+        return "bf16 was not measured (no bf16 support on this CPU)."
+    met = h["met"]
+    return (
+        f"**{h['line']}** ({h['model']}, {VARIANT_NAMES[h['variant']]}; the PQ delta is the "
+        f"checkpoint above: no trained R50-C4 exists here). Goals on a bf16-capable CPU: "
+        f"inference >= {GOALS['inference']}x {verdict(met['inference'])}, train step >= "
+        f"{GOALS['train_step']}x {verdict(met['train_step'])}, |PQ delta| <= "
+        f"{GOALS['pq_delta']} {verdict(met['pq_delta'])}. The same ratios from each "
+        f"cell's fastest call (less disturbed by other load): inference "
+        f"{h['fastest_call_speedups']['infer']:.2f}x, train step "
+        f"{h['fastest_call_speedups']['train']:.2f}x."
+    )
+
+
+def markdown(r):
+    """The result's markdown (the README block)."""
     s = r["cpu_bf16"]
-    names = {"fp32": "fp32", "bf16": "bf16", "bf16_cl": "bf16 + channels_last",
-             "fp32_cl": "fp32 + channels_last"}
     lines = [
         f"fp32 vs bf16 autocast, CPU ({r['cpu_model']}; oneDNN bf16: "
-        f"{'yes' if s['supported'] else 'no'}, avx512_bf16: {'yes' if s['avx512_bf16'] else 'no'}"
-        f", amx_bf16: {'yes' if s['amx_bf16'] else 'no'}), {r['threads']} threads, one image "
+        f"{yes_no(s['supported'])}, avx512_bf16: {yes_no(s['avx512_bf16'])}"
+        f", amx_bf16: {yes_no(s['amx_bf16'])}), {r['threads']} threads, one image "
         f"per call, random weights (GN). Inference: network + mask pasting + merge, median of "
         f"{r['repeats']} after 1 warm-up; train step: forward + backward + SGD update, median "
         f"of {r['train_repeats']} after 1. Each cell in its own process; peak = RSS "
         f"high-water mark of the measured phase. " + describe_load(r["load_average"]),
         "",
-        "| model | mode | " + " | ".join(f"{names[v]} (s)" for v in r["variants"])
-        + " | " + " | ".join(f"{names[v]} peak MiB" for v in r["variants"])
-        + "".join(f" | fp32 / {names[v]} time" for v in r["variants"][1:]) + " |",
-        "|---|---|" + "---:|" * (3 * len(r["variants"]) - 1),
-    ]
-    models = list(dict.fromkeys(x["model"] for x in r["rows"]))
-    by = {(x["model"], x["mode"], x["variant"]): x for x in r["rows"]}
-    for m in models:
-        for mode, label in (("infer", "inference"), ("train", "train step")):
-            cells = [by[(m, mode, v)] for v in r["variants"]]
-            base = cells[0]["median_s"]
-            lines.append(
-                f"| {m} | {label} | " + " | ".join(f"{c['median_s']:.3f}" for c in cells)
-                + " | " + " | ".join(f"{c['peak_rss_mb']:.0f}" for c in cells)
-                + "".join(f" | **{base / c['median_s']:.2f}x**" for c in cells[1:]) + " |")
-    p = r["pq"]
-    src = (f"trained here from scratch in fp32, {p['trained_iters']} iterations"
-           if p["trained_iters"] else f"`{p['weights']}`")
-    lines += [
+        _time_table(r),
         "",
-        f"PQ of one checkpoint ({p['config_file']}, {src}) on {p['dataset']} "
-        f"({next(iter(p['by_variant'].values()))['images']} images), evaluated with each "
-        f"variant:",
+        *_pq_lines(r["pq"]),
         "",
-        "| variant | PQ | PQ things | PQ stuff | mIoU | AP50 (segm) | PQ - fp32 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        _headline_line(r["headline"]),
     ]
-    base = p["by_variant"]["fp32"]["PQ"]
-    for v, x in p["by_variant"].items():
-        ap = "-" if x["AP50"] is None else f"{x['AP50']:.1f}"
-        lines.append(f"| {names[v]} | {x['PQ']:.2f} | {x['PQ_th']:.2f} | {x['PQ_st']:.2f} | "
-                     f"{x['mIoU']:.2f} | {ap} | {x['PQ'] - base:+.2f} |")
-    h = r["headline"]
-    if h:
-        met = h["met"]
-        lines += [
-            "",
-            f"**{h['line']}** ({h['model']}, {names[h['variant']]}; the PQ delta is the "
-            f"checkpoint above: no trained R50-C4 exists here). Goals on a bf16-capable CPU: "
-            f"inference >= {GOALS['inference']}x {verdict(met['inference'])}, train step >= "
-            f"{GOALS['train_step']}x {verdict(met['train_step'])}, |PQ delta| <= "
-            f"{GOALS['pq_delta']} {verdict(met['pq_delta'])}. The same ratios from each "
-            f"cell's fastest call (less disturbed by other load): inference "
-            f"{h['fastest_call_speedups']['infer']:.2f}x, train step "
-            f"{h['fastest_call_speedups']['train']:.2f}x.",
-        ]
-    else:
-        lines += ["", "bf16 was not measured (no bf16 support on this CPU)."]
     if r["quick"]:
-        lines.append("\n(--quick: tiny sizes; the numbers only exercise the code path.)")
+        lines.append(QUICK_NOTE)
     return "\n".join(lines)

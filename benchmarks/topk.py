@@ -23,30 +23,28 @@ import logging
 import os
 import statistics
 import tempfile
-import time
 
 import torch
 
-from .common import describe_load, load_average
+from .common import DEMO_CONFIG, DEMO_WEIGHTS, QUICK_CONFIG, tiny_synthetic
+from .report import describe_load, markdown_table
+from .timing import load_average, time_calls
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "run", "pareto_front", "knee_point"]
-
-DEFAULT_WEIGHTS = "output/demo/model_final.pth"
-DEFAULT_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
-QUICK_CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
+__all__ = ["add_arguments", "run", "markdown", "pareto_front", "knee_point"]
 
 
 def add_arguments(parser):
-    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="trained checkpoint (make demo)")
+    parser.add_argument("--weights", default=DEMO_WEIGHTS, help="trained checkpoint (make demo)")
     parser.add_argument("--config-file", default=None,
-                        help=f"config of the checkpoint (default {DEFAULT_CONFIG})")
+                        help=f"config of the checkpoint (default {DEMO_CONFIG})")
     parser.add_argument("--topk", type=int, nargs="+", default=None,
                         help="post-NMS top-k values (default 10 25 50 100 200; quick 4 16)")
     parser.add_argument("--dataset", default=None, help="default: the config's DATASETS.TEST[0]")
     parser.add_argument("--images", type=int, default=None, help="first N images (default all)")
-    parser.add_argument("--passes", type=int, default=None, help="timing passes (default 2, quick 1)")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="timing passes (default 2, quick 1)")
     parser.add_argument("--pq-tolerance", type=float, default=0.5,
                         help="PQ points: smallest top-k within this of the best")
 
@@ -93,20 +91,17 @@ def _setup(args, tmp):
     from detectron2.modeling import build_model
 
     import jsis_d2  # noqa: F401
-    from ..config import setup_cfg
-    from ..data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+    from jsis_d2.config import setup_cfg
+    from jsis_d2.data.synthetic import make_synthetic_datasets
 
     if args.quick:
         config_file = args.config_file or QUICK_CONFIG
-        root = os.path.join(tmp, "synthetic")
-        make_synthetic_datasets(root, num_train=1, num_val=6, image_size=64, register=False)
-        names = {"train": "jsis_bench_topk_train", "val": "jsis_bench_topk_val"}
-        register_synthetic_datasets(root, names=names)
+        names = tiny_synthetic(os.path.join(tmp, "synthetic"), "jsis_bench_topk", 1, 6)
         cfg = setup_cfg(config_file, ["MODEL.WEIGHTS", ""], freeze=False)
         dataset = names["val"]
         weights = None
     else:
-        config_file = args.config_file or DEFAULT_CONFIG
+        config_file = args.config_file or DEMO_CONFIG
         weights = args.weights
         if not os.path.isfile(weights):
             raise FileNotFoundError(
@@ -126,11 +121,54 @@ def _setup(args, tmp):
     return cfg, model, dataset, config_file, weights
 
 
+def _sweep(model, batches, dataset, topks, passes):
+    """Per top-k: the median per-image latency of each pass (values in alternating order
+    per pass) and the evaluator's metrics (first pass; PQ is deterministic)."""
+    from jsis_d2.evaluation import JSISEvaluator
+
+    rpn = model.proposal_generator
+    with torch.no_grad():
+        model(batches[0])  # warm-up
+    times = {k: [] for k in topks}
+    metrics = {}
+    for p in range(passes):
+        for k in topks if p % 2 == 0 else topks[::-1]:
+            rpn.post_nms_topk[False] = k
+            evaluator = JSISEvaluator(dataset, output_dir=None, distributed=False,
+                                      save_panoptic=False)
+            evaluator.reset()
+            per_image = []
+            for inputs in batches:
+                with torch.no_grad():
+                    t = time_calls({"model": lambda: model(inputs)}, 1, warmup=0)["model"]
+                per_image.append(t.wall[0] / len(inputs))
+                if p == 0:
+                    evaluator.process(inputs, t.last)
+            times[k].append(statistics.median(per_image))
+            if p == 0:
+                metrics[k] = evaluator.evaluate()
+            logger.info("topk %d pass %d: %.1f ms/image", k, p, 1000 * times[k][-1])
+    return times, metrics
+
+
+def _row(k, times, m):
+    return {
+        "topk": k,
+        "latency_ms": 1000 * statistics.median(times),
+        "latency_passes_ms": [1000 * t for t in times],
+        "PQ": m.get("panoptic_seg", {}).get("PQ"),
+        "PQ_th": m.get("panoptic_seg", {}).get("PQ_th"),
+        "PQ_st": m.get("panoptic_seg", {}).get("PQ_st"),
+        "mIoU": m.get("sem_seg", {}).get("mIoU"),
+        "AP50": m.get("segm", {}).get("AP50"),
+        "rpn_recall": m.get("rpn", {}).get("mean_recall"),
+    }
+
+
 def run(args):
     from detectron2.data import DatasetCatalog, build_detection_test_loader
 
-    from ..data.dataset_mapper import JSISDatasetMapper
-    from ..evaluation import JSISEvaluator
+    from jsis_d2.data.dataset_mapper import JSISDatasetMapper
 
     torch.set_num_threads(args.threads)
     topks = args.topk or ([4, 16] if args.quick else [10, 25, 50, 100, 200])
@@ -141,58 +179,17 @@ def run(args):
         rpn = model.proposal_generator
         if rpn is None:
             raise ValueError(f"{config_file}: the model has no instance branch (no RPN top-k)")
-        default_topk = int(cfg.MODEL.RPN.POST_NMS_TOPK_TEST)
         rpn.pre_nms_topk[False] = max(rpn.pre_nms_topk[False], max(topks))
-        dicts = DatasetCatalog.get(dataset)
-        if args.images:
-            dicts = dicts[: args.images]
+        dicts = DatasetCatalog.get(dataset)[: args.images or None]
         loader = build_detection_test_loader(
             dicts, mapper=JSISDatasetMapper(cfg, is_train=False), num_workers=0
         )
         batches = list(loader)  # decode once; the timing is of the model only
-        with torch.no_grad():
-            model(batches[0])  # warm-up
-        times = {k: [] for k in topks}
-        metrics = {}
-        for p in range(passes):
-            order = topks if p % 2 == 0 else topks[::-1]
-            for k in order:
-                rpn.post_nms_topk[False] = k
-                evaluator = JSISEvaluator(dataset, output_dir=None, distributed=False,
-                                          save_panoptic=False)
-                evaluator.reset()
-                per_image = []
-                for inputs in batches:
-                    t0 = time.perf_counter()
-                    with torch.no_grad():
-                        outputs = model(inputs)
-                    per_image.append((time.perf_counter() - t0) / len(inputs))
-                    if p == 0:
-                        evaluator.process(inputs, outputs)
-                times[k].append(statistics.median(per_image))
-                if p == 0:
-                    metrics[k] = evaluator.evaluate()
-                logger.info("topk %d pass %d: %.1f ms/image", k, p, 1000 * times[k][-1])
-    rows = []
-    for k in topks:
-        m = metrics[k]
-        rows.append({
-            "topk": k,
-            "latency_ms": 1000 * statistics.median(times[k]),
-            "latency_passes_ms": [1000 * t for t in times[k]],
-            "PQ": m.get("panoptic_seg", {}).get("PQ"),
-            "PQ_th": m.get("panoptic_seg", {}).get("PQ_th"),
-            "PQ_st": m.get("panoptic_seg", {}).get("PQ_st"),
-            "mIoU": m.get("sem_seg", {}).get("mIoU"),
-            "AP50": m.get("segm", {}).get("AP50"),
-            "rpn_recall": m.get("rpn", {}).get("mean_recall"),
-        })
+        times, metrics = _sweep(model, batches, dataset, topks, passes)
+    rows = [_row(k, times[k], metrics[k]) for k in topks]
     points = [(r["latency_ms"], r["PQ"] if r["PQ"] is not None else float("-inf")) for r in rows]
     front = pareto_front(points)
-    knee = knee_point(points)
     best_pq = max(p[1] for p in points)
-    within = min(r["topk"] for r in rows if r["PQ"] is not None
-                 and r["PQ"] >= best_pq - args.pq_tolerance)
     for i, r in enumerate(rows):
         r["pareto"] = i in front
     result = {
@@ -203,14 +200,16 @@ def run(args):
         "threads": args.threads,
         "passes": passes,
         "quick": bool(args.quick),
-        "config_default_topk": default_topk,
-        "knee_topk": rows[knee]["topk"],
-        "smallest_topk_within_tolerance": within,
+        "config_default_topk": int(cfg.MODEL.RPN.POST_NMS_TOPK_TEST),
+        "knee_topk": rows[knee_point(points)]["topk"],
+        "smallest_topk_within_tolerance": min(
+            r["topk"] for r in rows
+            if r["PQ"] is not None and r["PQ"] >= best_pq - args.pq_tolerance),
         "pq_tolerance": args.pq_tolerance,
         "rows": rows,
         "load_average": [load0, load_average()],
     }
-    result["markdown"] = _markdown(result)
+    result["markdown"] = markdown(result)
     return result
 
 
@@ -218,25 +217,22 @@ def _fmt(x, f="{:.1f}"):
     return "-" if x is None else f.format(x)
 
 
-def _markdown(r):
+def markdown(r):
+    """The result's markdown (the README block)."""
+    rows = []
+    for x in r["rows"]:
+        mark = "yes" + (" (knee)" if x["topk"] == r["knee_topk"] else "") if x["pareto"] else ""
+        rows.append([x["topk"], f"{x['latency_ms']:.0f}"]
+                    + [_fmt(x[k]) for k in ("PQ", "PQ_th", "PQ_st", "mIoU", "AP50", "rpn_recall")]
+                    + [mark])
     lines = [
         f"Test-time RPN post-NMS top-k on {r['dataset']} ({r['images']} images), "
         f"{r['config_file']}, weights {r['weights'] or 'random init'}, CPU, {r['threads']} "
         f"threads. Latency: median per-image model call (network + postprocessing + merge), "
         f"median of {r['passes']} pass(es). " + describe_load(r["load_average"]),
         "",
-        "| top-k | latency (ms/image) | PQ | PQ things | PQ stuff | mIoU | AP50 (segm) | "
-        "RPN recall | Pareto |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
-    ]
-    for x in r["rows"]:
-        mark = "yes" + (" (knee)" if x["topk"] == r["knee_topk"] else "") if x["pareto"] else ""
-        lines.append(
-            f"| {x['topk']} | {x['latency_ms']:.0f} | {_fmt(x['PQ'])} | {_fmt(x['PQ_th'])} | "
-            f"{_fmt(x['PQ_st'])} | {_fmt(x['mIoU'])} | {_fmt(x['AP50'])} | "
-            f"{_fmt(x['rpn_recall'])} | {mark} |"
-        )
-    lines += [
+        markdown_table(["top-k", "latency (ms/image)", "PQ", "PQ things", "PQ stuff", "mIoU",
+                        "AP50 (segm)", "RPN recall", "Pareto"], rows, "r" * 8 + "c"),
         "",
         f"Knee of the Pareto front (Kneedle on scaled axes): top-k = {r['knee_topk']}; "
         f"smallest top-k within {r['pq_tolerance']} PQ of the best: "

@@ -1,1 +1,0 @@
-"""Benchmarks behind tools/benchmark.py: one module per subcommand (add_arguments, run)."""
