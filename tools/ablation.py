@@ -20,7 +20,7 @@ from detectron2.engine import default_argument_parser
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils.logger import setup_logger
 from jsis_d2.config import setup_cfg
-from jsis_d2.data.synthetic import make_synthetic_datasets
+from jsis_d2.data.datasets import make_synthetic_datasets
 from jsis_d2.engine import Trainer
 from jsis_d2.engine.launcher import main as launch_main
 from jsis_d2.engine.launcher import RUN_LOGGERS, separate_run_logs

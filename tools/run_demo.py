@@ -23,8 +23,9 @@ import jsis_d2  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 from jsis_d2.config import ConfigError, setup_cfg
+from jsis_d2.data.datasets import make_synthetic_datasets
 from jsis_d2.data.image_io import read_image
-from jsis_d2.data.synthetic import SyntheticSplitMismatch, make_synthetic_datasets
+from jsis_d2.data.synthetic import SyntheticSplitMismatch
 from jsis_d2.engine.checks import UsageError
 from jsis_d2.engine.launcher import main as launch_main
 from jsis_d2.engine.report import format_summary, plot_loss_curves, read_metrics_json, summarize_results
