@@ -43,3 +43,8 @@ class JSISPredictor(DefaultPredictor):
             check_checkpoint_matches_model(self.model, weights, require_all=True)
             DetectionCheckpointer(self.model).load(weights)
         (self.aug,) = build_augmentations(cfg, is_train=False)  # one resize at test time
+
+    def __call__(self, original_image):
+        if original_image.ndim != 3 or original_image.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 image, got shape {tuple(original_image.shape)}")
+        return super().__call__(original_image)

@@ -155,3 +155,5 @@ def test_predictor_takes_bgr_and_resizes_to_the_fixed_size(fmt):
     want = bgr[:, :, ::-1] if fmt == "RGB" else bgr
     want = FixedSizeResize((48, 64)).get_transform(want).apply_image(want)
     assert torch.equal(x["image"], torch.from_numpy(want.astype(np.float32).transpose(2, 0, 1)))
+    with pytest.raises(ValueError, match=r"expected an HxWx3 image, got shape \(30, 50\)"):
+        predictor(bgr[:, :, 0])
