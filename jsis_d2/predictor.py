@@ -1,22 +1,21 @@
-"""JSISPredictor: a trained JSIS-Net on one image (numpy BGR/RGB) -> outputs at its resolution.
+"""JSISPredictor: a trained JSIS-Net on one image (numpy BGR) -> outputs at its resolution.
 
-Like Detectron2's DefaultPredictor, but with the project's test-time transform (the paper's
-fixed-size resize, :func:`jsis_d2.data.augmentations.build_augmentations`) instead of
-ResizeShortestEdge, and it refuses to run on random weights: MODEL.WEIGHTS must be set
-(unless ``allow_random_init=True``) and fit the model (same K / T, every tensor present).
+Detectron2's ``DefaultPredictor`` with the project's test-time transform (the paper's
+fixed-size resize, aspect ratio not kept: :func:`jsis_d2.data.augmentations.build_augmentations`)
+instead of ResizeShortestEdge, and it refuses to run on random weights: MODEL.WEIGHTS must be
+set (unless ``allow_random_init=True``) and fit the model (same K / T, every tensor present).
 """
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import transforms as T
-from detectron2.modeling import build_model
+from detectron2.engine import DefaultPredictor
 
 __all__ = ["JSISPredictor"]
 
 
-class JSISPredictor:
-    """``predictor(image)`` with ``image`` uint8 [H, W, 3] in ``cfg.INPUT.FORMAT`` returns the
-    model's output dict for that image (keys per branch: ``sem_seg`` [K, H, W],
-    ``instances``, ``panoptic_seg``, ``proposals``), at the image's own H x W.
+class JSISPredictor(DefaultPredictor):
+    """``predictor(image)`` with ``image`` uint8 [H, W, 3] in BGR order (as DefaultPredictor:
+    flipped to RGB when ``cfg.INPUT.FORMAT`` is "RGB") returns the model's output dict for
+    that image (keys per branch: ``sem_seg`` [K, H, W], ``instances``, ``panoptic_seg``,
+    ``proposals``), at the image's own H x W.
 
     Raises :class:`jsis_d2.engine.UsageError` (one line naming the file or key) when
     MODEL.WEIGHTS is empty and ``allow_random_init`` is False, or names a checkpoint that is
@@ -33,21 +32,19 @@ class JSISPredictor:
                 "MODEL.WEIGHTS is empty: the model would run on random weights. Give a trained "
                 "checkpoint (MODEL.WEIGHTS path/model_final.pth)"
             )
+        # DefaultPredictor builds the model and loads nothing (WEIGHTS ""); the checkpoint is
+        # checked against the built model before it is loaded.
+        no_weights = cfg.clone()
+        no_weights.defrost()
+        no_weights.MODEL.WEIGHTS = ""
+        super().__init__(no_weights)
         self.cfg = cfg.clone()
-        self.model = build_model(self.cfg)
-        self.model.eval()
         if weights:
             check_checkpoint_matches_model(self.model, weights, require_all=True)
             DetectionCheckpointer(self.model).load(weights)
-        self.augs = T.AugmentationList(build_augmentations(cfg, is_train=False))
-        self.input_format = cfg.INPUT.FORMAT
+        (self.aug,) = build_augmentations(cfg, is_train=False)  # one resize at test time
 
-    @torch.no_grad()
-    def __call__(self, image):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an HxWx3 image, got shape {tuple(image.shape)}")
-        height, width = image.shape[:2]
-        aug_input = T.AugInput(image)
-        self.augs(aug_input)
-        tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
-        return self.model([{"image": tensor, "height": height, "width": width}])[0]
+    def __call__(self, original_image):
+        if original_image.ndim != 3 or original_image.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 image, got shape {tuple(original_image.shape)}")
+        return super().__call__(original_image)

@@ -107,6 +107,30 @@ def test_mapillary_schedule_and_ablations():
         assert c == cfg  # the leaf differs only by its branches
 
 
+@pytest.mark.parametrize("joint", ["Synthetic/jsis_R18_C4_scratch_cpu.yaml",
+                                   "quick/jsis_R18_C4_quick.yaml"])
+def test_ablation_variants_differ_only_by_branches(joint, tmp_path):
+    """tools/ablation.py trains the config files of configs/ (joint, *_semantic_only,
+    *_instance_only); a missing variant is a one-line error naming its file."""
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import ablation
+
+    files = ablation.variant_configs(os.path.join(CONFIG_DIR, joint))
+    cfg = load(joint)
+    for name, path in files.items():
+        c = load(path)
+        assert list(c.MODEL.JSIS.BRANCHES) == ablation.BRANCHES[name]
+        c.defrost()
+        c.MODEL.JSIS.BRANCHES = list(cfg.MODEL.JSIS.BRANCHES)
+        assert c == cfg
+    lone = tmp_path / "lone.yaml"
+    lone.write_text(f'_BASE_: "{os.path.join(CONFIG_DIR, joint)}"\n')
+    with pytest.raises(ValueError, match=f"^{tmp_path}/lone_semantic_only.yaml not found"):
+        ablation.variant_configs(str(lone))
+
+
 def test_from_scratch_cpu_config():
     cfg = load("Synthetic/jsis_R18_C4_scratch_cpu.yaml")
     m = cfg.MODEL
@@ -126,16 +150,19 @@ def test_from_scratch_cpu_config():
 
 
 def test_overfit_check_keeps_enough_test_proposals():
-    """tools/overfit_check.py builds on the synthetic demo config, whose 10 test proposals
-    suit ~4.5 objects per image but cap RPN recall on the COCO images (40 %, PQ 63 vs 85)."""
+    """tools/overfit_check.py's config builds on the synthetic demo config, whose 10 test
+    proposals suit ~4.5 objects per image but cap RPN recall on the COCO images (40 %, PQ 63
+    vs 85)."""
     import sys
 
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import overfit_check
 
-    cfg = setup_cfg(os.path.join(ROOT, overfit_check.CONFIG), overfit_check.OVERRIDES)
+    cfg = setup_cfg(os.path.join(ROOT, overfit_check.CONFIG))
     assert cfg.MODEL.RPN.POST_NMS_TOPK_TEST >= cfg.TEST.DETECTIONS_PER_IMAGE == 50
     assert cfg.SOLVER.OPTIMIZER == "SGD" and cfg.SOLVER.MAX_ITER == 2000
+    assert cfg.DATASETS.TRAIN == cfg.DATASETS.TEST == (overfit_check.NAME,)
+    assert (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.ROI_HEADS.NUM_CLASSES) == (133, 80)
 
 
 def test_paper_configs_scale_linearly_with_the_number_of_processes():

@@ -135,3 +135,25 @@ def test_predictor_refuses_random_or_partial_weights(weights, tmp_path):
     cfg = setup_cfg(CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(tmp_path / "partial.pth")])
     with pytest.raises(UsageError, match="randomly initialized.*roi_heads"):
         JSISPredictor(cfg)
+
+
+@pytest.mark.parametrize("fmt", ["BGR", "RGB"])
+def test_predictor_takes_bgr_and_resizes_to_the_fixed_size(fmt):
+    """DefaultPredictor's input convention (BGR, flipped for an RGB model) with the paper's
+    fixed-size resize (aspect ratio not kept) instead of ResizeShortestEdge."""
+    from jsis_d2.data.augmentations import FixedSizeResize
+
+    cfg = setup_cfg(CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.FORMAT", fmt,
+                             "INPUT.JSIS.FIXED_SIZE", "[48, 64]"])
+    predictor = JSISPredictor(cfg, allow_random_init=True)
+    seen = []
+    predictor.model = lambda inputs: seen.append(inputs[0]) or [{}]
+    bgr = np.random.RandomState(0).randint(0, 256, (30, 50, 3)).astype(np.uint8)
+    predictor(bgr)
+    x = seen[0]
+    assert x["image"].shape == (3, 48, 64) and (x["height"], x["width"]) == (30, 50)
+    want = bgr[:, :, ::-1] if fmt == "RGB" else bgr
+    want = FixedSizeResize((48, 64)).get_transform(want).apply_image(want)
+    assert torch.equal(x["image"], torch.from_numpy(want.astype(np.float32).transpose(2, 0, 1)))
+    with pytest.raises(ValueError, match=r"expected an HxWx3 image, got shape \(30, 50\)"):
+        predictor(bgr[:, :, 0])

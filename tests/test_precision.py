@@ -196,7 +196,7 @@ def test_train_net_runs_bf16_training_and_evaluation(tmp_path):
     import json
     import os
 
-    from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+    from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
     from jsis_d2.engine.launcher import run
 
     names = {"train": "jsis_test_prec_train", "val": "jsis_test_prec_val"}

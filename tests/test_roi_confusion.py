@@ -14,7 +14,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from jsis_d2.config import setup_cfg
-from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
 from jsis_d2.evaluation.roi_confusion import format_roi_confusion, roi_confusion_matrix
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))

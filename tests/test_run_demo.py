@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures("isolated_logs")

@@ -12,13 +12,15 @@ from PIL import Image
 
 from jsis_d2.config import get_jsis_cfg
 from jsis_d2.data import JSISDatasetMapper, LabelSpace
-from jsis_d2.data.synthetic import (
-    SYNTHETIC_CATEGORIES,
+from jsis_d2.data.datasets.builtin import (
     default_synthetic_root,
-    generate_synthetic_dataset,
-    SyntheticSplitMismatch,
     make_synthetic_datasets,
     register_synthetic_datasets,
+)
+from jsis_d2.data.synthetic import (
+    SYNTHETIC_CATEGORIES,
+    generate_synthetic_dataset,
+    SyntheticSplitMismatch,
 )
 from jsis_d2.data.targets import rgb_to_ids
 

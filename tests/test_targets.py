@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from jsis_d2.data.targets import (
-    check_segments,
-    panoptic_targets,
+    checked_index_map,
     rgb_to_ids,
+    segment_index_map,
+    targets_from_index_map,
     targets_to_instances,
 )
 
@@ -18,6 +19,13 @@ SEGMENTS = [
     {"id": 5, "category_id": 0, "isthing": True, "iscrowd": 0},  # thing
     {"id": 9, "category_id": 1, "isthing": True, "iscrowd": 1},  # crowd
 ]
+
+
+def panoptic_targets(pan, segments, **kwargs):
+    """Targets of an id map (the mapper's path: index map, then targets)."""
+    index, unknown = segment_index_map(pan, [s["id"] for s in segments])
+    assert unknown == []
+    return targets_from_index_map(index, segments, **kwargs)
 
 
 def _map():
@@ -77,21 +85,20 @@ def test_thing_without_pixels_is_not_an_instance():
     assert t.masks.shape == (0, 6, 8) and t.classes.shape == (0,)
 
 
-def test_unknown_id_raises():
+def test_checked_index_map_both_directions():
     pan = _map()
+    ids = [s["id"] for s in SEGMENTS]
+    index = checked_index_map(pan, ids, "p.png")
+    np.testing.assert_array_equal(index, segment_index_map(pan, ids)[0])
+    assert index[5, 0] == 0 and index[1, 1] == 3  # void; third segment (70000)
     pan[0, 0] = 1234
+    with pytest.raises(ValueError, match=r"^panoptic PNG p.png contains segment id\(s\) \[1234\]"):
+        checked_index_map(pan, ids, "p.png")
     with pytest.raises(ValueError, match="1234"):
-        panoptic_targets(pan, SEGMENTS)
-    with pytest.raises(ValueError, match="1234"):
-        panoptic_targets(pan, [])
-
-
-def test_check_segments_both_directions():
-    pan = _map()
-    assert check_segments(pan, SEGMENTS) == ([], [])
-    pan[0, 0] = 1234
-    extra = SEGMENTS + [{"id": 4242, "category_id": 0, "isthing": True}]
-    assert check_segments(pan, extra) == ([1234], [4242])
+        checked_index_map(pan, [], "p.png")
+    pan[0, 0] = 7
+    with pytest.raises(ValueError, match=r"of p.png lists segment id\(s\) \[4242\] that do not"):
+        checked_index_map(pan, ids + [4242], "p.png")
 
 
 def test_instances_boxes_from_masks():

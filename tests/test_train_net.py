@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
 from jsis_d2.engine.launcher import run
 from jsis_d2.engine.report import read_metrics_json
 

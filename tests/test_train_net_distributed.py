@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from jsis_d2.data.synthetic import make_synthetic_datasets
+from jsis_d2.data.datasets import make_synthetic_datasets
 from jsis_d2.engine.distributed import launch_supports_cpu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

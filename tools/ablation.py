@@ -5,6 +5,9 @@ heuristics to give their PQ.
 
     python tools/ablation.py [--output output/ablation] [--config-file CFG] [--opts K V ...]
 
+CFG (the joint network; default the demo's) and its variants next to it, CFG's name with
+_semantic_only / _instance_only (configs/Synthetic, configs/Mapillary-Vistas, configs/quick).
+
 Writes OUTPUT/ablation.json and OUTPUT/ablation.md (mIoU, AP@0.5 (mask), PQ). Each variant
 trains in OUTPUT/<variant> (re-running continues / re-evaluates, --resume semantics).
 """
@@ -20,15 +23,33 @@ from detectron2.engine import default_argument_parser
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils.logger import setup_logger
 from jsis_d2.config import setup_cfg
-from jsis_d2.data.synthetic import make_synthetic_datasets
+from jsis_d2.data.datasets import make_synthetic_datasets
 from jsis_d2.engine import Trainer
 from jsis_d2.engine.launcher import main as launch_main
 from jsis_d2.engine.launcher import RUN_LOGGERS, separate_run_logs
 from jsis_d2.modeling.separate import SeparateNetworks
 
 DEFAULT_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
-VARIANTS = {"joint": "('semantic', 'instance')", "semantic": "('semantic',)", "instance": "('instance',)"}
+BRANCHES = {"joint": ["semantic", "instance"], "semantic": ["semantic"], "instance": ["instance"]}
 logger = logging.getLogger("jsis_d2.ablation")
+
+
+def variant_configs(config_file):
+    """{variant: config file}: ``config_file`` (joint) and, next to it, its
+    ``<name>_semantic_only.yaml`` and ``<name>_instance_only.yaml`` (as configs/ holds them).
+    ValueError (one line naming the file) when one is missing or has other branches."""
+    stem, ext = os.path.splitext(config_file)
+    files = {"joint": config_file}
+    files.update({v: f"{stem}_{v}_only{ext}" for v in ("semantic", "instance")})
+    for name, path in files.items():
+        if not os.path.isfile(path):
+            raise ValueError(f"{path} not found: the {name}-only variant of --config-file "
+                             f"{config_file} (MODEL.JSIS.BRANCHES {BRANCHES[name]})")
+        branches = list(setup_cfg(path).MODEL.JSIS.BRANCHES)
+        if branches != BRANCHES[name]:
+            raise ValueError(f"{path} has MODEL.JSIS.BRANCHES {branches}; the {name} variant "
+                             f"needs {BRANCHES[name]}")
+    return files
 
 
 def _get(results, section, key):
@@ -42,14 +63,18 @@ def main(argv=None):
     p.add_argument("--config-file", default=DEFAULT_CONFIG)
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = p.parse_args(argv)
+    try:
+        files = variant_configs(args.config_file)
+    except ValueError as e:
+        sys.stderr.write(f"ablation: error: {e}\n")
+        return 2
     make_synthetic_datasets()
 
     results = {}
-    for name, branches in VARIANTS.items():
+    for name, config_file in files.items():
         out = os.path.join(args.output, name)
         train_args = default_argument_parser().parse_args(
-            ["--config-file", args.config_file, "--resume", "OUTPUT_DIR", out,
-             "MODEL.JSIS.BRANCHES", branches] + list(args.opts)
+            ["--config-file", config_file, "--resume", "OUTPUT_DIR", out] + list(args.opts)
         )
         with separate_run_logs():  # each run logs once, into its own log.txt
             results[name] = launch_main(train_args)
@@ -59,8 +84,8 @@ def main(argv=None):
         setup_logger(os.path.join(args.output, "separate"), name=logger_name)
     models = {}
     for name in ("semantic", "instance"):
-        cfg = setup_cfg(args.config_file, list(args.opts) + [
-            "MODEL.JSIS.BRANCHES", VARIANTS[name], "OUTPUT_DIR", os.path.join(args.output, name)])
+        cfg = setup_cfg(files[name], list(args.opts) + [
+            "OUTPUT_DIR", os.path.join(args.output, name)])
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
         models[name] = model.eval()

@@ -100,7 +100,7 @@ def output_names(paths):
 def render(predictor, image_bgr_or_rgb, metadata, mode, input_format, score_thresh):
     """One picture (uint8 RGB) of the model's output on one image in ``input_format``."""
     rgb = image_bgr_or_rgb[:, :, ::-1] if input_format == "BGR" else image_bgr_or_rgb
-    outputs = predictor(image_bgr_or_rgb)
+    outputs = predictor(rgb[:, :, ::-1])  # BGR, as DefaultPredictor takes it
     if mode == "overlay":
         return draw_panoptic(rgb, outputs, metadata)
     return draw_four_panel(rgb, outputs, metadata, score_thresh=score_thresh)

@@ -111,7 +111,7 @@ def section_tests(s):
 
 
 def _synthetic(s, tmp):
-    from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+    from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
 
     root = os.path.join(tmp, "syn")
     make_synthetic_datasets(root, num_train=s["num_train"], num_val=2,

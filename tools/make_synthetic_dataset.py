@@ -13,11 +13,8 @@ import argparse
 import logging
 import sys
 
-from jsis_d2.data.synthetic import (
-    SyntheticSplitMismatch,
-    default_synthetic_root,
-    make_synthetic_datasets,
-)
+from jsis_d2.data.datasets.builtin import default_synthetic_root, make_synthetic_datasets
+from jsis_d2.data.synthetic import SyntheticSplitMismatch
 
 
 def main(argv=None):

@@ -6,6 +6,8 @@ evaluate on the same two images. A correct pipeline memorizes them (aim: PQ >= 8
     python tools/overfit_check.py [--sample-dir ../shared/data/coco_panoptic_sample]
                                   [--output output/overfit] [--opts K V ...]
 
+Config: configs/COCO-PanopticSegmentation/jsis_R18_C4_overfit_2images.yaml.
+
 Too slow for CI (minutes on a 2-core CPU); the result is recorded in the README.
 """
 import argparse
@@ -19,26 +21,8 @@ from jsis_d2.data.datasets import register_panoptic_dataset
 from jsis_d2.engine.launcher import main as launch_main
 from jsis_d2.engine.report import format_summary, summarize_results
 
-CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
-NAME = "jsis_coco_sample_overfit"
-# Memorization schedule on 2 images: 256x256 input (both images resized), no flip, no
-# stuff-area threshold issue (images are ~640x480 at evaluation: 4096 px as in the paper).
-OVERRIDES = [
-    "DATASETS.TRAIN", f"('{NAME}',)", "DATASETS.TEST", f"('{NAME}',)",
-    "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "133", "MODEL.ROI_HEADS.NUM_CLASSES", "80",
-    "INPUT.JSIS.FIXED_SIZE", "[256, 256]", "INPUT.RANDOM_FLIP", "none",
-    "MODEL.JSIS.STUFF_AREA_THRESH", "4096",
-    # COCO images hold many objects: more ROIs than the synthetic demo's 16 at 1/2 foreground
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "MODEL.ROI_HEADS.POSITIVE_FRACTION", "0.25",
-    # ... and more test proposals than the synthetic demo's 10 (with 10, RPN mean recall on
-    # these two images is 40 % and the memorized network scores PQ 63 instead of 85)
-    "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
-    # SGD as measured for the README (the synthetic config's own optimizer may differ)
-    "SOLVER.OPTIMIZER", "SGD",
-    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.02", "SOLVER.WARMUP_ITERS", "50",
-    "SOLVER.MAX_ITER", "2000", "SOLVER.STEPS", "(220,)", "SOLVER.CHECKPOINT_PERIOD", "1000",
-    "DATALOADER.NUM_WORKERS", "0", "TEST.DETECTIONS_PER_IMAGE", "50",
-]
+CONFIG = "configs/COCO-PanopticSegmentation/jsis_R18_C4_overfit_2images.yaml"
+NAME = "jsis_coco_sample_overfit"  # the config's DATASETS.TRAIN and TEST
 
 
 def main(argv=None):
@@ -57,7 +41,7 @@ def main(argv=None):
     register_panoptic_dataset(NAME, os.path.join(d, "images"), os.path.join(d, "panoptic"),
                               json_file, categories=None)
     train_args = default_argument_parser().parse_args(
-        ["--config-file", CONFIG, "--resume", "OUTPUT_DIR", args.output] + OVERRIDES
+        ["--config-file", os.path.join(here, CONFIG), "--resume", "OUTPUT_DIR", args.output]
         + list(args.opts))
     results = launch_main(train_args)
     summary = summarize_results(results)

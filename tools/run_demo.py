@@ -23,8 +23,9 @@ import jsis_d2  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 from jsis_d2.config import ConfigError, setup_cfg
+from jsis_d2.data.datasets import make_synthetic_datasets
 from jsis_d2.data.image_io import read_image
-from jsis_d2.data.synthetic import SyntheticSplitMismatch, make_synthetic_datasets
+from jsis_d2.data.synthetic import SyntheticSplitMismatch
 from jsis_d2.engine.checks import UsageError
 from jsis_d2.engine.launcher import main as launch_main
 from jsis_d2.engine.report import format_summary, plot_loss_curves, read_metrics_json, summarize_results
@@ -62,10 +63,10 @@ def write_figures(cfg, out_dir, num):
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for d in DatasetCatalog.get(name)[:num]:
-        image = read_image(d["file_name"], format=cfg.INPUT.FORMAT)
-        rgb = image[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else image
+        bgr = read_image(d["file_name"], format="BGR")  # as DefaultPredictor takes it
+        rgb = bgr[:, :, ::-1]
         vis = draw_four_panel(
-            rgb, predictor(image), metadata, score_thresh=cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
+            rgb, predictor(bgr), metadata, score_thresh=cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
             scale=max(1.0, 256 / max(rgb.shape[:2])),
         )
         path = os.path.join(out_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png")

@@ -6,7 +6,7 @@ input size (``INPUT.JSIS.FIXED_SIZE``); N = number of instance targets.
 Nothing is preprocessed offline: the mapper reads the image and the COCO-format panoptic PNG,
 applies the same geometric transforms to both (image bilinear, panoptic map nearest, so the
 semantic map and the masks stay aligned), then derives the targets with
-:func:`jsis_d2.data.targets.panoptic_targets`:
+:func:`jsis_d2.data.targets.targets_from_index_map`:
 
 - ``sem_seg`` over all K classes: contiguous index per pixel; void (id 0, unlabeled) ->
   ``ignore_label`` (``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``, 255); crowd pixels -> their class
@@ -45,6 +45,7 @@ from .augmentations import build_augmentations
 from .image_io import read_image
 from .targets import (
     CROWD_SEM_SEG_MODES,
+    checked_index_map,
     rgb_to_ids,
     segment_index_map,
     targets_from_index_map,
@@ -209,19 +210,10 @@ class JSISDatasetMapper:
                 )
             segments_info = dataset_dict["segments_info"]
             seg_ids = [int(seg["id"]) for seg in segments_info]
-            index, not_in_json = segment_index_map(rgb_to_ids(pan_rgb), seg_ids)
-            if not_in_json:
-                raise BadSampleError(
-                    f"panoptic PNG {pan_file} contains segment id(s) {not_in_json[:10]} that "
-                    "are not in its segments_info (JSON)"
-                )
-            counts = np.bincount(index.ravel(), minlength=len(seg_ids) + 1)[1:]
-            not_in_png = [i for i, c in zip(seg_ids, counts) if c == 0]
-            if not_in_png:
-                raise BadSampleError(
-                    f"segments_info (JSON) of {pan_file} lists segment id(s) {not_in_png[:10]} "
-                    "that do not appear in the PNG"
-                )
+            try:
+                index = checked_index_map(rgb_to_ids(pan_rgb), seg_ids, pan_file)
+            except ValueError as e:
+                raise BadSampleError(str(e)) from None
 
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)

@@ -43,9 +43,6 @@ class LabelSpace:
             list(c.get("color", _fallback_color(k))) for k, c in enumerate(self.categories)
         ]
         self._to_contiguous = {d: k for k, d in enumerate(self.dataset_ids)}
-        # Dense lookup table for vectorized conversion of dataset ids (-1 = unknown).
-        self._lut = np.full(max(self.dataset_ids) + 1, -1, dtype=np.int64)
-        self._lut[self.dataset_ids] = np.arange(self.num_classes)
 
     def to_contiguous(self, dataset_id: int) -> int:
         """Dataset category id -> contiguous index; KeyError naming the id if unknown."""
@@ -61,23 +58,6 @@ class LabelSpace:
         if not 0 <= int(index) < self.num_classes:
             raise IndexError(f"contiguous index {index} outside [0, {self.num_classes})")
         return self.dataset_ids[int(index)]
-
-    def to_contiguous_array(self, dataset_ids: np.ndarray) -> np.ndarray:
-        """Vectorized :meth:`to_contiguous` for an int array; ValueError lists unknown ids."""
-        a = np.asarray(dataset_ids, dtype=np.int64)
-        inside = (a >= 0) & (a < len(self._lut))
-        out = np.full(a.shape, -1, dtype=np.int64)
-        out[inside] = self._lut[a[inside]]
-        if (out < 0).any():
-            raise ValueError(f"unknown category id(s) {sorted(set(a[out < 0].tolist()))}")
-        return out
-
-    def to_dataset_id_array(self, indices: np.ndarray) -> np.ndarray:
-        """Vectorized :meth:`to_dataset_id`."""
-        a = np.asarray(indices, dtype=np.int64)
-        if a.size and (a.min() < 0 or a.max() >= self.num_classes):
-            raise IndexError(f"contiguous index outside [0, {self.num_classes}): {a.min()}..{a.max()}")
-        return np.asarray(self.dataset_ids, dtype=np.int64)[a]
 
     def metadata(self) -> Dict:
         """The fields jsis_d2 puts into ``MetadataCatalog`` (Detectron2 conventions).

@@ -39,18 +39,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..utils.atomic import atomic_write_text
-from .datasets.panoptic import register_panoptic_dataset
 
 __all__ = [
     "SYNTHETIC_CATEGORIES",
-    "SYNTHETIC_DATASET_NAMES",
-    "default_synthetic_root",
     "synthetic_split_paths",
     "render_synthetic_image",
     "generate_synthetic_dataset",
     "SyntheticSplitMismatch",
-    "register_synthetic_datasets",
-    "make_synthetic_datasets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,11 +62,6 @@ SYNTHETIC_CATEGORIES: List[Dict] = [
     {"id": 11 + i, "name": n, "isthing": 0, "color": list(c), "supercategory": "texture"}
     for i, (n, c) in enumerate(zip(STUFF_NAMES, _STUFF_COLORS))
 ]
-SYNTHETIC_DATASET_NAMES = {"train": "jsis_synthetic_train", "val": "jsis_synthetic_val"}
-MISSING_HINT = (
-    "Generate the synthetic dataset with `python tools/make_synthetic_dataset.py` "
-    "(writes $DETECTRON2_DATASETS/jsis_synthetic, default ./datasets/jsis_synthetic)."
-)
 
 # Generation constants (fractions are of the image area / shorter side).
 _MIN_STUFF_FRACTION = 0.05  # a stuff region below this is merged into its neighbours
@@ -82,12 +72,6 @@ _MIN_VISIBLE_PX = 12
 _CROWD_PROB = 0.2  # images with one crowd region
 _VOID_RING_PROB = 0.3  # objects with a 1-px unlabeled ring around them
 _MIN_COLOR_CONTRAST = 60.0  # RGB distance between a thing and the stuff under it
-
-
-def default_synthetic_root() -> str:
-    """``$DETECTRON2_DATASETS/jsis_synthetic`` (default ``./datasets/jsis_synthetic``)."""
-    root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    return os.path.join(root, "jsis_synthetic")
 
 
 def synthetic_split_paths(root: str, split: str) -> Dict[str, str]:
@@ -453,41 +437,14 @@ def generate_synthetic_dataset(
     return paths
 
 
-def register_synthetic_datasets(
-    root: Optional[str] = None, names: Optional[Dict[str, str]] = None
-) -> None:
-    """Register ``jsis_synthetic_{train,val}`` (or ``names``: split -> dataset name) at ``root``
-    (default :func:`default_synthetic_root`). Lazy: the files may not exist yet."""
-    root = root or default_synthetic_root()
-    for split, name in (names or SYNTHETIC_DATASET_NAMES).items():
-        p = synthetic_split_paths(root, split)
-        register_panoptic_dataset(
-            name, p["image_root"], p["panoptic_root"], p["panoptic_json"],
-            SYNTHETIC_CATEGORIES, missing_hint=MISSING_HINT,
-        )
+_MOVED = ("register_synthetic_datasets", "make_synthetic_datasets")
 
 
-def make_synthetic_datasets(
-    root: Optional[str] = None,
-    num_train: int = 400,
-    num_val: int = 50,
-    image_size: Union[int, Sequence[int]] = 128,
-    seed: int = 0,
-    image_format: str = "png",
-    overwrite: bool = False,
-    register: bool = True,
-) -> Dict[str, Dict[str, str]]:
-    """Generate the train and val splits (different images: the split is part of the seed)
-    and register them as ``jsis_synthetic_train`` / ``jsis_synthetic_val``.
+def __getattr__(name):
+    """Transitional: ``jsis_d2.benchmark`` still imports the registration helpers from here;
+    their home is :mod:`jsis_d2.data.datasets.builtin` (this module only generates files)."""
+    if name in _MOVED:
+        from .datasets import builtin
 
-    Returns {"train": paths, "val": paths} (see :func:`synthetic_split_paths`).
-    """
-    root = root or default_synthetic_root()
-    out = {}
-    for split, n in (("train", num_train), ("val", num_val)):
-        out[split] = generate_synthetic_dataset(
-            root, split, n, image_size, seed, image_format, overwrite=overwrite
-        )
-    if register:
-        register_synthetic_datasets(root)
-    return out
+        return getattr(builtin, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

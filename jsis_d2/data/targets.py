@@ -26,8 +26,7 @@ __all__ = [
     "PanopticTargets",
     "rgb_to_ids",
     "segment_index_map",
-    "check_segments",
-    "panoptic_targets",
+    "checked_index_map",
     "targets_from_index_map",
     "targets_to_instances",
 ]
@@ -93,49 +92,35 @@ def segment_index_map(
     return index, bad
 
 
-def check_segments(
-    pan_ids: np.ndarray, segments_info: Sequence[Dict]
-) -> Tuple[List[int], List[int]]:
-    """Compare the ids present in a map with the ids of ``segments_info``.
-
-    Returns:
-        (ids in the map (> 0) that no segment describes, segment ids absent from the map), both
-        sorted lists; two empty lists mean the PNG and the JSON agree.
-    """
-    ids = [int(s["id"]) for s in segments_info]
-    index, unknown = segment_index_map(pan_ids, ids)
-    counts = np.bincount(index.ravel(), minlength=len(ids) + 1)[1:]
-    return unknown, sorted(i for i, c in zip(ids, counts) if c == 0)
-
-
-def panoptic_targets(
-    pan_ids: np.ndarray,
-    segments_info: Sequence[Dict],
-    *,
-    crowd_sem_seg: str = "class",
-    ignore_label: int = 255,
-) -> PanopticTargets:
-    """Semantic target over all K classes and instance targets from a panoptic id map.
+def checked_index_map(pan_ids: np.ndarray, segment_ids: Sequence[int], png: str) -> np.ndarray:
+    """:func:`segment_index_map` of a map that must agree with its ``segments_info``.
 
     Args:
-        pan_ids: int [H, W] panoptic segment ids (0 = void).
-        segments_info: dicts with ``id``, ``category_id`` (contiguous), ``isthing`` and
-            optionally ``iscrowd`` (default 0).
-        crowd_sem_seg: "class" or "ignore" (see module docstring).
-        ignore_label: value of void pixels in ``sem_seg``.
+        pan_ids: int [H, W] panoptic segment ids (0 = void), decoded from ``png``.
+        segment_ids: the S segment ids of its ``segments_info``, in order.
+        png: file name of the panoptic PNG, named in the errors.
+
+    Returns:
+        index map int32 [H, W]: 0 = void, i + 1 = ``segment_ids[i]``.
 
     Raises:
-        ValueError: an id in ``pan_ids`` (other than 0) that no segment describes, or a bad
-            ``crowd_sem_seg``.
+        ValueError (one line naming ``png``): an id > 0 in the map that no segment describes,
+            or a segment id absent from the map.
     """
-    index, unknown = segment_index_map(pan_ids, [int(s["id"]) for s in segments_info])
-    if unknown:
+    index, not_in_json = segment_index_map(pan_ids, segment_ids)
+    if not_in_json:
         raise ValueError(
-            f"segment id(s) {unknown[:10]} in the panoptic map are not in segments_info"
+            f"panoptic PNG {png} contains segment id(s) {not_in_json[:10]} that are not in its "
+            "segments_info (JSON)"
         )
-    return targets_from_index_map(
-        index, segments_info, crowd_sem_seg=crowd_sem_seg, ignore_label=ignore_label
-    )
+    counts = np.bincount(index.ravel(), minlength=len(segment_ids) + 1)[1:]
+    not_in_png = [i for i, c in zip(segment_ids, counts) if c == 0]
+    if not_in_png:
+        raise ValueError(
+            f"segments_info (JSON) of {png} lists segment id(s) {not_in_png[:10]} that do not "
+            "appear in the PNG"
+        )
+    return index
 
 
 def targets_from_index_map(
@@ -145,8 +130,16 @@ def targets_from_index_map(
     crowd_sem_seg: str = "class",
     ignore_label: int = 255,
 ) -> PanopticTargets:
-    """Like :func:`panoptic_targets`, from an index map (int [H, W]: 0 = void, i + 1 =
-    ``segments_info[i]``, see :func:`segment_index_map`). Values above S are not allowed."""
+    """Semantic target over all K classes and instance targets from an index map.
+
+    Args:
+        index: int [H, W]: 0 = void, i + 1 = ``segments_info[i]`` (see
+            :func:`segment_index_map`); values above S are not allowed.
+        segments_info: the S dicts with ``id``, ``category_id`` (contiguous), ``isthing`` and
+            optionally ``iscrowd`` (default 0).
+        crowd_sem_seg: "class" or "ignore" (see module docstring); ValueError otherwise.
+        ignore_label: value of void pixels in ``sem_seg``.
+    """
     if crowd_sem_seg not in CROWD_SEM_SEG_MODES:
         raise ValueError(
             f"INPUT.JSIS.CROWD_SEM_SEG must be one of {CROWD_SEM_SEG_MODES}, got {crowd_sem_seg!r}"

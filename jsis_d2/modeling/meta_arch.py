@@ -29,9 +29,6 @@ from detectron2.layers.mask_ops import _do_paste_mask
 from detectron2.modeling import (
     META_ARCH_REGISTRY,
     GeneralizedRCNN,
-    build_backbone,
-    build_proposal_generator,
-    build_roi_heads,
     build_sem_seg_head,
 )
 from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
@@ -220,10 +217,6 @@ class JSISNet(GeneralizedRCNN):
                 f"MODEL.JSIS.BRANCHES must be a non-empty list of distinct names from "
                 f"{list(BRANCHES)}, got {branches}" + (f" (unknown: {bad})" if bad else "")
             )
-        if cfg.MODEL.JSIS.MERGE not in MERGES:
-            raise ValueError(
-                f"MODEL.JSIS.MERGE must be one of {MERGES}, got {cfg.MODEL.JSIS.MERGE!r}"
-            )
         for key, get in _D2_WEIGHT_KEYS:
             if get(cfg) != 1.0:
                 raise ValueError(
@@ -239,8 +232,9 @@ class JSISNet(GeneralizedRCNN):
         if instance_on and cfg.MODEL.KEYPOINT_ON:
             raise ValueError("MODEL.KEYPOINT_ON is not supported by JSIS-Net")
 
-        backbone = build_backbone(cfg)
-        shapes = backbone.output_shape()
+        ret = super().from_config(cfg)  # backbone, RPN, ROI heads, input format, pixel stats
+        if not instance_on:
+            ret.update(proposal_generator=None, roi_heads=None, vis_period=0)
         lw = cfg.MODEL.JSIS.LOSS_WEIGHTS
         loss_weights = {}
         if instance_on:
@@ -248,28 +242,23 @@ class JSISNet(GeneralizedRCNN):
                 loss_weights[k] = float(lw[LOSS_KEY_TO_WEIGHT[k]])
         if semantic_on:
             loss_weights["loss_sem_seg"] = float(lw.SEG)
-        return {
-            "backbone": backbone,
-            "proposal_generator": build_proposal_generator(cfg, shapes) if instance_on else None,
-            "roi_heads": build_roi_heads(cfg, shapes) if instance_on else None,
-            "sem_seg_head": build_sem_seg_head(cfg, shapes) if semantic_on else None,
-            "loss_weights": loss_weights,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "num_things": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-            "merge": cfg.MODEL.JSIS.MERGE,
-            "panoptic_on": cfg.MODEL.JSIS.PANOPTIC_ON,
-            "stuff_area_thresh": cfg.MODEL.JSIS.STUFF_AREA_THRESH,
-            "instance_score_thresh": cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
-            "mask_threshold": cfg.MODEL.JSIS.MASK_THRESHOLD,
-            "kirillov_overlap_thresh": cfg.MODEL.JSIS.KIRILLOV_OVERLAP_THRESH,
-            "train_dtype": training_dtype(cfg),
-            "test_dtype": inference_dtype(cfg),
-            "channels_last": cfg.MODEL.JSIS.CHANNELS_LAST,
-            "input_format": cfg.INPUT.FORMAT,
-            "vis_period": cfg.VIS_PERIOD if instance_on else 0,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-        }
+        shapes = ret["backbone"].output_shape()
+        ret.update(
+            sem_seg_head=build_sem_seg_head(cfg, shapes) if semantic_on else None,
+            loss_weights=loss_weights,
+            num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            merge=cfg.MODEL.JSIS.MERGE,
+            panoptic_on=cfg.MODEL.JSIS.PANOPTIC_ON,
+            stuff_area_thresh=cfg.MODEL.JSIS.STUFF_AREA_THRESH,
+            instance_score_thresh=cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
+            mask_threshold=cfg.MODEL.JSIS.MASK_THRESHOLD,
+            kirillov_overlap_thresh=cfg.MODEL.JSIS.KIRILLOV_OVERLAP_THRESH,
+            train_dtype=training_dtype(cfg),
+            test_dtype=inference_dtype(cfg),
+            channels_last=cfg.MODEL.JSIS.CHANNELS_LAST,
+        )
+        return ret
 
     # ------------------------------------------------------------------ training
     def forward(self, batched_inputs: List[Dict]):

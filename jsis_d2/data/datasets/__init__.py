@@ -6,4 +6,8 @@ from .panoptic import (  # noqa: F401
     register_panoptic_dataset,
 )
 from . import builtin  # noqa: F401,E402  (registers the jsis_* datasets at import)
-from .builtin import register_all  # noqa: F401,E402
+from .builtin import (  # noqa: F401,E402
+    make_synthetic_datasets,
+    register_all,
+    register_synthetic_datasets,
+)

@@ -20,14 +20,22 @@ jsis_mapillary_vistas_{train,val}_panoptic, jsis_synthetic_{train,val}.
 """
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from ..synthetic import register_synthetic_datasets
+from ..synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_dataset, synthetic_split_paths
 from .panoptic import register_panoptic_dataset
 
-__all__ = ["register_all", "mapillary_vistas_categories", "datasets_root"]
+__all__ = [
+    "register_all",
+    "mapillary_vistas_categories",
+    "datasets_root",
+    "SYNTHETIC_DATASET_NAMES",
+    "default_synthetic_root",
+    "register_synthetic_datasets",
+    "make_synthetic_datasets",
+]
 
 COCO_HINT = (
     "Get COCO panoptic 2017 from https://cocodataset.org/#download (train2017.zip, "
@@ -39,6 +47,11 @@ MAPILLARY_HINT = (
     "edition) into mapillary_vistas/{training,validation}/{images,panoptic} and set "
     "DETECTRON2_DATASETS to the folder holding mapillary_vistas/."
 )
+SYNTHETIC_HINT = (
+    "Generate the synthetic dataset with `python tools/make_synthetic_dataset.py` "
+    "(writes $DETECTRON2_DATASETS/jsis_synthetic, default ./datasets/jsis_synthetic)."
+)
+SYNTHETIC_DATASET_NAMES = {"train": "jsis_synthetic_train", "val": "jsis_synthetic_val"}
 
 _COCO_SPLITS = {
     "jsis_coco_2017_train_panoptic": (
@@ -59,8 +72,13 @@ _MAPILLARY_SPLITS = {
 
 
 def datasets_root() -> str:
-    """``$DETECTRON2_DATASETS`` or ``datasets``."""
+    """``$DETECTRON2_DATASETS`` or ``datasets`` (the one home of the dataset root)."""
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+def default_synthetic_root() -> str:
+    """``$DETECTRON2_DATASETS/jsis_synthetic`` (default ``./datasets/jsis_synthetic``)."""
+    return os.path.join(datasets_root(), "jsis_synthetic")
 
 
 def mapillary_vistas_categories() -> List[Dict]:
@@ -101,6 +119,48 @@ def register_all(root: Optional[str] = None) -> None:
             missing_hint=MAPILLARY_HINT,
         )
     register_synthetic_datasets(os.path.join(root, "jsis_synthetic"))
+
+
+def register_synthetic_datasets(
+    root: Optional[str] = None, names: Optional[Dict[str, str]] = None
+) -> None:
+    """Register ``jsis_synthetic_{train,val}`` (or ``names``: split -> dataset name) at ``root``
+    (default :func:`default_synthetic_root`). Lazy: the files may not exist yet."""
+    root = root or default_synthetic_root()
+    for split, name in (names or SYNTHETIC_DATASET_NAMES).items():
+        p = synthetic_split_paths(root, split)
+        register_panoptic_dataset(
+            name, p["image_root"], p["panoptic_root"], p["panoptic_json"],
+            SYNTHETIC_CATEGORIES, missing_hint=SYNTHETIC_HINT,
+        )
+
+
+def make_synthetic_datasets(
+    root: Optional[str] = None,
+    num_train: int = 400,
+    num_val: int = 50,
+    image_size: Union[int, Sequence[int]] = 128,
+    seed: int = 0,
+    image_format: str = "png",
+    overwrite: bool = False,
+    register: bool = True,
+) -> Dict[str, Dict[str, str]]:
+    """Generate the train and val splits with :func:`jsis_d2.data.synthetic.
+    generate_synthetic_dataset` (different images: the split is part of the seed) and register
+    them as ``jsis_synthetic_train`` / ``jsis_synthetic_val``.
+
+    Returns {"train": paths, "val": paths} (see :func:`~jsis_d2.data.synthetic.
+    synthetic_split_paths`).
+    """
+    root = root or default_synthetic_root()
+    out = {}
+    for split, n in (("train", num_train), ("val", num_val)):
+        out[split] = generate_synthetic_dataset(
+            root, split, n, image_size, seed, image_format, overwrite=overwrite
+        )
+    if register:
+        register_synthetic_datasets(root)
+    return out
 
 
 register_all()
