@@ -104,7 +104,7 @@ def tiny_synthetic(root, prefix, num_train, num_val, image_size=64):
     """Generate tiny synthetic train / val splits under ``root`` (reused when present) and
     register them as ``{prefix}_train`` / ``{prefix}_val``; returns {"train": name, "val": name}.
     """
-    from jsis_d2.data.synthetic import make_synthetic_datasets, register_synthetic_datasets
+    from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
 
     make_synthetic_datasets(root, num_train=num_train, num_val=num_val, image_size=image_size,
                             register=False)

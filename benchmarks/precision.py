@@ -120,7 +120,7 @@ def _train_checkpoint(config_file, out_dir, iters, threads, datasets):
 def _register(datasets):
     from detectron2.data import DatasetCatalog
 
-    from jsis_d2.data.synthetic import register_synthetic_datasets
+    from jsis_d2.data.datasets import register_synthetic_datasets
 
     if datasets["train"] not in DatasetCatalog.list():
         register_synthetic_datasets(datasets["root"], names={"train": datasets["train"],
@@ -158,7 +158,7 @@ def _evaluate(config_file, weights, variant, datasets, images, threads):
 
 
 def _pq(args, variants, tmp):
-    from jsis_d2.data.synthetic import make_synthetic_datasets
+    from jsis_d2.data.datasets import make_synthetic_datasets
 
     q = args.quick
     if q:

@@ -47,7 +47,7 @@ def _train_step_fn(config_file, variant, quick, root):
     from torch.profiler import record_function
 
     from jsis_d2.config import setup_cfg
-    from jsis_d2.data.synthetic import make_synthetic_datasets
+    from jsis_d2.data.datasets import make_synthetic_datasets
     from jsis_d2.engine.trainer import Trainer
 
     opts = ["MODEL.WEIGHTS", ""] + VARIANTS[variant]

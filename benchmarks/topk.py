@@ -92,7 +92,7 @@ def _setup(args, tmp):
 
     import jsis_d2  # noqa: F401
     from jsis_d2.config import setup_cfg
-    from jsis_d2.data.synthetic import make_synthetic_datasets
+    from jsis_d2.data.datasets import make_synthetic_datasets
 
     if args.quick:
         config_file = args.config_file or QUICK_CONFIG

@@ -435,16 +435,3 @@ def generate_synthetic_dataset(
     atomic_write_text(paths["panoptic_json"], text)  # last: marks the split complete
     logger.info(f"Wrote {num_images} synthetic {h}x{w} images ({split}) to {split_dir}")
     return paths
-
-
-_MOVED = ("register_synthetic_datasets", "make_synthetic_datasets")
-
-
-def __getattr__(name):
-    """Transitional: ``jsis_d2.benchmark`` still imports the registration helpers from here;
-    their home is :mod:`jsis_d2.data.datasets.builtin` (this module only generates files)."""
-    if name in _MOVED:
-        from .datasets import builtin
-
-        return getattr(builtin, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
