@@ -14,7 +14,7 @@ from jsis_d2.config import get_jsis_cfg
 from jsis_d2.data import JSISDatasetMapper, LabelSpace
 from jsis_d2.data.datasets import DatasetNotFoundError, register_all, register_panoptic_dataset
 from jsis_d2.data.datasets.builtin import datasets_root, mapillary_vistas_categories
-from jsis_d2.data.targets import rgb_to_ids
+from jsis_d2.data.panoptic_png import read_panoptic_png
 
 BUILTIN = {
     "jsis_coco_2017_train_panoptic": (133, 80),
@@ -46,7 +46,7 @@ def _mapper(size, is_train=True):
 
 
 def _read_ids(png):
-    return rgb_to_ids(np.asarray(Image.open(png).convert("RGB")))
+    return read_panoptic_png(png)
 
 
 # ------------------------------------------------------------------------------ builtin

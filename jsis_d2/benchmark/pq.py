@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from jsis_d2.evaluation.pq import pq_compute, write_panoptic_png
+from jsis_d2.data.panoptic_png import write_panoptic_png
+from jsis_d2.evaluation.pq import pq_compute
 
 from .common import verdict
 

@@ -50,6 +50,7 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from jsis_d2.data.label_space import LabelSpace
+from jsis_d2.data.panoptic_png import read_panoptic_png, write_panoptic_png
 from jsis_d2.evaluation.pq import (
     IdIndex,
     PanopticEvalError,
@@ -57,9 +58,7 @@ from jsis_d2.evaluation.pq import (
     joint_histogram,
     log_area_mismatches,
     pq_stats_from_histogram,
-    read_panoptic_png,
     segment_table,
-    write_panoptic_png,
 )
 
 __all__ = ["JSISEvaluator"]
