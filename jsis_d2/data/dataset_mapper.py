@@ -45,6 +45,7 @@ from .image_io import read_image
 from .panoptic_png import PanopticPNGError, id2rgb, read_panoptic_png, rgb2id
 from .targets import (
     CROWD_SEM_SEG_MODES,
+    absent_segments,
     segment_index_map,
     targets_from_index_map,
     targets_to_instances,
@@ -68,13 +69,37 @@ def _read_image(file_name: str, image_format: str) -> np.ndarray:
         raise BadSampleError(f"cannot read image {file_name}: {e}") from e
 
 
-def _read_panoptic_ids(file_name: str) -> np.ndarray:
-    """Segment ids uint32 [H, W] of a panoptic PNG (:func:`read_panoptic_png`), or
-    BadSampleError."""
+def _read_index_map(pan_file: str, seg_ids: List[int], image_file: str, size):
+    """Read a training sample's panoptic PNG and check it against its image and segments_info.
+
+    Returns:
+        (segment ids uint32 [H, W], index map int32 [H, W]: 0 = void, i + 1 = ``seg_ids[i]``).
+    Raises:
+        BadSampleError naming the PNG: unreadable, not of the image's ``size`` (H, W), an id
+        missing from ``seg_ids`` or a ``seg_ids`` id absent from the PNG.
+    """
     try:
-        return read_panoptic_png(file_name)
+        pan_ids = read_panoptic_png(pan_file)
     except PanopticPNGError as e:
         raise BadSampleError(str(e)) from e
+    if pan_ids.shape != tuple(size):
+        raise BadSampleError(
+            f"panoptic PNG {pan_file} is {pan_ids.shape[0]}x{pan_ids.shape[1]} but its "
+            f"image {image_file} is {size[0]}x{size[1]}"
+        )
+    index, not_in_json = segment_index_map(pan_ids, seg_ids)
+    if not_in_json:
+        raise BadSampleError(
+            f"panoptic PNG {pan_file} contains segment id(s) {not_in_json[:10]} that "
+            "are not in its segments_info (JSON)"
+        )
+    not_in_png = absent_segments(index, seg_ids)
+    if not_in_png:
+        raise BadSampleError(
+            f"segments_info (JSON) of {pan_file} lists segment id(s) {not_in_png[:10]} "
+            "that do not appear in the PNG"
+        )
+    return pan_ids, index
 
 
 class JSISDatasetMapper:
@@ -187,32 +212,13 @@ class JSISDatasetMapper:
             )
         dataset_dict["height"], dataset_dict["width"] = h, w
 
-        pan_ids = None
         if self.is_train:
             pan_file = dataset_dict.get("pan_seg_file_name")
             if pan_file is None:
                 raise BadSampleError(f"dataset entry of {file_name} has no 'pan_seg_file_name'")
-            pan_ids = _read_panoptic_ids(pan_file)
-            if pan_ids.shape != (h, w):
-                raise BadSampleError(
-                    f"panoptic PNG {pan_file} is {pan_ids.shape[0]}x{pan_ids.shape[1]} but its "
-                    f"image {file_name} is {h}x{w}"
-                )
             segments_info = dataset_dict["segments_info"]
             seg_ids = [int(seg["id"]) for seg in segments_info]
-            index, not_in_json = segment_index_map(pan_ids, seg_ids)
-            if not_in_json:
-                raise BadSampleError(
-                    f"panoptic PNG {pan_file} contains segment id(s) {not_in_json[:10]} that "
-                    "are not in its segments_info (JSON)"
-                )
-            counts = np.bincount(index.ravel(), minlength=len(seg_ids) + 1)[1:]
-            not_in_png = [i for i, c in zip(seg_ids, counts) if c == 0]
-            if not_in_png:
-                raise BadSampleError(
-                    f"segments_info (JSON) of {pan_file} lists segment id(s) {not_in_png[:10]} "
-                    "that do not appear in the PNG"
-                )
+            pan_ids, index = _read_index_map(pan_file, seg_ids, file_name, (h, w))
 
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)

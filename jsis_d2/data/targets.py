@@ -27,6 +27,7 @@ __all__ = [
     "CROWD_SEM_SEG_MODES",
     "PanopticTargets",
     "segment_index_map",
+    "absent_segments",
     "check_segments",
     "panoptic_targets",
     "targets_from_index_map",
@@ -86,8 +87,14 @@ def check_segments(
     """
     ids = [int(s["id"]) for s in segments_info]
     index, unknown = segment_index_map(pan_ids, ids)
-    counts = np.bincount(index.ravel(), minlength=len(ids) + 1)[1:]
-    return unknown, sorted(i for i, c in zip(ids, counts) if c == 0)
+    return unknown, sorted(absent_segments(index, ids))
+
+
+def absent_segments(index: np.ndarray, segment_ids: Sequence[int]) -> List[int]:
+    """The ids of ``segment_ids`` with no pixel in an index map (int [H, W], see
+    :func:`segment_index_map`), in ``segment_ids`` order."""
+    counts = np.bincount(index.ravel(), minlength=len(segment_ids) + 1)[1:]
+    return [i for i, c in zip(segment_ids, counts) if c == 0]
 
 
 def panoptic_targets(

@@ -174,31 +174,15 @@ def segment_table(
     if len(cats) and cats.min() < 0:
         _explain_bad_segment(segs, cat_index, where)
     iscrowd = np.array([s.get("iscrowd", 0) == 1 for s in segs], dtype=bool)
-    area = None
-    if use_area:
-        areas = [s.get("area") for s in segs]
-        if None not in areas:
-            try:
-                area = np.array(areas, dtype=np.int64)
-            except (TypeError, ValueError, OverflowError):  # unusable: PQ uses the PNG anyway
-                area = None
-    n = len(ids)
-    if n and (ids.min() <= VOID or ids.max() >= ID_LIMIT):
-        bad = ids[(ids <= VOID) | (ids >= ID_LIMIT)].tolist()
-        raise PanopticEvalError(
-            f"{where}: segment id(s) {bad} out of range (1 .. 2**24-1; {VOID} is void)"
-        )
-    order = np.argsort(ids, kind="stable")
-    ids = ids[order]
-    if n > 1 and (ids[1:] == ids[:-1]).any():
-        dup = np.unique(ids[1:][ids[1:] == ids[:-1]]).tolist()
-        raise PanopticEvalError(f"{where}: duplicate segment id(s) {dup} in segments_info")
+    area = _json_areas(segs) if use_area else None
+    order = _id_order(ids, where)
     crowd_row_of_cat = {}
     if iscrowd.any():
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n)
+        rank = np.empty(len(ids), dtype=np.int64)
+        rank[order] = np.arange(len(ids))
         for i in np.flatnonzero(iscrowd).tolist():  # JSON order: the last one wins
             crowd_row_of_cat[int(cats[i])] = int(rank[i])
+    ids = ids[order]
     return SegmentTable(
         ids=ids,
         cats=cats[order],
@@ -207,6 +191,33 @@ def segment_table(
         crowd_row_of_cat=crowd_row_of_cat,
         index=IdIndex(ids),
     )
+
+
+def _json_areas(segs) -> Optional[np.ndarray]:
+    """int64 ``area`` of every segment, or None if one lacks it or it is not an integer
+    (unusable, and PQ uses the PNG's pixel counts anyway)."""
+    areas = [s.get("area") for s in segs]
+    if None in areas:
+        return None
+    try:
+        return np.array(areas, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _id_order(ids: np.ndarray, where: str) -> np.ndarray:
+    """The stable ascending order of segment ids [N], checked in [1, 2**24) and distinct."""
+    if len(ids) and (ids.min() <= VOID or ids.max() >= ID_LIMIT):
+        bad = ids[(ids <= VOID) | (ids >= ID_LIMIT)].tolist()
+        raise PanopticEvalError(
+            f"{where}: segment id(s) {bad} out of range (1 .. 2**24-1; {VOID} is void)"
+        )
+    order = np.argsort(ids, kind="stable")
+    s = ids[order]
+    if len(s) > 1 and (s[1:] == s[:-1]).any():
+        dup = np.unique(s[1:][s[1:] == s[:-1]]).tolist()
+        raise PanopticEvalError(f"{where}: duplicate segment id(s) {dup} in segments_info")
+    return order
 
 
 def _explain_bad_segment(segs, cat_index, where):
