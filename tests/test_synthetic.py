@@ -12,6 +12,7 @@ from PIL import Image
 
 from jsis_d2.config import get_jsis_cfg
 from jsis_d2.data import JSISDatasetMapper, LabelSpace
+from jsis_d2.data.panoptic_png import read_panoptic_png
 from jsis_d2.data.synthetic import (
     SYNTHETIC_CATEGORIES,
     default_synthetic_root,
@@ -20,7 +21,6 @@ from jsis_d2.data.synthetic import (
     make_synthetic_datasets,
     register_synthetic_datasets,
 )
-from jsis_d2.data.panoptic_png import read_panoptic_png
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
