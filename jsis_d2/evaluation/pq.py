@@ -9,8 +9,8 @@
 (fractions in [0, 1], not percent). The rules reproduced from panopticapi:
 
 - Segment ids come from the PNG colors, ``id = R + 256 * G + 256**2 * B``; id 0 (``VOID``)
-  is void (:mod:`jsis_d2.data.panoptic_png` reads them). Ground-truth segments with ``iscrowd == 1`` are crowd regions: never matched, never
-  false negatives.
+  is void (the codec: :mod:`jsis_d2.data.panoptic_png`). Ground-truth segments with
+  ``iscrowd == 1`` are crowd regions: never matched, never false negatives.
 - A ground-truth segment ``g`` (not crowd) and a predicted segment ``p`` of the same category
   match when ``IoU > 0.5`` where ``IoU = |g & p| / (|p| + |g| - |g & p| - |p & void|)``: the
   prediction's pixels on ground-truth void are left out of the union. ``|g|`` and ``|p|`` are
