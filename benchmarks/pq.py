@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from jsis_d2.evaluation.pq import write_panoptic_png
+from jsis_d2.data.panoptic_png import write_panoptic_png
 
 from .report import markdown_table, verdict
 from .timing import load_average, time_calls

@@ -12,6 +12,7 @@ from jsis_d2.config import get_jsis_cfg
 from jsis_d2.data import BadSampleError, JSISDatasetMapper
 from jsis_d2.data.build import train_dataset_dicts
 from jsis_d2.data.datasets import register_panoptic_dataset
+from jsis_d2.data.panoptic_png import write_panoptic_png
 from jsis_d2.engine.schedule import resolve_epoch_schedule
 from jsis_d2.engine.trainer import Trainer
 
@@ -33,9 +34,8 @@ def dataset(tmp_path):
             Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "img" / f"{i}.jpg")
             ids = np.full((8, 8), 70, np.int64)
             ids[2:4, 2:5] = 31
-            rgb = np.stack([ids % 256, ids // 256, ids * 0], -1).astype(np.uint8)
             if i not in missing_png:
-                Image.fromarray(rgb).save(root / "pan" / f"{i}.png")
+                write_panoptic_png(str(root / "pan" / f"{i}.png"), ids)
             images.append({"id": i, "file_name": f"{i}.jpg", "height": 8, "width": 8})
             anns.append({"image_id": i, "file_name": f"{i}.png", "segments_info": [
                 {"id": 70, "category_id": 7, "iscrowd": 0},

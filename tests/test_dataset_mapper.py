@@ -12,6 +12,7 @@ from PIL import Image
 from jsis_d2.config import ConfigError, get_jsis_cfg
 from jsis_d2.data.augmentations import build_augmentations
 from jsis_d2.data.dataset_mapper import BadSampleError, JSISDatasetMapper
+from jsis_d2.data.panoptic_png import write_panoptic_png
 
 H, W = 12, 16
 # contiguous: 0, 1 things; 2, 3 stuff
@@ -34,10 +35,6 @@ def _ids():
     return pan
 
 
-def _to_rgb(ids):
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-
-
 def _sample(tmp_path, name="a", image_mode="RGB", ids=None, image_size=(H, W)):
     """Write image + panoptic PNG; return the dataset dict (contiguous categories)."""
     rng = np.random.default_rng(0)
@@ -46,7 +43,7 @@ def _sample(tmp_path, name="a", image_mode="RGB", ids=None, image_size=(H, W)):
     image_file = os.path.join(tmp_path, f"{name}.png")
     img.save(image_file)
     pan_file = os.path.join(tmp_path, f"{name}_pan.png")
-    Image.fromarray(_to_rgb(_ids() if ids is None else ids)).save(pan_file)
+    write_panoptic_png(pan_file, _ids() if ids is None else ids)
     return {
         "file_name": image_file,
         "image_id": name,
@@ -221,12 +218,12 @@ def _break(kind, tmp_path):
             f.write(b"not a png")
         return d, d["pan_seg_file_name"], "cannot read panoptic PNG"
     if kind == "png size differs from image":
-        Image.fromarray(_to_rgb(_ids()[:, :-2])).save(d["pan_seg_file_name"])
+        write_panoptic_png(d["pan_seg_file_name"], _ids()[:, :-2])
         return d, d["pan_seg_file_name"], "but its image"
     if kind == "id in png not in json":
         ids = _ids()
         ids[0, 0] = 4242
-        Image.fromarray(_to_rgb(ids)).save(d["pan_seg_file_name"])
+        write_panoptic_png(d["pan_seg_file_name"], ids)
         return d, d["pan_seg_file_name"], "4242"
     if kind == "id in json not in png":
         d["segments_info"].append({"id": 777, "category_id": 0, "isthing": True, "iscrowd": 0})

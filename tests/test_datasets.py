@@ -14,7 +14,7 @@ from jsis_d2.config import get_jsis_cfg
 from jsis_d2.data import JSISDatasetMapper, LabelSpace
 from jsis_d2.data.datasets import DatasetNotFoundError, register_all, register_panoptic_dataset
 from jsis_d2.data.datasets.builtin import datasets_root, mapillary_vistas_categories
-from jsis_d2.data.targets import rgb_to_ids
+from jsis_d2.data.panoptic_png import read_panoptic_png, write_panoptic_png
 
 BUILTIN = {
     "jsis_coco_2017_train_panoptic": (133, 80),
@@ -46,7 +46,7 @@ def _mapper(size, is_train=True):
 
 
 def _read_ids(png):
-    return rgb_to_ids(np.asarray(Image.open(png).convert("RGB")))
+    return read_panoptic_png(png)
 
 
 # ------------------------------------------------------------------------------ builtin
@@ -160,10 +160,9 @@ def _write_mapillary_split(root, split, cats):
     ids[12:, :] = 2
     ids[4:10, 5:15] = 3
     ids[0, 0] = 0
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
     img_id = "-2Xy_AbC0dEf"  # Mapillary image ids are strings
     Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(os.path.join(d, "images", f"{img_id}.jpg"))
-    Image.fromarray(rgb).save(os.path.join(d, "panoptic", f"{img_id}.png"))
+    write_panoptic_png(os.path.join(d, "panoptic", f"{img_id}.png"), ids)
     segs = [
         {"id": 1, "category_id": stuffs[0]["id"], "iscrowd": 0, "area": 0, "bbox": [0, 0, 1, 1]},
         {"id": 2, "category_id": stuffs[1]["id"], "iscrowd": 0, "area": 0, "bbox": [0, 0, 1, 1]},
@@ -222,8 +221,7 @@ def _custom_dataset(tmp_path, seg_category=3, with_images=True):
     ids = np.full((8, 8), 70, np.int64)
     ids[2:4, 2:5] = 31
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "x.jpg")
-    rgb = np.stack([ids % 256, ids // 256, ids * 0], -1).astype(np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "pan" / "x.png")
+    write_panoptic_png(str(tmp_path / "pan" / "x.png"), ids)
     data = {
         "annotations": [
             {

@@ -10,8 +10,9 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
 from jsis_d2.data.label_space import LabelSpace
+from jsis_d2.data.panoptic_png import write_panoptic_png
 from jsis_d2.evaluation import JSISEvaluator, pq_compute, rpn_recall
-from jsis_d2.evaluation.pq import PanopticEvalError, UnknownSegmentError, write_panoptic_png
+from jsis_d2.evaluation.pq import PanopticEvalError, UnknownSegmentError
 
 CATS = [  # contiguous: person 0, car 1 (things), sky 2, road 3 (stuff)
     {"id": 1, "name": "person", "isthing": 1},

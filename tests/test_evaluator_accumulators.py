@@ -21,8 +21,8 @@ from test_evaluator import LS, _outputs_from_gt, dataset  # noqa: F401  (fixture
 def test_ground_truth_png_read_once_per_image(dataset, monkeypatch):
     name, dicts, _, gt_ids = dataset
     reads = []
-    real = ground_truth.read_panoptic_png
-    monkeypatch.setattr(ground_truth, "read_panoptic_png",
+    real = ground_truth.read_segment_ids
+    monkeypatch.setattr(ground_truth, "read_segment_ids",
                         lambda path, where="": reads.append(path) or real(path, where))
     ev = JSISEvaluator(name, distributed=False)
     for d in dicts:

@@ -21,7 +21,7 @@ from detectron2.data import MetadataCatalog
 
 from jsis_d2.engine.distributed import destroy_process_groups
 from jsis_d2.evaluation import JSISEvaluator
-from jsis_d2.evaluation.pq import write_panoptic_png
+from jsis_d2.data.panoptic_png import write_panoptic_png
 
 from test_evaluator import LS, _image, _outputs_from_gt
 

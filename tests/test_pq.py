@@ -10,17 +10,15 @@ import pytest
 from PIL import Image
 
 from benchmarks.pq import generate_panoptic_case
+from jsis_d2.data.panoptic_png import write_panoptic_png
 from jsis_d2.evaluation import pq as P
 from jsis_d2.evaluation.pq import (
-    IdIndex,
     MissingFileError,
     MissingPredictionError,
     PanopticEvalError,
     UnknownCategoryError,
     UnknownSegmentError,
     pq_compute,
-    read_panoptic_png,
-    write_panoptic_png,
 )
 
 CATS = [
@@ -205,7 +203,7 @@ def test_default_folders_and_explicit_folders(tmp_path):
 
 
 def test_large_ids_and_many_segments(tmp_path):
-    """Ids near 2**24 and 400 segments in one image (hash table and its fallback)."""
+    """Ids near 2**24 and 400 segments in one image."""
     rng = np.random.default_rng(3)
     ids = rng.choice(np.arange(1, 1 << 24), size=400, replace=False)
     ids[0] = (1 << 24) - 1
@@ -217,29 +215,6 @@ def test_large_ids_and_many_segments(tmp_path):
     pspec = {k: v for k, v in spec.items() if (pred == k).any()}
     pred_json = _write(str(tmp_path), "pred", [(1, pred, _segments(pred, pspec))])
     assert pq_compute(gt_json, pred_json) == _reference(gt_json, pred_json)
-    for n in (1, 40, 400):
-        index = IdIndex(np.sort(ids[:n]))
-        values = np.concatenate((index.ids, [5, 6, (1 << 24) - 2])).astype(np.uint64)
-        pos, missing = index.find(values)
-        expect = np.isin(values.astype(np.int64), index.ids)
-        assert (missing == ~expect).all() and (index.ids[pos[expect]] == values[expect]).all()
-
-
-def test_read_panoptic_png_modes_and_fallback(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, 1 << 24, size=(7, 9))
-    path = str(tmp_path / "a.png")
-    write_panoptic_png(path, ids)
-    assert (read_panoptic_png(path) == ids).all()
-    rgba = Image.open(path).convert("RGBA")
-    rgba.putalpha(17)
-    rgba.save(str(tmp_path / "rgba.png"))
-    assert (read_panoptic_png(str(tmp_path / "rgba.png")) == ids).all()  # alpha ignored
-    monkeypatch.setattr(P, "_raw_from_arrow", lambda im: None)  # Pillow without Arrow export
-    assert (read_panoptic_png(path) == ids).all()
-    Image.fromarray(np.zeros((3, 3), np.uint8)).save(str(tmp_path / "gray.png"))
-    with pytest.raises(PanopticEvalError, match="gray.png.*mode 'L'"):
-        read_panoptic_png(str(tmp_path / "gray.png"))
 
 
 # ------------------------------------------------------------------------- bad input
@@ -272,6 +247,24 @@ def test_error_missing_png(good_case):
         pq_compute(gt_json, pred_json)
     with pytest.raises(FileNotFoundError):
         pq_compute(gt_json, pred_json)
+
+
+@pytest.mark.parametrize("content", ["gray", "garbage"])
+def test_error_unreadable_png(good_case, content):
+    """The codec's errors reach pq_compute's callers as PanopticEvalError naming the file."""
+    tmp, gt, segs, gt_json = good_case
+    pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
+    path = str(tmp / "pred" / "2.png")
+    if content == "gray":
+        Image.fromarray(np.zeros(gt.shape, np.uint8)).save(path)
+    else:
+        with open(path, "wb") as f:
+            f.write(b"not a png")
+    words = "mode 'L'" if content == "gray" else "cannot read panoptic PNG"
+    with pytest.raises(PanopticEvalError, match=r"^image 2: ") as e:
+        pq_compute(gt_json, pred_json)
+    assert words in str(e.value) and path in str(e.value) and "\n" not in str(e.value)
+    assert P.main([gt_json, pred_json]) == 2
 
 
 def test_error_missing_ground_truth_png_decoded_ahead(good_case):

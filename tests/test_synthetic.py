@@ -22,7 +22,7 @@ from jsis_d2.data.synthetic import (
     generate_synthetic_dataset,
     SyntheticSplitMismatch,
 )
-from jsis_d2.data.targets import rgb_to_ids
+from jsis_d2.data.panoptic_png import read_panoptic_png
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +38,7 @@ def _hashes(root):
 
 
 def _ids(png):
-    return rgb_to_ids(np.asarray(Image.open(png)))
+    return read_panoptic_png(png)
 
 
 @pytest.fixture(scope="module")

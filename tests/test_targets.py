@@ -5,7 +5,6 @@ import torch
 
 from jsis_d2.data.targets import (
     checked_index_map,
-    rgb_to_ids,
     segment_index_map,
     targets_from_index_map,
     targets_to_instances,
@@ -36,14 +35,6 @@ def _map():
     pan[3, 5:8] = 9
     pan[5, 0] = 0  # void
     return pan
-
-
-def test_rgb_to_ids_roundtrip():
-    ids = np.array([[0, 1, 255, 256], [65535, 65536, 16777215, 70000]])
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-    np.testing.assert_array_equal(rgb_to_ids(rgb), ids)
-    with pytest.raises(ValueError, match="RGB"):
-        rgb_to_ids(ids.astype(np.uint8))
 
 
 def test_semantic_and_instance_targets():

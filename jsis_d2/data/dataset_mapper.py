@@ -35,24 +35,23 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from detectron2.config import configurable
 from detectron2.data import transforms as T
-from detectron2.utils.file_io import PathManager
 
 from .augmentations import build_augmentations
 from .image_io import read_image
+from .panoptic_png import PanopticPNGError, id2rgb, read_panoptic_png, rgb2id
 from .targets import (
     CROWD_SEM_SEG_MODES,
     checked_index_map,
-    rgb_to_ids,
     segment_index_map,
     targets_from_index_map,
     targets_to_instances,
 )
 
-__all__ = ["JSISDatasetMapper", "BadSampleError", "read_panoptic_png"]
+__all__ = ["JSISDatasetMapper", "BadSampleError"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,21 +69,29 @@ def _read_image(file_name: str, image_format: str) -> np.ndarray:
         raise BadSampleError(f"cannot read image {file_name}: {e}") from e
 
 
-def read_panoptic_png(file_name: str) -> np.ndarray:
-    """Read a COCO panoptic PNG as uint8 [H, W, 3] RGB (decode ids with ``rgb_to_ids``)."""
+def _read_index_map(pan_file: str, seg_ids: List[int], image_file: str, size):
+    """Read a training sample's panoptic PNG and check it against its image and segments_info.
+
+    Returns:
+        (segment ids uint32 [H, W], index map int32 [H, W]: 0 = void, i + 1 = ``seg_ids[i]``).
+    Raises:
+        BadSampleError naming the PNG: unreadable, not of the image's ``size`` (H, W), an id
+        missing from ``seg_ids`` or a ``seg_ids`` id absent from the PNG.
+    """
     try:
-        with PathManager.open(file_name, "rb") as f:
-            img = Image.open(f)
-            if img.mode != "RGB":
-                raise BadSampleError(
-                    f"panoptic PNG {file_name} has mode {img.mode!r}; expected RGB "
-                    "(ids = R + 256 G + 256^2 B)"
-                )
-            return np.asarray(img)
-    except FileNotFoundError:
-        raise BadSampleError(f"panoptic PNG not found: {file_name}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise BadSampleError(f"cannot read panoptic PNG {file_name}: {e}") from e
+        pan_ids = read_panoptic_png(pan_file)
+    except PanopticPNGError as e:
+        raise BadSampleError(str(e)) from e
+    if pan_ids.shape != tuple(size):
+        raise BadSampleError(
+            f"panoptic PNG {pan_file} is {pan_ids.shape[0]}x{pan_ids.shape[1]} but its "
+            f"image {image_file} is {size[0]}x{size[1]}"
+        )
+    try:
+        index = checked_index_map(pan_ids, seg_ids, pan_file)
+    except ValueError as e:
+        raise BadSampleError(str(e)) from None
+    return pan_ids, index
 
 
 class JSISDatasetMapper:
@@ -197,23 +204,13 @@ class JSISDatasetMapper:
             )
         dataset_dict["height"], dataset_dict["width"] = h, w
 
-        pan_rgb = None
         if self.is_train:
             pan_file = dataset_dict.get("pan_seg_file_name")
             if pan_file is None:
                 raise BadSampleError(f"dataset entry of {file_name} has no 'pan_seg_file_name'")
-            pan_rgb = read_panoptic_png(pan_file)
-            if pan_rgb.shape[:2] != (h, w):
-                raise BadSampleError(
-                    f"panoptic PNG {pan_file} is {pan_rgb.shape[0]}x{pan_rgb.shape[1]} but its "
-                    f"image {file_name} is {h}x{w}"
-                )
             segments_info = dataset_dict["segments_info"]
             seg_ids = [int(seg["id"]) for seg in segments_info]
-            try:
-                index = checked_index_map(rgb_to_ids(pan_rgb), seg_ids, pan_file)
-            except ValueError as e:
-                raise BadSampleError(str(e)) from None
+            pan_ids, index = _read_index_map(pan_file, seg_ids, file_name, (h, w))
 
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
@@ -225,13 +222,12 @@ class JSISDatasetMapper:
 
         # The label map goes through the same transforms with nearest interpolation (PIL,
         # uint8), so every output pixel is exactly one input pixel's segment: the compact
-        # index map when it fits in uint8, else the RGB-encoded ids (decoded again after).
+        # index map when it fits in uint8, else the ids as PNG colors (decoded again after).
         if len(seg_ids) < 255:
             index = transforms.apply_segmentation(index.astype(np.uint8))
         else:
-            index, _ = segment_index_map(
-                rgb_to_ids(transforms.apply_segmentation(pan_rgb)), seg_ids
-            )
+            pan_ids = rgb2id(transforms.apply_segmentation(id2rgb(pan_ids)))
+            index, _ = segment_index_map(pan_ids, seg_ids)
         targets = targets_from_index_map(
             index, segments_info, crowd_sem_seg=self.crowd_sem_seg, ignore_label=self.ignore_label
         )

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..utils.atomic import atomic_write_text
+from .panoptic_png import write_panoptic_png
 
 __all__ = [
     "SYNTHETIC_CATEGORIES",
@@ -284,10 +285,6 @@ def _segment_stats(pan: np.ndarray, seg_id: int) -> Tuple[int, List[int]]:
     return int(len(xs)), [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
 
 
-def _ids_to_rgb(pan: np.ndarray) -> np.ndarray:
-    return np.stack([pan % 256, pan // 256 % 256, pan // 65536], -1).astype(np.uint8)
-
-
 # ------------------------------------------------------------------------------ dataset files
 def _params(split, num_images, image_size, seed, image_format) -> Dict:
     return {
@@ -419,7 +416,7 @@ def generate_synthetic_dataset(
             Image.fromarray(image).save(os.path.join(paths["image_root"], image_name))
         else:
             Image.fromarray(image).save(os.path.join(paths["image_root"], image_name), quality=95)
-        Image.fromarray(_ids_to_rgb(pan)).save(os.path.join(paths["panoptic_root"], f"{stem}.png"))
+        write_panoptic_png(os.path.join(paths["panoptic_root"], f"{stem}.png"), pan)
         for s in segments:
             s["area"], s["bbox"] = _segment_stats(pan, s["id"])
         images.append({"id": i, "file_name": image_name, "height": h, "width": w})

@@ -4,9 +4,9 @@ Shape legend: H, W = size of the id map (after any resize); S = number of segmen
 ``segments_info``; N = number of instance targets (non-crowd things present in the map).
 
 Id spaces: ``pan_ids`` holds panoptic SEGMENT ids (``R + 256 G + 256^2 B`` of the PNG, 0 =
-void/unlabeled); ``segments_info[i]["category_id"]`` is a CONTIGUOUS class index ``k`` in
-``[0, K)`` (things first, see :mod:`jsis_d2.data.label_space`), so ``gt_classes`` are thing
-indices in ``[0, T)`` directly.
+void/unlabeled, see :mod:`jsis_d2.data.panoptic_png`); ``segments_info[i]["category_id"]`` is a
+CONTIGUOUS class index ``k`` in ``[0, K)`` (things first, see :mod:`jsis_d2.data.label_space`),
+so ``gt_classes`` are thing indices in ``[0, T)`` directly.
 
 Crowd regions (``iscrowd=1``, always things in COCO) are handled explicitly:
 
@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from detectron2.structures import BitMasks, Boxes, Instances
 
+from .ids import IdIndex
+
 __all__ = [
     "CROWD_SEM_SEG_MODES",
     "PanopticTargets",
-    "rgb_to_ids",
     "segment_index_map",
     "checked_index_map",
     "targets_from_index_map",
@@ -54,16 +55,6 @@ class PanopticTargets(NamedTuple):
     boxes: np.ndarray
 
 
-def rgb_to_ids(pan_rgb: np.ndarray) -> np.ndarray:
-    """Decode a COCO panoptic PNG: uint8 [H, W, 3] RGB -> int32 [H, W] ids R + 256 G + 256^2 B."""
-    if pan_rgb.ndim != 3 or pan_rgb.shape[2] < 3:
-        raise ValueError(f"panoptic PNG must be RGB [H, W, 3], got shape {pan_rgb.shape}")
-    ids = pan_rgb[:, :, 0].astype(np.int32)
-    ids |= pan_rgb[:, :, 1].astype(np.int32) << 8
-    ids |= pan_rgb[:, :, 2].astype(np.int32) << 16
-    return ids
-
-
 def segment_index_map(
     pan_ids: np.ndarray, segment_ids: Sequence[int]
 ) -> Tuple[np.ndarray, List[int]]:
@@ -77,19 +68,10 @@ def segment_index_map(
         (index map int32 [H, W]: 0 = void, i + 1 = ``segment_ids[i]``; sorted list of the ids
         > 0 in ``pan_ids`` that are not in ``segment_ids`` (their pixels get 0)).
     """
-    seg = np.asarray(segment_ids, dtype=np.int64)
-    if len(seg) == 0:
-        unknown = pan_ids != 0
-        return np.zeros(pan_ids.shape, np.int32), sorted(set(pan_ids[unknown].tolist()))
-    order = np.argsort(seg, kind="stable")
-    sorted_ids = seg[order].astype(pan_ids.dtype if seg.max() < 2**31 else np.int64)
-    pos = np.searchsorted(sorted_ids, pan_ids)
-    np.minimum(pos, len(sorted_ids) - 1, out=pos)
-    found = sorted_ids[pos] == pan_ids
-    index = np.where(found, (order + 1).astype(np.int32)[pos], np.int32(0))
-    unknown = ~found & (pan_ids != 0)
-    bad = sorted(set(pan_ids[unknown].tolist())) if unknown.any() else []
-    return index, bad
+    rows, unknown = IdIndex(segment_ids).find(pan_ids)  # void: row 0, always found
+    index = rows.astype(np.int32)
+    index[unknown] = 0
+    return index, np.unique(pan_ids[unknown]).tolist() if unknown.any() else []
 
 
 def checked_index_map(pan_ids: np.ndarray, segment_ids: Sequence[int], png: str) -> np.ndarray:

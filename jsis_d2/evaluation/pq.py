@@ -9,8 +9,8 @@
 (fractions in [0, 1], not percent). The rules reproduced from panopticapi:
 
 - Segment ids come from the PNG colors, ``id = R + 256 * G + 256**2 * B``; id 0 (``VOID``)
-  is void. Ground-truth segments with ``iscrowd == 1`` are crowd regions: never matched, never
-  false negatives.
+  is void (the codec: :mod:`jsis_d2.data.panoptic_png`). Ground-truth segments with
+  ``iscrowd == 1`` are crowd regions: never matched, never false negatives.
 - A ground-truth segment ``g`` (not crowd) and a predicted segment ``p`` of the same category
   match when ``IoU > 0.5`` where ``IoU = |g & p| / (|p| + |g| - |g & p| - |p & void|)``: the
   prediction's pixels on ground-truth void are left out of the union. ``|g|`` and ``|p|`` are
@@ -43,7 +43,8 @@ class to the Stuff group). The command line prints such an error as one line, ex
 Speed: no process pool. PNGs are decoded with Pillow (the decoder panopticapi uses) in a small
 thread pool (Pillow releases the GIL), and each image pair is reduced to runs of equal
 (ground-truth id, predicted id) along the raster order, so the joint histogram costs a few
-vectorized passes over the pixels instead of a sort.
+vectorized passes over the pixels instead of a sort; run ids are looked up in each image's
+segment list with :class:`jsis_d2.data.ids.IdIndex` (binary search).
 
 Array legend: ``H, W`` image size; ``Ng``/``Np`` ground-truth / predicted segments of one
 image; ``C`` categories (category *index* = position in the category list).
@@ -54,7 +55,6 @@ Command line::
         [--per-class] [--threads N]
 """
 import argparse
-import ctypes
 import json
 import logging
 import multiprocessing
@@ -65,9 +65,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
+from ..data.ids import IdIndex
 from ..data.panoptic_format import check_annotations
+from ..data.panoptic_png import ID_LIMIT, VOID, PanopticPNGError, read_panoptic_png
 
 __all__ = [
     "VOID",
@@ -80,9 +81,8 @@ __all__ = [
     "SegmentTable",
     "ImagePQStats",
     "PQStats",
-    "read_panoptic_png",
-    "write_panoptic_png",
     "segment_table",
+    "read_segment_ids",
     "joint_histogram",
     "image_pq_stats",
     "pq_stats_from_histogram",
@@ -95,12 +95,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Segment id of void pixels (panopticapi ``VOID``).
-VOID = 0
 #: Matching threshold: a ground-truth and a predicted segment match when IoU is above it.
 MATCH_IOU = 0.5
-#: Bits of a raw 4-byte PNG pixel (R, G, B, X/A little-endian) that hold the segment id.
-_ID_BITS = 0xFFFFFF
 #: An unmatched prediction more than this fraction on void + crowd is not a false positive.
 IGNORE_FRACTION = 0.5
 
@@ -128,178 +124,7 @@ class UnknownCategoryError(PanopticEvalError, KeyError):
     """A segment has a category id that is not in the category list."""
 
 
-# ----------------------------------------------------------------------------- decoding
-
-
-class _ArrowSchema(ctypes.Structure):
-    pass
-
-
-_ArrowSchema._fields_ = [
-    ("format", ctypes.c_char_p), ("name", ctypes.c_char_p), ("metadata", ctypes.c_char_p),
-    ("flags", ctypes.c_int64), ("n_children", ctypes.c_int64),
-    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowSchema))),
-    ("dictionary", ctypes.c_void_p), ("release", ctypes.c_void_p),
-    ("private_data", ctypes.c_void_p),
-]
-
-
-class _ArrowArray(ctypes.Structure):
-    pass
-
-
-_ArrowArray._fields_ = [
-    ("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
-    ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64),
-    ("buffers", ctypes.POINTER(ctypes.c_void_p)),
-    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowArray))),
-    ("dictionary", ctypes.c_void_p), ("release", ctypes.c_void_p),
-    ("private_data", ctypes.c_void_p),
-]
-
-_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-_capsule_pointer.restype = ctypes.c_void_p
-_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-
-
-def _raw_from_arrow(im) -> Optional[np.ndarray]:
-    """Zero-copy uint32 view [H*W] of a loaded 4-byte-per-pixel Pillow image, or None.
-
-    Pillow (>= 11.2) exports its pixel buffer through the Arrow C data interface as a
-    fixed-size list of 4 uint8 per pixel (R, G, B, X/A). The view reads that buffer in place
-    (little-endian: ``R + 256 G + 256**2 B + 256**3 X``); the export (which keeps Pillow's
-    memory alive) is released when the view is freed. None when the export is unavailable or
-    not laid out as expected (e.g. an image split over several memory blocks).
-    """
-    export = getattr(im, "__arrow_c_array__", None)
-    if export is None or sys.byteorder != "little":
-        return None
-    try:
-        schema_cap, array_cap = export()
-    except Exception:  # e.g. "image is not in a single block": the caller uses tobytes
-        return None
-    w, h = im.size
-    n = w * h
-    schema = _ArrowSchema.from_address(_capsule_pointer(schema_cap, b"arrow_schema"))
-    arr = _ArrowArray.from_address(_capsule_pointer(array_cap, b"arrow_array"))
-    if schema.format != b"+w:4" or schema.n_children != 1 or arr.n_children != 1:
-        return None
-    if schema.children[0].contents.format != b"C" or arr.length != n or arr.offset != 0:
-        return None
-    child = arr.children[0].contents
-    if child.length != 4 * n or child.offset != 0 or child.n_buffers != 2 or n == 0:
-        return None
-    if not child.buffers[1]:
-        return None
-    buf = (ctypes.c_uint32 * n).from_address(child.buffers[1])
-    buf._keep_alive = (schema_cap, array_cap)  # the view's base holds buf, buf the export
-    return np.ctypeslib.as_array(buf)
-
-
-def _read_raw(path: str, where: str = ""):
-    """Decode a panoptic PNG to raw uint32 pixels [H*W] (ids in the low 24 bits) and (H, W).
-
-    The high byte is 255 (RGB) or alpha (RGBA): callers mask with ``0xFFFFFF``.
-    """
-    prefix = f"{where}: " if where else ""
-    try:
-        with Image.open(path) as im:
-            if im.mode == "P":
-                im = im.convert("RGB")
-            if im.mode not in ("RGB", "RGBA"):
-                raise PanopticEvalError(
-                    f"{prefix}panoptic PNG {path} has mode {im.mode!r}; expected RGB(A) colors "
-                    "encoding segment ids"
-                )
-            im.load()
-            w, h = im.size
-            raw = _raw_from_arrow(im)
-            if raw is None:
-                packed = im.tobytes("raw", "RGBX" if im.mode == "RGB" else "RGBA")
-                raw = np.frombuffer(packed, dtype="<u4")
-    except FileNotFoundError:
-        raise MissingFileError(f"{prefix}panoptic PNG not found: {path}") from None
-    except PanopticEvalError:
-        raise
-    except (OSError, SyntaxError, ValueError) as e:
-        raise PanopticEvalError(f"{prefix}cannot decode panoptic PNG {path}: {e}") from e
-    return raw, (h, w)
-
-
-def read_panoptic_png(path: str, where: str = "") -> np.ndarray:
-    """Decode a COCO panoptic PNG to its segment ids.
-
-    Returns:
-        uint32 array [H, W], ``R + 256 * G + 256**2 * B`` (alpha of RGBA files ignored, as
-        panopticapi does). Palette files are converted to RGB first.
-    Raises:
-        MissingFileError if the file does not exist, PanopticEvalError if it cannot be decoded
-        or is not an RGB(A)/palette image. ``where`` (e.g. "image 42") prefixes the message.
-    """
-    raw, shape = _read_raw(path, where)
-    return np.bitwise_and(raw, 0xFFFFFF).reshape(shape)
-
-
-def write_panoptic_png(path: str, ids: np.ndarray) -> None:
-    """Write segment ids [H, W] (integers in [0, 2**24)) as a COCO panoptic RGB PNG."""
-    ids = np.asarray(ids)
-    if ids.ndim != 2:
-        raise ValueError(f"{path}: panoptic ids must be [H, W], got shape {ids.shape}")
-    if ids.size and (ids.min() < 0 or ids.max() >= 1 << 24):
-        raise ValueError(
-            f"{path}: panoptic ids must be in [0, 2**24), got {ids.min()}..{ids.max()}"
-        )
-    u = ids.astype("<u4")
-    rgb = np.stack([u & 255, (u >> 8) & 255, (u >> 16) & 255], axis=-1).astype(np.uint8)
-    Image.fromarray(rgb).save(path)
-
-
 # ----------------------------------------------------------------------------- segments
-
-
-class IdIndex:
-    """Maps segment ids to their row in a sorted id list, vectorized.
-
-    Row 0 is void (id 0), rows 1.. the segments in ascending id order (``with_void=False``:
-    rows are the given ascending ids, e.g. class indices). Looks ids up in a
-    small collision-free multiplicative hash table (a few multiplier tries) instead of a binary
-    search; falls back to ``np.searchsorted`` for very many segments.
-    """
-
-    _MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
-                    0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
-
-    def __init__(self, ids: np.ndarray, with_void: bool = True):
-        ids = np.asarray(ids, dtype=np.int64)
-        # [N + 1] with row 0 = void, or the ids as given
-        self.ids = np.concatenate((np.zeros(1, dtype=np.int64), ids)) if with_void else ids
-        self.mult = None
-        n = len(self.ids)
-        bits = max(4, int(2 * n - 1).bit_length() + int(n).bit_length())  # table >= 2 n**2
-        if bits > 18:
-            return
-        u = self.ids.astype(np.uint64)
-        rows = np.arange(n, dtype=np.int64)
-        shift = np.uint64(64 - bits)
-        for m in self._MULTIPLIERS:
-            mult = np.uint64(m)
-            h = (u * mult) >> shift
-            table = np.zeros(1 << bits, dtype=np.int64)
-            table[h] = rows
-            if (table[h] == rows).all():  # no two ids share a slot
-                self.mult, self.shift, self.table = mult, shift, table
-                return
-
-    def find(self, values: np.ndarray):
-        """Rows of uint64 ``values`` [R] and a bool mask [R] of values not in the list."""
-        if self.mult is not None:
-            h = values * self.mult
-            h >>= self.shift
-            pos = self.table[h.view(np.int64)]  # int64 indices take numpy's fast path
-        else:
-            pos = np.searchsorted(self.ids, values.astype(np.int64))
-            np.minimum(pos, len(self.ids) - 1, out=pos)
-        return pos, self.ids[pos] != values
 
 
 class SegmentTable(NamedTuple):
@@ -350,31 +175,15 @@ def segment_table(
     if len(cats) and cats.min() < 0:
         _explain_bad_segment(segs, cat_index, where)
     iscrowd = np.array([s.get("iscrowd", 0) == 1 for s in segs], dtype=bool)
-    area = None
-    if use_area:
-        areas = [s.get("area") for s in segs]
-        if None not in areas:
-            try:
-                area = np.array(areas, dtype=np.int64)
-            except (TypeError, ValueError, OverflowError):  # unusable: PQ uses the PNG anyway
-                area = None
-    n = len(ids)
-    if n and (ids.min() <= VOID or ids.max() >= 1 << 24):
-        bad = ids[(ids <= VOID) | (ids >= 1 << 24)].tolist()
-        raise PanopticEvalError(
-            f"{where}: segment id(s) {bad} out of range (1 .. 2**24-1; {VOID} is void)"
-        )
-    order = np.argsort(ids, kind="stable")
-    ids = ids[order]
-    if n > 1 and (ids[1:] == ids[:-1]).any():
-        dup = np.unique(ids[1:][ids[1:] == ids[:-1]]).tolist()
-        raise PanopticEvalError(f"{where}: duplicate segment id(s) {dup} in segments_info")
+    area = _json_areas(segs) if use_area else None
+    order = _id_order(ids, where)
     crowd_row_of_cat = {}
     if iscrowd.any():
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n)
+        rank = np.empty(len(ids), dtype=np.int64)
+        rank[order] = np.arange(len(ids))
         for i in np.flatnonzero(iscrowd).tolist():  # JSON order: the last one wins
             crowd_row_of_cat[int(cats[i])] = int(rank[i])
+    ids = ids[order]
     return SegmentTable(
         ids=ids,
         cats=cats[order],
@@ -383,6 +192,33 @@ def segment_table(
         crowd_row_of_cat=crowd_row_of_cat,
         index=IdIndex(ids),
     )
+
+
+def _json_areas(segs) -> Optional[np.ndarray]:
+    """int64 ``area`` of every segment, or None if one lacks it or it is not an integer
+    (unusable, and PQ uses the PNG's pixel counts anyway)."""
+    areas = [s.get("area") for s in segs]
+    if None in areas:
+        return None
+    try:
+        return np.array(areas, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _id_order(ids: np.ndarray, where: str) -> np.ndarray:
+    """The stable ascending order of segment ids [N], checked in [1, 2**24) and distinct."""
+    if len(ids) and (ids.min() <= VOID or ids.max() >= ID_LIMIT):
+        bad = ids[(ids <= VOID) | (ids >= ID_LIMIT)].tolist()
+        raise PanopticEvalError(
+            f"{where}: segment id(s) {bad} out of range (1 .. 2**24-1; {VOID} is void)"
+        )
+    order = np.argsort(ids, kind="stable")
+    s = ids[order]
+    if len(s) > 1 and (s[1:] == s[:-1]).any():
+        dup = np.unique(s[1:][s[1:] == s[:-1]]).tolist()
+        raise PanopticEvalError(f"{where}: duplicate segment id(s) {dup} in segments_info")
+    return order
 
 
 def _explain_bad_segment(segs, cat_index, where):
@@ -438,30 +274,20 @@ def joint_histogram(
     b_ids,
     a_name: str = "first map",
     b_name: str = "second map",
-    a_bits: Optional[int] = None,
-    b_bits: Optional[int] = None,
 ) -> np.ndarray:
     """Pixel counts of every (a label, b label) pair of two label maps of the same size.
 
     Args:
         a, b: integer label maps (any shape, same number of pixels).
-        a_ids, b_ids: int64 [Na], [Nb], ascending (or their :class:`IdIndex`): every label
-            allowed in ``a`` / ``b``.
+        a_ids, b_ids: int [Na], [Nb] distinct labels (or their :class:`IdIndex`): every label
+            allowed in ``a`` / ``b``, in the order of the histogram's rows / columns.
         a_name, b_name: used in the error message.
-        a_bits, b_bits: optional bit masks: the label is ``value & bits`` (e.g. ``0xFFFFFF`` for
-            raw 4-byte RGBX pixels), applied after the run detection so the maps are not copied.
     Returns:
         int64 [Na, Nb]: ``out[i, j] = #{pixels with a == a_ids[i] and b == b_ids[j]}``.
     Raises:
         UnknownSegmentError listing the labels of ``a`` (or ``b``) not in ``a_ids`` (``b_ids``).
     """
     av, bv, lengths = _runs(a, b)
-    av = av.astype(np.uint64)
-    bv = bv.astype(np.uint64)
-    if a_bits is not None:
-        av &= np.uint64(a_bits)
-    if b_bits is not None:
-        bv &= np.uint64(b_bits)
     a_index = a_ids if isinstance(a_ids, IdIndex) else IdIndex(a_ids, with_void=False)
     b_index = b_ids if isinstance(b_ids, IdIndex) else IdIndex(b_ids, with_void=False)
     ai, a_bad = a_index.find(av)
@@ -719,6 +545,16 @@ def _default_folder(json_file: str) -> str:
     return json_file.replace(".json", "")
 
 
+def read_segment_ids(path: str, where: str) -> np.ndarray:
+    """Segment ids uint32 [H, W] of a panoptic PNG; the codec's errors as PanopticEvalError."""
+    try:
+        return read_panoptic_png(path, where)
+    except FileNotFoundError as e:
+        raise MissingFileError(str(e)) from None
+    except PanopticPNGError as e:
+        raise PanopticEvalError(str(e)) from e
+
+
 def compute_pq_stats(
     gt_json_file: str,
     pred_json_file: str,
@@ -737,30 +573,56 @@ def compute_pq_stats(
     pred_folder = _default_folder(pred_json_file) if pred_folder is None else pred_folder
     pool = ThreadPoolExecutor(max_workers=num_threads) if num_threads > 1 else None
     try:
-        # Decode the first ground-truth PNGs while this thread parses the prediction JSON
-        # (json holds the GIL, Pillow's decoder releases it). Errors surface in image order.
-        prefetched = {}
-        gt_anns = gt_json.get("annotations")
-        if pool is not None and os.path.isdir(gt_folder) and isinstance(gt_anns, list):
-            for i, ann in enumerate(gt_anns[:_PREFETCH_PER_THREAD * num_threads]):
-                if isinstance(ann, dict) and isinstance(ann.get("file_name"), str):
-                    path = os.path.join(gt_folder, ann["file_name"])
-                    prefetched[i] = pool.submit(_read_raw, path, f"image {ann.get('image_id')!r}")
+        prefetched = _prefetch(pool, gt_json, gt_folder, _PREFETCH_PER_THREAD * num_threads)
         pred_json = _load_json(pred_json_file, "prediction")
-        return _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder,
-                                 pred_folder, pool, prefetched)
+        categories, pairs = _image_pairs(
+            gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder
+        )
+        cat_index = {c["id"]: k for k, c in enumerate(categories)}
+
+        def one(i):
+            return _image_stats(*pairs[i], cat_index, prefetched.pop(i, None))
+
+        if pool is not None and len(pairs) > 1:
+            # The prefetch tasks were queued first: a task waiting on one never blocks the pool.
+            per_image = list(pool.map(one, range(len(pairs))))
+        else:
+            per_image = [one(i) for i in range(len(pairs))]
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    log_area_mismatches([s.area_mismatch for s in per_image])
+    return _sum_in_panopticapi_order(per_image, len(categories)), categories
 
 
 #: Ground-truth PNGs decoded ahead per thread while the prediction JSON is parsed.
 _PREFETCH_PER_THREAD = 8
 
 
-def _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder,
-                      pool, prefetched):
-    """:func:`compute_pq_stats` once both JSON files are parsed (``pool``: None = serial)."""
+def _prefetch(pool, gt_json, gt_folder: str, n: int) -> Dict:
+    """Start decoding the first ``n`` ground-truth PNGs in ``pool`` (None: serial, nothing).
+
+    json holds the GIL while the prediction JSON parses, Pillow's decoder releases it. Returns
+    {annotation index: future of the ids}; errors surface when each image's turn comes.
+    """
+    anns = gt_json.get("annotations") if isinstance(gt_json, dict) else None
+    if pool is None or not os.path.isdir(gt_folder) or not isinstance(anns, list):
+        return {}
+    futures = {}
+    for i, ann in enumerate(anns[:n]):
+        if isinstance(ann, dict) and isinstance(ann.get("file_name"), str):
+            path = os.path.join(gt_folder, ann["file_name"])
+            futures[i] = pool.submit(read_segment_ids, path, f"image {ann.get('image_id')!r}")
+    return futures
+
+
+def _image_pairs(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder):
+    """Check both parsed JSON files; pair each ground-truth image with its prediction.
+
+    Returns:
+        (checked categories, list of (image id, ground-truth annotation, prediction annotation,
+        ground-truth PNG path, predicted PNG path) in ground-truth order).
+    """
     for folder, what in ((gt_folder, "ground-truth"), (pred_folder, "prediction")):
         if not os.path.isdir(folder):
             raise MissingFileError(f"folder {folder} with {what} segmentations doesn't exist")
@@ -771,9 +633,7 @@ def _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folde
     ):
         if not isinstance(js, dict) or key not in js:
             raise PanopticEvalError(f"{path} has no {key!r} list")
-
     categories = _checked_categories(gt_json["categories"], gt_json_file)
-    cat_index = {c["id"]: k for k, c in enumerate(categories)}
     gt_anns = check_annotations(gt_json["annotations"], gt_json_file, PanopticEvalError)
     pred_by_image = {
         ann["image_id"]: ann
@@ -781,53 +641,44 @@ def _stats_from_jsons(gt_json, pred_json, gt_json_file, pred_json_file, gt_folde
     }
     pairs = []
     for gt_ann in gt_anns:
-        iid = gt_ann.get("image_id")
+        iid = gt_ann["image_id"]
         if iid not in pred_by_image:
             raise MissingPredictionError(
                 f"no prediction for the image with id {iid!r} (ground truth "
-                f"{gt_ann.get('file_name')}) in {pred_json_file}"
+                f"{gt_ann['file_name']}) in {pred_json_file}"
             )
-        pairs.append((gt_ann, pred_by_image[iid]))
+        pred_ann = pred_by_image[iid]
+        pairs.append((iid, gt_ann, pred_ann, os.path.join(gt_folder, gt_ann["file_name"]),
+                      os.path.join(pred_folder, pred_ann["file_name"])))
+    return categories, pairs
 
-    def one(i):
-        gt_ann, pred_ann = pairs[i]
-        iid = gt_ann["image_id"]
-        gt_file = os.path.join(gt_folder, gt_ann["file_name"])
-        pred_file = os.path.join(pred_folder, pred_ann["file_name"])
-        where_gt = f"image {iid!r}, ground truth {gt_file}"
-        where_pred = f"image {iid!r}, prediction {pred_file}"
-        gt_t = segment_table(gt_ann["segments_info"], cat_index, where_gt, use_area=True)
-        pred_t = segment_table(pred_ann["segments_info"], cat_index, where_pred)
-        where = f"image {iid!r} ({gt_file} vs {pred_file})"
-        if i in prefetched:
-            gt_raw, gt_shape = prefetched.pop(i).result()
-        else:
-            gt_raw, gt_shape = _read_raw(gt_file, f"image {iid!r}")
-        pred_raw, pred_shape = _read_raw(pred_file, f"image {iid!r}")
-        _check_same_size(gt_shape, pred_shape, where)
-        hist = joint_histogram(
-            gt_raw, gt_t.index, pred_raw, pred_t.index, where_gt, where_pred, _ID_BITS, _ID_BITS
-        )
-        return pq_stats_from_histogram(hist, gt_t, pred_t, where)
 
-    if pool is not None and len(pairs) > 1:
-        # Each task decodes and counts one image pair. The prefetch tasks were queued first,
-        # so a task waiting on one never blocks the pool.
-        per_image = list(pool.map(one, range(len(pairs))))
-    else:
-        per_image = [one(i) for i in range(len(pairs))]
-    log_area_mismatches([s.area_mismatch for s in per_image])
+def _image_stats(iid, gt_ann, pred_ann, gt_file, pred_file, cat_index, gt_future=None):
+    """:class:`ImagePQStats` of one image pair (``gt_future``: its prefetched ground truth)."""
+    where_gt = f"image {iid!r}, ground truth {gt_file}"
+    where_pred = f"image {iid!r}, prediction {pred_file}"
+    gt = segment_table(gt_ann["segments_info"], cat_index, where_gt, use_area=True)
+    pred = segment_table(pred_ann["segments_info"], cat_index, where_pred)
+    where = f"image {iid!r}"
+    gt_ids = gt_future.result() if gt_future is not None else read_segment_ids(gt_file, where)
+    pred_ids = read_segment_ids(pred_file, where)
+    where = f"image {iid!r} ({gt_file} vs {pred_file})"
+    _check_same_size(gt_ids.shape, pred_ids.shape, where)
+    hist = joint_histogram(gt_ids, gt.index, pred_ids, pred.index, where_gt, where_pred)
+    return pq_stats_from_histogram(hist, gt, pred, where)
 
-    # Sum in panopticapi's order: its pool splits the images into cpu_count() chunks, sums
-    # each chunk in image order, then adds the chunk totals in chunk order.
-    total = PQStats(len(categories))
-    bounds = np.cumsum([0] + [len(c) for c in np.array_split(np.arange(len(pairs)), _cpu())])
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        chunk = PQStats(len(categories))
-        for s in per_image[lo:hi]:
-            chunk.add_image(s)
-        total += chunk
-    return total, categories
+
+def _sum_in_panopticapi_order(per_image: Sequence[ImagePQStats], num_categories: int) -> PQStats:
+    """Sum as panopticapi does: its pool splits the images into ``cpu_count()`` chunks, sums
+    each chunk in image order, then adds the chunk totals in chunk order (bit-identical
+    float sums)."""
+    total = PQStats(num_categories)
+    for chunk in np.array_split(np.arange(len(per_image)), _cpu()):
+        part = PQStats(num_categories)
+        for i in chunk.tolist():
+            part.add_image(per_image[i])
+        total += part
+    return total
 
 
 def _checked_categories(categories, path: str) -> List[Dict]:

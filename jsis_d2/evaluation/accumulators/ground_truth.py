@@ -9,7 +9,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from jsis_d2.evaluation.pq import PanopticEvalError, read_panoptic_png, segment_table
+from jsis_d2.evaluation.pq import PanopticEvalError, read_segment_ids, segment_table
 
 __all__ = ["ImageGroundTruth", "read_ground_truth"]
 
@@ -86,7 +86,7 @@ def read_ground_truth(inp: Dict, num_classes: int) -> ImageGroundTruth:
     gt_file = inp["pan_seg_file_name"]
     image_id = inp["image_id"]
     where = f"image {image_id!r} ({gt_file})"
-    ids = read_panoptic_png(gt_file, f"image {image_id!r}")
+    ids = read_segment_ids(gt_file, f"image {image_id!r}")
     h, w = int(inp.get("height", ids.shape[0])), int(inp.get("width", ids.shape[1]))
     if ids.shape != (h, w):
         raise PanopticEvalError(

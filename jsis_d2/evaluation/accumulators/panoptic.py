@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from jsis_d2.data.label_space import LabelSpace
+from jsis_d2.data.panoptic_png import write_panoptic_png
 from jsis_d2.evaluation.accumulators.ground_truth import ImageGroundTruth
 from jsis_d2.evaluation.pq import (
     PQStats,
@@ -20,7 +21,6 @@ from jsis_d2.evaluation.pq import (
     log_area_mismatches,
     pq_stats_from_histogram,
     segment_table,
-    write_panoptic_png,
 )
 
 __all__ = ["PanopticAccumulator", "PANOPTIC_DIRNAME"]

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from jsis_d2.evaluation.accumulators.ground_truth import ImageGroundTruth
-from jsis_d2.evaluation.pq import IdIndex, PanopticEvalError, joint_histogram
+from jsis_d2.data.ids import IdIndex
+from jsis_d2.evaluation.pq import PanopticEvalError, joint_histogram
 
 __all__ = ["SemSegAccumulator", "sem_seg_metrics"]
 
