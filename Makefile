@@ -12,13 +12,16 @@ PY := $(VENV)/bin/python
 OUTPUT ?= output/demo
 BENCH_OUT ?= output/benchmark
 
-.PHONY: setup test demo overfit ablation benchmark benchmark-readme docker-check clean
+.PHONY: setup test lint demo overfit ablation benchmark benchmark-readme docker-check clean
 
 setup:            ## create the stack's venv with the pinned stack + the project (idempotent)
 	VENV=$(VENV) bash tools/setup_env.sh
 
 test: setup       ## the whole test suite (CPU)
 	$(PY) -m pytest -q tests
+
+lint: setup       ## ruff: lint rules and format check (settings in pyproject.toml)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 demo: setup       ## synthetic dataset -> train from scratch on CPU -> evaluate -> pictures
 	$(PY) tools/run_demo.py --output $(OUTPUT)

@@ -56,7 +56,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # 1. torch + torchvision + the rest, exactly pinned (other torch pairs download several GB).
-"${pip[@]}" install -r requirements/base.txt
+"${pip[@]}" install -r requirements/base.txt -r requirements/lint.txt
 
 # 2. detectron2.
 installed_d2() {  # prints the installed detectron2 distribution ("pb1-detectron2 0.6", ...)
