@@ -77,7 +77,6 @@ __all__ = [
     "MissingFileError",
     "UnknownSegmentError",
     "UnknownCategoryError",
-    "IdIndex",
     "SegmentTable",
     "ImagePQStats",
     "PQStats",
