@@ -4,6 +4,7 @@ detectron2 itself is deliberately NOT in ``install_requires``: official builds a
 from source (distribution name ``detectron2``) and the CPU setup here uses the
 ``pb1-detectron2`` sdist; either satisfies ``import detectron2``. See README "Setup".
 """
+
 from setuptools import find_packages, setup
 
 setup(

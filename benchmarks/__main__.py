@@ -1,4 +1,5 @@
 """``python -m benchmarks SUBCOMMAND ...`` from the repository root (= tools/benchmark.py)."""
+
 import sys
 
 from .cli import main

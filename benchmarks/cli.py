@@ -9,6 +9,7 @@
 ``markdown(result) -> str``; results are written to ``DIR/<name>.json`` and ``DIR/<name>.md``.
 Threads are pinned (``--threads``, default 2) and stated in every result.
 """
+
 import argparse
 import importlib
 import json
@@ -46,8 +47,9 @@ def _available():
 
 def _parser(mods):
     """(the CLI's parser, the parent parser of the options every subcommand takes)."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quick", action="store_true", help="small sizes/repeats (CI smoke)")
@@ -78,8 +80,10 @@ def _defaults(mod, args, common):
     """``all``: the subcommand's own defaults, with the shared --quick/--output/--threads."""
     p = argparse.ArgumentParser(parents=[common], add_help=False)
     mod.add_arguments(p)
-    return p.parse_args((["--quick"] if args.quick else [])
-                        + ["--output", args.output, "--threads", str(args.threads)])
+    return p.parse_args(
+        (["--quick"] if args.quick else [])
+        + ["--output", args.output, "--threads", str(args.threads)]
+    )
 
 
 def _write(name, result, output, threads):

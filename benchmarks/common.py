@@ -14,6 +14,7 @@
   element-wise ops.
 - Synthetic model inputs: random uint8 images, random ground truth for training steps.
 """
+
 import concurrent.futures
 import logging
 import multiprocessing
@@ -106,8 +107,9 @@ def tiny_synthetic(root, prefix, num_train, num_val, image_size=64):
     """
     from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
 
-    make_synthetic_datasets(root, num_train=num_train, num_val=num_val, image_size=image_size,
-                            register=False)
+    make_synthetic_datasets(
+        root, num_train=num_train, num_val=num_val, image_size=image_size, register=False
+    )
     names = {"train": f"{prefix}_train", "val": f"{prefix}_val"}
     register_synthetic_datasets(root, names=names)
     return names
@@ -242,21 +244,36 @@ def jsis_cfg(
     cfg = get_jsis_cfg()
     cfg.merge_from_file(config_file)
     opts = [
-        "MODEL.WEIGHTS", "",
-        "MODEL.DEVICE", "cpu",
-        "MODEL.BACKBONE.FREEZE_AT", 0,
-        "MODEL.RESNETS.DEPTH", depth,
-        "MODEL.RESNETS.NORM", norm,
-        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes,
-        "MODEL.ROI_HEADS.NUM_CLASSES", num_things,
-        "MODEL.RPN.PRE_NMS_TOPK_TEST", pre_nms_test,
-        "MODEL.RPN.POST_NMS_TOPK_TEST", post_nms_test,
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN", post_nms_train,
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", roi_batch,
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", score_thresh,
-        "TEST.DETECTIONS_PER_IMAGE", detections,
-        "MODEL.JSIS.BRANCHES", list(branches),
-        "INPUT.JSIS.FIXED_SIZE", list(size),
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.BACKBONE.FREEZE_AT",
+        0,
+        "MODEL.RESNETS.DEPTH",
+        depth,
+        "MODEL.RESNETS.NORM",
+        norm,
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        num_classes,
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        num_things,
+        "MODEL.RPN.PRE_NMS_TOPK_TEST",
+        pre_nms_test,
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        post_nms_test,
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+        post_nms_train,
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        roi_batch,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        score_thresh,
+        "TEST.DETECTIONS_PER_IMAGE",
+        detections,
+        "MODEL.JSIS.BRANCHES",
+        list(branches),
+        "INPUT.JSIS.FIXED_SIZE",
+        list(size),
     ]
     if depth in (18, 34):
         opts += ["MODEL.RESNETS.RES2_OUT_CHANNELS", 64]
@@ -267,6 +284,7 @@ def jsis_cfg(
 def build_jsis(**cfg_kwargs):
     """(model, cfg) of :func:`jsis_cfg` (random weights, CPU)."""
     import jsis_d2  # noqa: F401  (registrations)
+
     from detectron2.modeling import build_model
 
     cfg = jsis_cfg(**cfg_kwargs)
@@ -350,9 +368,15 @@ def measure(
     rss_start = rss_mb()
     model, cfg = build(**build_kwargs)
     h, w = size
-    inputs = random_inputs(h, w, batch, train=(mode == "train"), seed=seed,
-                           num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-                           num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    inputs = random_inputs(
+        h,
+        w,
+        batch,
+        train=(mode == "train"),
+        seed=seed,
+        num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+    )
     step = _step(model, inputs, mode)
     rss_model = rss_mb()
     reset_ok = reset_peak_rss()

@@ -20,6 +20,7 @@ both alike. Ratio = achieved / dense: how much of the machine's convolution thro
 whole network reaches (ROI-sized batches, GroupNorm, ROIAlign, NMS and Python overhead are
 what it loses to).
 """
+
 import logging
 
 import torch
@@ -36,14 +37,25 @@ __all__ = ["add_arguments", "run", "dense_conv_gmacs"]
 
 
 def add_arguments(parser):
-    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="JSIS-Net input (default 400 400; quick 128 128)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="JSIS-Net input (default 400 400; quick 128 128)",
+    )
     parser.add_argument("--depth", type=int, default=None, help="default 50, quick 18")
     parser.add_argument("--proposals", type=int, default=None, help="default 100, quick 20")
     parser.add_argument("--detections", type=int, default=None, help="default 100, quick 10")
-    parser.add_argument("--conv", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                        help="dense conv: C->C 3x3 on 1xCxHxW "
-                        "(default 256 128 128; quick 64 64 64)")
+    parser.add_argument(
+        "--conv",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("C", "H", "W"),
+        help="dense conv: C->C 3x3 on 1xCxHxW (default 256 128 128; quick 64 64 64)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="default 5, quick 2")
 
 
@@ -88,9 +100,13 @@ def _settings(args):
 
 def _models(s, quick, bf16):
     """The fp32 model and, with ``bf16``, the same weights with bf16 + channels_last."""
-    kw = dict(depth=s["depth"], size=tuple(s["size"]), post_nms_test=s["proposals"],
-              detections=s["detections"],
-              extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8] if quick else [])
+    kw = dict(
+        depth=s["depth"],
+        size=tuple(s["size"]),
+        post_nms_test=s["proposals"],
+        detections=s["detections"],
+        extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8] if quick else [],
+    )
     torch.manual_seed(0)
     model, cfg = build_jsis(**kw)
     model.eval()
@@ -109,13 +125,18 @@ def _sides(model, model_bf16, inputs, images, conv, bf16):
     c, ch, cw = conv
     x = torch.randn(1, c, ch, cw)
     weight = torch.randn(c, c, 3, 3) * 0.01
-    fns = {f"conv_{k}": _conv_call(x, weight, dt, cl) for k, (dt, cl, _) in CONV_VARIANTS.items()
-           if bf16 or dt == torch.float32}
-    fns.update({
-        "network": lambda: model.inference(inputs, do_postprocess=False),
-        "backbone": lambda: model.backbone(images),
-        "full": lambda: model(inputs),
-    })
+    fns = {
+        f"conv_{k}": _conv_call(x, weight, dt, cl)
+        for k, (dt, cl, _) in CONV_VARIANTS.items()
+        if bf16 or dt == torch.float32
+    }
+    fns.update(
+        {
+            "network": lambda: model.inference(inputs, do_postprocess=False),
+            "backbone": lambda: model.backbone(images),
+            "full": lambda: model(inputs),
+        }
+    )
     if model_bf16 is not None:
         fns["network_bf16_cl"] = lambda: model_bf16.inference(inputs, do_postprocess=False)
     return fns
@@ -129,17 +150,25 @@ def run(args):
     load0 = load_average()
     support = cpu_bf16_support()
     model, model_bf16, cfg = _models(s, q, support["supported"])
-    inputs = random_inputs(h, w, 1, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-                           num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    inputs = random_inputs(
+        h,
+        w,
+        1,
+        num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+    )
     with torch.no_grad():
         images = model.preprocess_image(inputs).tensor
         fns = _sides(model, model_bf16, inputs, images, s["conv"], support["supported"])
         times = time_calls(fns, s["repeats"], warmup=1)
         flops = count_flops(model, inputs, FLOP_MODULES)
         bb_flops = float(flop_analysis(model.backbone, (images,)).total())
-    res = {"threads": torch.get_num_threads(), "quick": bool(q),
-           **{k: s[k] for k in ("size", "depth", "proposals", "detections", "repeats")},
-           "cpu_bf16": support}
+    res = {
+        "threads": torch.get_num_threads(),
+        "quick": bool(q),
+        **{k: s[k] for k in ("size", "depth", "proposals", "detections", "repeats")},
+        "cpu_bf16": support,
+    }
     res.update(_rates({k: t.median for k, t in times.items()}, s["conv"], flops, bb_flops))
     res["times_s"] = {k: t.summary()["times_s"] for k, t in times.items()}
     res["load_average"] = [load0, load_average()]
@@ -155,23 +184,41 @@ def _rates(med, conv, flops, bb_flops):
     net_g, bb_g = flops["total"] / 1e9, bb_flops / 1e9
     rest_t = max(med["network"] - med["backbone"], 1e-9)
     res = {
-        "dense_conv": {"shape": [1, *conv], "kernel": 3, "gmacs": conv_g,
-                       "median_s": med["conv_fp32"], "gmacs_per_s": conv_rates["fp32"]},
-        "dense_conv_variants": {k: {"median_s": med[f"conv_{k}"], "gmacs_per_s": v}
-                                for k, v in conv_rates.items()},
+        "dense_conv": {
+            "shape": [1, *conv],
+            "kernel": 3,
+            "gmacs": conv_g,
+            "median_s": med["conv_fp32"],
+            "gmacs_per_s": conv_rates["fp32"],
+        },
+        "dense_conv_variants": {
+            k: {"median_s": med[f"conv_{k}"], "gmacs_per_s": v} for k, v in conv_rates.items()
+        },
         "peak": {"variant": peak_name, "gmacs_per_s": conv_rates[peak_name]},
-        "network": {"gmacs": net_g, "median_s": med["network"],
-                    "gmacs_per_s": net_g / med["network"],
-                    "gmacs_by_module": {k: v / 1e9 for k, v in flops["by_module"].items()}},
-        "backbone": {"gmacs": bb_g, "median_s": med["backbone"],
-                     "gmacs_per_s": bb_g / med["backbone"]},
-        "heads": {"gmacs": net_g - bb_g, "median_s": rest_t,
-                  "gmacs_per_s": (net_g - bb_g) / rest_t},
+        "network": {
+            "gmacs": net_g,
+            "median_s": med["network"],
+            "gmacs_per_s": net_g / med["network"],
+            "gmacs_by_module": {k: v / 1e9 for k, v in flops["by_module"].items()},
+        },
+        "backbone": {
+            "gmacs": bb_g,
+            "median_s": med["backbone"],
+            "gmacs_per_s": bb_g / med["backbone"],
+        },
+        "heads": {
+            "gmacs": net_g - bb_g,
+            "median_s": rest_t,
+            "gmacs_per_s": (net_g - bb_g) / rest_t,
+        },
         "full_call_median_s": med["full"],
     }
     if "network_bf16_cl" in med:
-        res["network_bf16_cl"] = {"gmacs": net_g, "median_s": med["network_bf16_cl"],
-                                  "gmacs_per_s": net_g / med["network_bf16_cl"]}
+        res["network_bf16_cl"] = {
+            "gmacs": net_g,
+            "median_s": med["network_bf16_cl"],
+            "gmacs_per_s": net_g / med["network_bf16_cl"],
+        }
     for k in ("network", "backbone", "heads", "network_bf16_cl"):
         if k in res:
             res[k]["vs_dense"] = res[k]["gmacs_per_s"] / conv_rates["fp32"]
@@ -181,10 +228,12 @@ def _rates(med, conv, flops, bb_flops):
     return res
 
 
-_NETWORK_ROWS = (("network", "JSIS-Net inference fp32 (network, no postprocessing)"),
-                 ("backbone", "  backbone (to res4)"),
-                 ("heads", "  rest: RPN + ROI heads (res5 per ROI) + PPM head"),
-                 ("network_bf16_cl", "JSIS-Net inference bf16 + channels_last (network)"))
+_NETWORK_ROWS = (
+    ("network", "JSIS-Net inference fp32 (network, no postprocessing)"),
+    ("backbone", "  backbone (to res4)"),
+    ("heads", "  rest: RPN + ROI heads (res5 per ROI) + PPM head"),
+    ("network_bf16_cl", "JSIS-Net inference bf16 + channels_last (network)"),
+)
 
 
 def markdown(r):
@@ -194,14 +243,26 @@ def markdown(r):
     peak = r["peak"]["gmacs_per_s"]
     conv = f"dense conv2d {d['shape'][1]}->{d['shape'][1]} 3x3 on {'x'.join(map(str, d['shape']))}"
     rows = [
-        [f"{conv}, {CONV_VARIANTS[k][2]}{' (peak)' if k == r['peak']['variant'] else ''}",
-         f"{d['gmacs']:.2f}", f"{v['median_s']:.3f}", f"{v['gmacs_per_s']:.1f}",
-         f"{v['gmacs_per_s'] / d['gmacs_per_s']:.2f}", f"{v['gmacs_per_s'] / peak:.2f}"]
+        [
+            f"{conv}, {CONV_VARIANTS[k][2]}{' (peak)' if k == r['peak']['variant'] else ''}",
+            f"{d['gmacs']:.2f}",
+            f"{v['median_s']:.3f}",
+            f"{v['gmacs_per_s']:.1f}",
+            f"{v['gmacs_per_s'] / d['gmacs_per_s']:.2f}",
+            f"{v['gmacs_per_s'] / peak:.2f}",
+        ]
         for k, v in r["dense_conv_variants"].items()
     ] + [
-        [name, f"{r[k]['gmacs']:.2f}", f"{r[k]['median_s']:.3f}", f"{r[k]['gmacs_per_s']:.1f}",
-         f"{r[k]['vs_dense']:.2f}", f"{r[k]['vs_peak']:.2f}"]
-        for k, name in _NETWORK_ROWS if k in r
+        [
+            name,
+            f"{r[k]['gmacs']:.2f}",
+            f"{r[k]['median_s']:.3f}",
+            f"{r[k]['gmacs_per_s']:.1f}",
+            f"{r[k]['vs_dense']:.2f}",
+            f"{r[k]['vs_peak']:.2f}",
+        ]
+        for k, name in _NETWORK_ROWS
+        if k in r
     ]
     best = r.get("network_bf16_cl", r["network"])
     lines = [
@@ -213,12 +274,12 @@ def markdown(r):
         f"{r['proposals']} proposals + {r['detections']} detections. Peak = the best dense-conv "
         f"rate below. " + describe_load(r["load_average"]),
         "",
-        markdown_table(["what", "GMACs", "time (s)", "GMAC/s", "vs fp32 dense conv", "vs peak"],
-                       rows),
+        markdown_table(
+            ["what", "GMACs", "time (s)", "GMAC/s", "vs fp32 dense conv", "vs peak"], rows
+        ),
         "",
         f"Achieved / peak = **{r['ratio']:.2f}** in fp32"
-        + (f", **{best['vs_peak']:.2f}** in bf16 + channels_last" if "network_bf16_cl" in r
-           else "")
+        + (f", **{best['vs_peak']:.2f}** in bf16 + channels_last" if "network_bf16_cl" in r else "")
         + f" (vs the fp32 dense conv alone: {r['ratio_fp32_conv']:.2f}). Full call with "
         f"mask pasting and panoptic merge (fp32): {r['full_call_median_s']:.3f} s.",
     ]

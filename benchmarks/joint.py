@@ -18,6 +18,7 @@ RSS after imports (``above imports``: weights + activations + allocator, without
 torch runtime that every process carries). FLOPs (fvcore, MACs) of the joint network's
 inference are counted per module, which is where the explanation of the time comes from.
 """
+
 import logging
 import statistics
 
@@ -38,25 +39,42 @@ NETWORKS = {
 
 def add_arguments(parser):
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=None,
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
         help="input sizes as H W pairs (default 400 400 512 1024; quick 128 128)",
     )
-    parser.add_argument("--depth", type=int, default=None,
-                        help="ResNet depth (default 50, quick 18)")
-    parser.add_argument("--proposals", type=int, default=None,
-                        help="test RPN post-NMS top-k (default 100, quick 20)")
-    parser.add_argument("--detections", type=int, default=None,
-                        help="TEST.DETECTIONS_PER_IMAGE (default 100, quick 10)")
-    parser.add_argument("--roi-batch", type=int, default=None,
-                        help="training ROIs per image (default 64, quick 16)")
+    parser.add_argument(
+        "--depth", type=int, default=None, help="ResNet depth (default 50, quick 18)"
+    )
+    parser.add_argument(
+        "--proposals",
+        type=int,
+        default=None,
+        help="test RPN post-NMS top-k (default 100, quick 20)",
+    )
+    parser.add_argument(
+        "--detections",
+        type=int,
+        default=None,
+        help="TEST.DETECTIONS_PER_IMAGE (default 100, quick 10)",
+    )
+    parser.add_argument(
+        "--roi-batch", type=int, default=None, help="training ROIs per image (default 64, quick 16)"
+    )
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed inference calls (default 3, quick 1)")
-    parser.add_argument("--train-repeats", type=int, default=None,
-                        help="timed training steps (default 2, quick 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed inference calls (default 3, quick 1)"
+    )
+    parser.add_argument(
+        "--train-repeats", type=int, default=None, help="timed training steps (default 2, quick 1)"
+    )
     parser.add_argument("--no-train", action="store_true", help="skip the training-step rows")
     parser.add_argument(
-        "--rounds", type=int, default=1,
+        "--rounds",
+        type=int,
+        default=1,
         help="measure every network this many times, in rotation (fresh process each time), "
         "so that load from other processes hits all alike; times: median over all rounds' "
         "calls, memory: the largest peak",
@@ -87,7 +105,10 @@ def _combine(results):
     out = dict(results[0])
     times = [t for r in results for t in r["times_s"]]
     out.update(
-        times_s=times, median_s=statistics.median(times), min_s=min(times), rounds=len(results),
+        times_s=times,
+        median_s=statistics.median(times),
+        min_s=min(times),
+        rounds=len(results),
         load_average=[r["load_average"] for r in results],
     )
     for key in ("peak_rss_mb", "peak_above_imports_mb"):
@@ -106,22 +127,43 @@ def _measure_rounds(size, s, args):
     for rnd in range(args.rounds):
         for net, branches in NETWORKS.items():
             kw = dict(
-                depth=s["depth"], size=size, branches=branches, post_nms_test=s["proposals"],
-                detections=s["detections"], roi_batch=s["roi_batch"],
-                post_nms_train=s["post_nms_train"], extra=s["extra"],
+                depth=s["depth"],
+                size=size,
+                branches=branches,
+                post_nms_test=s["proposals"],
+                detections=s["detections"],
+                roi_batch=s["roi_batch"],
+                post_nms_train=s["post_nms_train"],
+                extra=s["extra"],
             )
             logger.info("joint: %s %dx%d inference (round %d) ...", net, *size, rnd)
-            raw.setdefault((net, "infer"), []).append(run_isolated(
-                measure, build_jsis, kw, mode="infer", size=size, warmup=s["warmup"],
-                repeats=s["repeats"], threads=args.threads,
-                flops=(net == "joint" and rnd == 0),
-            ))
+            raw.setdefault((net, "infer"), []).append(
+                run_isolated(
+                    measure,
+                    build_jsis,
+                    kw,
+                    mode="infer",
+                    size=size,
+                    warmup=s["warmup"],
+                    repeats=s["repeats"],
+                    threads=args.threads,
+                    flops=(net == "joint" and rnd == 0),
+                )
+            )
             if not args.no_train:
                 logger.info("joint: %s %dx%d train step (round %d) ...", net, *size, rnd)
-                raw.setdefault((net, "train"), []).append(run_isolated(
-                    measure, build_jsis, kw, mode="train", size=size, warmup=1,
-                    repeats=s["train_repeats"], threads=args.threads,
-                ))
+                raw.setdefault((net, "train"), []).append(
+                    run_isolated(
+                        measure,
+                        build_jsis,
+                        kw,
+                        mode="train",
+                        size=size,
+                        warmup=1,
+                        repeats=s["train_repeats"],
+                        threads=args.threads,
+                    )
+                )
     return raw
 
 
@@ -134,8 +176,11 @@ def _ratios(row):
         j, i, m = (row[n][mode] for n in NETWORKS)
         ratios[mode] = {
             key: _ratio(j[field], i[field] + m[field])
-            for key, field in (("time", "median_s"), ("peak_rss", "peak_rss_mb"),
-                               ("peak_above_imports", "peak_above_imports_mb"))
+            for key, field in (
+                ("time", "median_s"),
+                ("peak_rss", "peak_rss_mb"),
+                ("peak_above_imports", "peak_above_imports_mb"),
+            )
         }
     return ratios
 
@@ -166,8 +211,12 @@ def run(args):
 
 
 #: The issue's goals for joint / (instance + semantic): (mode, measure) -> highest ratio.
-GOALS = {("infer", "time"): 0.85, ("infer", "peak_rss"): 0.75, ("train", "time"): 0.80,
-         ("train", "peak_rss"): 0.75}
+GOALS = {
+    ("infer", "time"): 0.85,
+    ("infer", "peak_rss"): 0.75,
+    ("train", "time"): 0.80,
+    ("train", "peak_rss"): 0.75,
+}
 _MODES = {"infer": "inference", "train": "train step"}
 
 
@@ -180,28 +229,45 @@ def _time_memory_rows(row):
             continue
         j, i, m = (row[n][mode] for n in NETWORKS)
         rt = row["ratios"][mode]
-        out.append([f"{size}", f"{_MODES[mode]} time (s)", f"{j['median_s']:.2f}",
-                    f"{i['median_s']:.2f}", f"{m['median_s']:.2f}",
-                    f"{i['median_s'] + m['median_s']:.2f}", f"**{rt['time']:.2f}**"])
+        out.append(
+            [
+                f"{size}",
+                f"{_MODES[mode]} time (s)",
+                f"{j['median_s']:.2f}",
+                f"{i['median_s']:.2f}",
+                f"{m['median_s']:.2f}",
+                f"{i['median_s'] + m['median_s']:.2f}",
+                f"**{rt['time']:.2f}**",
+            ]
+        )
         peak = [f"{x['peak_rss_mb']:.0f} [{x['peak_above_imports_mb']:.0f}]" for x in (j, i, m)]
-        out.append([f"{size}", f"{_MODES[mode]} peak MiB", *peak,
-                    f"{i['peak_rss_mb'] + m['peak_rss_mb']:.0f} "
-                    f"[{i['peak_above_imports_mb'] + m['peak_above_imports_mb']:.0f}]",
-                    f"**{rt['peak_rss']:.2f}** [{rt['peak_above_imports']:.2f}]"])
+        out.append(
+            [
+                f"{size}",
+                f"{_MODES[mode]} peak MiB",
+                *peak,
+                f"{i['peak_rss_mb'] + m['peak_rss_mb']:.0f} "
+                f"[{i['peak_above_imports_mb'] + m['peak_above_imports_mb']:.0f}]",
+                f"**{rt['peak_rss']:.2f}** [{rt['peak_above_imports']:.2f}]",
+            ]
+        )
     return out
 
 
 def _goal_lines(rows):
     g = GOALS
-    lines = [f"Goals: joint / (instance + semantic) <= {g[('infer', 'time')]:.2f} inference "
-             f"time, <= {g[('train', 'time')]:.2f} train step time, <= "
-             f"{g[('infer', 'peak_rss')]:.2f} peak memory."]
+    lines = [
+        f"Goals: joint / (instance + semantic) <= {g[('infer', 'time')]:.2f} inference "
+        f"time, <= {g[('train', 'time')]:.2f} train step time, <= "
+        f"{g[('infer', 'peak_rss')]:.2f} peak memory."
+    ]
     for row in rows:
         verdicts = [
             f"{_MODES[mode]} {'time' if measure == 'time' else 'peak memory'} "
             f"{row['ratios'][mode][measure]:.3f} "
             f"{verdict(row['ratios'][mode][measure] <= goal)}"
-            for (mode, measure), goal in GOALS.items() if mode in row["ratios"]
+            for (mode, measure), goal in GOALS.items()
+            if mode in row["ratios"]
         ]
         lines.append(f"- {'x'.join(map(str, row['size']))}: " + ", ".join(verdicts))
     return lines
@@ -215,17 +281,35 @@ def _flop_table(rows):
         if "gflops" not in j:
             continue
         b = j["gflops_by_module"]
-        out.append([
-            "x".join(map(str, row["size"])), f"{j['gflops']:.1f}", f"{b.get('backbone', 0):.1f}",
-            f"{b.get('proposal_generator', 0):.2f}", f"{b.get('roi_heads', 0):.1f}",
-            f"{b.get('roi_heads.res5', 0):.1f}", f"{b.get('roi_heads.mask_head', 0):.1f}",
-            f"{b.get('sem_seg_head', 0):.1f}",
-            f"{100 * b.get('roi_heads.res5', 0) / j['gflops']:.0f}%",
-            f"{j['gflops'] / j['median_s']:.1f}",
-        ])
-    return markdown_table(["input", "total", "backbone (to res4)", "RPN", "ROI heads",
-                           "of which res5 per ROI", "mask head", "PPM semantic head",
-                           "res5 share", "measured GMAC/s"], out)
+        out.append(
+            [
+                "x".join(map(str, row["size"])),
+                f"{j['gflops']:.1f}",
+                f"{b.get('backbone', 0):.1f}",
+                f"{b.get('proposal_generator', 0):.2f}",
+                f"{b.get('roi_heads', 0):.1f}",
+                f"{b.get('roi_heads.res5', 0):.1f}",
+                f"{b.get('roi_heads.mask_head', 0):.1f}",
+                f"{b.get('sem_seg_head', 0):.1f}",
+                f"{100 * b.get('roi_heads.res5', 0) / j['gflops']:.0f}%",
+                f"{j['gflops'] / j['median_s']:.1f}",
+            ]
+        )
+    return markdown_table(
+        [
+            "input",
+            "total",
+            "backbone (to res4)",
+            "RPN",
+            "ROI heads",
+            "of which res5 per ROI",
+            "mask head",
+            "PPM semantic head",
+            "res5 share",
+            "measured GMAC/s",
+        ],
+        out,
+    )
 
 
 def markdown(r):
@@ -242,9 +326,19 @@ def markdown(r):
         f"memory = peak RSS of the measured phase (in brackets: above the "
         f"process's RSS after imports). " + describe_load(r["load_average"]),
         "",
-        markdown_table(["input", "mode", "joint", "instance-only", "semantic-only",
-                        "instance + semantic", "joint / (inst + sem)"],
-                       [c for row in r["rows"] for c in _time_memory_rows(row)], "llrrrrr"),
+        markdown_table(
+            [
+                "input",
+                "mode",
+                "joint",
+                "instance-only",
+                "semantic-only",
+                "instance + semantic",
+                "joint / (inst + sem)",
+            ],
+            [c for row in r["rows"] for c in _time_memory_rows(row)],
+            "llrrrrr",
+        ),
         "",
         *_goal_lines(r["rows"]),
         "",
@@ -260,6 +354,7 @@ def markdown(r):
         f"count small.",
     ]
     if r["quick"]:
-        lines.append("(--quick: tiny sizes and a narrow head; the numbers only exercise the "
-                     "code path.)")
+        lines.append(
+            "(--quick: tiny sizes and a narrow head; the numbers only exercise the code path.)"
+        )
     return "\n".join(lines)

@@ -14,19 +14,21 @@ input size), flip with probability 0.5. Every mapper runs one warm-up pass over 
 then ``--repeats`` passes, the three mappers interleaved (one pass of each per repeat); the
 best pass is reported. Ratios are against the Detectron2 image-only floor.
 """
+
 import logging
 import os
 import tempfile
 
 import cv2
 import torch
-from detectron2.data import DatasetMapper
-from detectron2.data import transforms as T
 
 from jsis_d2.data.dataset_mapper import JSISDatasetMapper
 from jsis_d2.data.datasets.panoptic import load_panoptic_json
 from jsis_d2.data.label_space import LabelSpace
 from jsis_d2.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_dataset
+
+from detectron2.data import DatasetMapper
+from detectron2.data import transforms as T
 
 from .report import markdown_table
 from .timing import load_average, time_calls
@@ -48,23 +50,31 @@ def _measure_size(tmp, h, w, num, repeats, seed):
     """One result row: images/s of the three mappers on ``num`` generated images of HxW."""
     split = f"b{h}x{w}"
     paths = generate_synthetic_dataset(tmp, split, num, (h, w), seed, "jpg")
-    dicts = load_panoptic_json(paths["panoptic_json"], paths["image_root"],
-                               paths["panoptic_root"], LabelSpace(SYNTHETIC_CATEGORIES))
+    dicts = load_panoptic_json(
+        paths["panoptic_json"],
+        paths["image_root"],
+        paths["panoptic_root"],
+        LabelSpace(SYNTHETIC_CATEGORIES),
+    )
     resize = [T.Resize((h, w))]
     mappers = {
         "jsis_train_img_s": JSISDatasetMapper(
-            True, augmentations=resize + [T.RandomFlip(horizontal=True)], image_format="BGR"),
+            True, augmentations=resize + [T.RandomFlip(horizontal=True)], image_format="BGR"
+        ),
         "jsis_test_img_s": JSISDatasetMapper(False, augmentations=resize, image_format="BGR"),
         "d2_image_only_img_s": DatasetMapper(False, augmentations=resize, image_format="BGR"),
     }
     passes = {k: (lambda m=m: [m(d) for d in dicts]) for k, m in mappers.items()}
     times = time_calls(passes, repeats, warmup=1)  # warm-up: file cache, lazy imports
-    r = {"size": [h, w], "images": num,
-         "segments_per_image": sum(len(d["segments_info"]) for d in dicts) / num,
-         **{k: num / t.min for k, t in times.items()}}
+    r = {
+        "size": [h, w],
+        "images": num,
+        "segments_per_image": sum(len(d["segments_info"]) for d in dicts) / num,
+        **{k: num / t.min for k, t in times.items()},
+    }
     r["train_vs_floor"] = r["jsis_train_img_s"] / r["d2_image_only_img_s"]
     r["test_vs_floor"] = r["jsis_test_img_s"] / r["d2_image_only_img_s"]
-    logger.info(f"mapper {h}x{w}: {r}")
+    logger.info("mapper %dx%d: %s", h, w, r)
     return r
 
 
@@ -76,8 +86,13 @@ def run(args):
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [_measure_size(tmp, h, w, num, repeats, args.seed) for h, w in SIZES]
-    result = {"rows": rows, "repeats": repeats, "load_average": [load_before, load_average()],
-              "threads": args.threads, "cpu_count": os.cpu_count()}
+    result = {
+        "rows": rows,
+        "repeats": repeats,
+        "load_average": [load_before, load_average()],
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+    }
     result["markdown"] = markdown(result)
     return result
 
@@ -85,16 +100,33 @@ def run(args):
 def markdown(r):
     """The result's markdown (the README block)."""
     load, rows = r["load_average"], r["rows"]
-    table = [[f"{x['size'][0]}x{x['size'][1]}", f"{x['segments_per_image']:.1f}",
-              f"{x['jsis_train_img_s']:.1f} ({x['train_vs_floor']:.2f}x)",
-              f"{x['jsis_test_img_s']:.1f} ({x['test_vs_floor']:.2f}x)",
-              f"{x['d2_image_only_img_s']:.1f} (1.00x)"] for x in rows]
-    return "\n".join([
-        f"Mapper throughput, single process, {r['threads']} thread(s), best of {r['repeats']} "
-        f"pass(es) over {rows[0]['images']} synthetic JPEG images per size (images/s; ratio vs "
-        f"the d2 floor); machine load average {load[0]:.1f} -> {load[1]:.1f} on "
-        f"{r['cpu_count']} CPUs",
-        "",
-        markdown_table(["input size", "segments/img", "JSIS train (targets + flip)", "JSIS test",
-                        "d2 DatasetMapper, image only (floor)"], table, "lllll"),
-    ])
+    table = [
+        [
+            f"{x['size'][0]}x{x['size'][1]}",
+            f"{x['segments_per_image']:.1f}",
+            f"{x['jsis_train_img_s']:.1f} ({x['train_vs_floor']:.2f}x)",
+            f"{x['jsis_test_img_s']:.1f} ({x['test_vs_floor']:.2f}x)",
+            f"{x['d2_image_only_img_s']:.1f} (1.00x)",
+        ]
+        for x in rows
+    ]
+    return "\n".join(
+        [
+            f"Mapper throughput, single process, {r['threads']} thread(s), best of {r['repeats']} "
+            f"pass(es) over {rows[0]['images']} synthetic JPEG images per size (images/s; ratio vs "
+            f"the d2 floor); machine load average {load[0]:.1f} -> {load[1]:.1f} on "
+            f"{r['cpu_count']} CPUs",
+            "",
+            markdown_table(
+                [
+                    "input size",
+                    "segments/img",
+                    "JSIS train (targets + flip)",
+                    "JSIS test",
+                    "d2 DatasetMapper, image only (floor)",
+                ],
+                table,
+                "lllll",
+            ),
+        ]
+    )

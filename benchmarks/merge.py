@@ -40,13 +40,20 @@ logger = logging.getLogger(__name__)
 __all__ = ["add_arguments", "run", "markdown", "make_prediction", "panopticapi_inputs"]
 
 #: The merge settings of both sides: Detectron2's / the paper's defaults.
-SETTINGS = {"stuff_area_thresh": 4096, "instance_score_thresh": 0.5, "mask_threshold": 0.5,
-            "overlap_thresh": 0.5}
+SETTINGS = {
+    "stuff_area_thresh": 4096,
+    "instance_score_thresh": 0.5,
+    "mask_threshold": 0.5,
+    "overlap_thresh": 0.5,
+}
 
 
 def add_arguments(parser):
     parser.add_argument(
-        "--instances", type=int, nargs="+", default=None,
+        "--instances",
+        type=int,
+        nargs="+",
+        default=None,
         help="instance counts N (default 10 50 100 200; quick 10 50)",
     )
     parser.add_argument("--size", type=int, nargs=2, default=[400, 400], metavar=("H", "W"))
@@ -142,16 +149,25 @@ def _sides(sem_seg, inst, is_thing, combine, tmp_dir):
     from detectron2.structures import Instances
 
     st = SETTINGS
-    d2_inst = Instances(inst.image_size, pred_masks=inst.pred_masks >= st["mask_threshold"],
-                        scores=inst.scores, pred_classes=inst.pred_classes)
+    d2_inst = Instances(
+        inst.image_size,
+        pred_masks=inst.pred_masks >= st["mask_threshold"],
+        scores=inst.scores,
+        pred_classes=inst.pred_classes,
+    )
     ours = {k: st[k] for k in ("stuff_area_thresh", "instance_score_thresh", "mask_threshold")}
     sides = {
         "jsis": lambda: jsis_panoptic_merge(sem_seg, inst, is_thing, **ours),
         "d2": lambda: combine_semantic_and_instance_outputs(
-            d2_inst, sem_seg.argmax(dim=0), st["overlap_thresh"], st["stuff_area_thresh"],
-            st["instance_score_thresh"]),
+            d2_inst,
+            sem_seg.argmax(dim=0),
+            st["overlap_thresh"],
+            st["stuff_area_thresh"],
+            st["instance_score_thresh"],
+        ),
         "kirillov": lambda: kirillov_panoptic_merge(
-            sem_seg, inst, is_thing, overlap_thresh=st["overlap_thresh"], **ours),
+            sem_seg, inst, is_thing, overlap_thresh=st["overlap_thresh"], **ours
+        ),
     }
     if combine is None:
         return sides
@@ -159,17 +175,28 @@ def _sides(sem_seg, inst, is_thing, combine, tmp_dir):
     from PIL import Image
 
     img, pa_inst, pa_sem, cats = panopticapi_inputs(
-        sem_seg, inst, is_thing, st["instance_score_thresh"], st["mask_threshold"])
+        sem_seg, inst, is_thing, st["instance_score_thresh"], st["mask_threshold"]
+    )
 
     def panopticapi():
         with contextlib.redirect_stdout(io.StringIO()):  # it prints progress
-            return combine(0, [0], {0: img}, {0: pa_inst}, {0: pa_sem}, tmp_dir,
-                           st["overlap_thresh"], st["stuff_area_thresh"], cats)
+            return combine(
+                0,
+                [0],
+                {0: img},
+                {0: pa_inst},
+                {0: pa_sem},
+                tmp_dir,
+                st["overlap_thresh"],
+                st["stuff_area_thresh"],
+                cats,
+            )
 
     ids = np.zeros(inst.image_size, dtype=np.uint32)
     sides["panopticapi"] = panopticapi
     sides["png_only"] = lambda: Image.fromarray(id2rgb(ids)).save(
-        os.path.join(tmp_dir, "png_only.png"))
+        os.path.join(tmp_dir, "png_only.png")
+    )
     return sides
 
 
@@ -185,18 +212,20 @@ def _row(n, times):
             "segments_panopticapi": len(times["panopticapi"].last[0]["segments_info"]),
         }
     m_jsis, m_d2 = times["jsis"].min, times["d2"].min
-    row.update({
-        "instances": n,
-        "jsis_ms": 1000 * t["jsis"],
-        "detectron2_combine_ms": 1000 * t["d2"],
-        "jsis_kirillov_ms": 1000 * t["kirillov"],
-        "speedup_vs_detectron2": t["d2"] / t["jsis"],
-        "jsis_min_ms": 1000 * m_jsis,
-        "detectron2_combine_min_ms": 1000 * m_d2,
-        "speedup_vs_detectron2_min": m_d2 / m_jsis,
-        "segments_jsis": len(times["jsis"].last[1]),
-        "segments_detectron2": len(times["d2"].last[1]),
-    })
+    row.update(
+        {
+            "instances": n,
+            "jsis_ms": 1000 * t["jsis"],
+            "detectron2_combine_ms": 1000 * t["d2"],
+            "jsis_kirillov_ms": 1000 * t["kirillov"],
+            "speedup_vs_detectron2": t["d2"] / t["jsis"],
+            "jsis_min_ms": 1000 * m_jsis,
+            "detectron2_combine_min_ms": 1000 * m_d2,
+            "speedup_vs_detectron2_min": m_d2 / m_jsis,
+            "segments_jsis": len(times["jsis"].last[1]),
+            "segments_detectron2": len(times["d2"].last[1]),
+        }
+    )
     return row
 
 
@@ -215,8 +244,13 @@ def run(args):
             sides = _sides(sem_seg, inst, is_thing, combine, tmp)
             rows.append(_row(n, time_calls(sides, repeats, warmup=1, synchronize=sync)))
             r = rows[-1]
-            logger.info("merge N=%d: jsis %.2f ms, detectron2 %.2f ms (x%.1f)", n, r["jsis_ms"],
-                        r["detectron2_combine_ms"], r["speedup_vs_detectron2"])
+            logger.info(
+                "merge N=%d: jsis %.2f ms, detectron2 %.2f ms (x%.1f)",
+                n,
+                r["jsis_ms"],
+                r["detectron2_combine_ms"],
+                r["speedup_vs_detectron2"],
+            )
     result = {
         "size": [h, w],
         "classes": k,
@@ -236,27 +270,45 @@ def markdown(r):
     rows = []
     for x in r["rows"]:
         if "panopticapi_combine_ms" in x:
-            pa = [f"{x['panopticapi_combine_ms']:.1f} [{x['panopticapi_png_write_ms']:.1f}]",
-                  f"{x['speedup_vs_panopticapi']:.1f}x"]
+            pa = [
+                f"{x['panopticapi_combine_ms']:.1f} [{x['panopticapi_png_write_ms']:.1f}]",
+                f"{x['speedup_vs_panopticapi']:.1f}x",
+            ]
             pa_n = x["segments_panopticapi"]
         else:
             pa, pa_n = ["not available", "-"], "-"
-        rows.append([
-            x["instances"], f"{x['jsis_ms']:.1f} [{x['jsis_min_ms']:.1f}]",
-            f"{x['detectron2_combine_ms']:.1f} [{x['detectron2_combine_min_ms']:.1f}]",
-            f"{x['speedup_vs_detectron2']:.1f}x [{x['speedup_vs_detectron2_min']:.1f}x]",
-            f"{x['jsis_kirillov_ms']:.1f}", *pa,
-            f"{x['segments_jsis']} / {x['segments_detectron2']} / {pa_n}",
-        ])
+        rows.append(
+            [
+                x["instances"],
+                f"{x['jsis_ms']:.1f} [{x['jsis_min_ms']:.1f}]",
+                f"{x['detectron2_combine_ms']:.1f} [{x['detectron2_combine_min_ms']:.1f}]",
+                f"{x['speedup_vs_detectron2']:.1f}x [{x['speedup_vs_detectron2_min']:.1f}x]",
+                f"{x['jsis_kirillov_ms']:.1f}",
+                *pa,
+                f"{x['segments_jsis']} / {x['segments_detectron2']} / {pa_n}",
+            ]
+        )
     h, w = r["size"]
-    return "\n".join([
-        f"Panoptic merge, {h}x{w} image, K={r['classes']} classes (T={r['things']} things), "
-        f"device {r['device']}, instances {'unsorted' if r['unsorted'] else 'sorted by score'}, "
-        f"{r['threads']} threads, {r['repeats']} interleaved runs (median; min in brackets)",
-        "",
-        markdown_table(["instances", "jsis_panoptic_merge (ms)",
-                        "d2 combine_semantic_and_instance_outputs (ms)", "speedup",
-                        "jsis kirillov wrapper (ms)", "panopticapi combine (ms) [PNG write alone]",
-                        "speedup vs panopticapi", "segments jsis / d2 / panopticapi"],
-                       rows, "rrrrrrrl"),
-    ])
+    return "\n".join(
+        [
+            f"Panoptic merge, {h}x{w} image, K={r['classes']} classes (T={r['things']} things), "
+            f"device {r['device']}, "
+            f"instances {'unsorted' if r['unsorted'] else 'sorted by score'}, "
+            f"{r['threads']} threads, {r['repeats']} interleaved runs (median; min in brackets)",
+            "",
+            markdown_table(
+                [
+                    "instances",
+                    "jsis_panoptic_merge (ms)",
+                    "d2 combine_semantic_and_instance_outputs (ms)",
+                    "speedup",
+                    "jsis kirillov wrapper (ms)",
+                    "panopticapi combine (ms) [PNG write alone]",
+                    "speedup vs panopticapi",
+                    "segments jsis / d2 / panopticapi",
+                ],
+                rows,
+                "rrrrrrrl",
+            ),
+        ]
+    )

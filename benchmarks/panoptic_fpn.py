@@ -15,6 +15,7 @@ PanopticFPN with its default 1000 test proposals, and PanopticFPN with the same 
 count as JSIS-Net. Latency: median of ``--repeats`` after ``--warmup``; memory: peak RSS of
 the measured phase (VmHWM, see ``common``); FLOPs: fvcore (MACs), network only.
 """
+
 import logging
 
 from .common import build_jsis, measure, run_isolated, size_pairs
@@ -27,62 +28,116 @@ __all__ = ["add_arguments", "run", "markdown", "panoptic_fpn_cfg", "build_panopt
 
 
 def add_arguments(parser):
-    parser.add_argument("--sizes", type=int, nargs="+", default=None,
-                        help="input sizes as H W pairs (default 400 400; quick 128 128)")
-    parser.add_argument("--depth", type=int, default=None,
-                        help="ResNet depth (default 50, quick 18)")
-    parser.add_argument("--proposals", type=int, default=None,
-                        help="JSIS-Net test proposals (default 100, quick 20)")
-    parser.add_argument("--fpn-proposals", type=int, default=None,
-                        help="PanopticFPN default-row test proposals (default 1000, quick 50)")
-    parser.add_argument("--detections", type=int, default=None,
-                        help="TEST.DETECTIONS_PER_IMAGE for both (default 100, quick 10)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="input sizes as H W pairs (default 400 400; quick 128 128)",
+    )
+    parser.add_argument(
+        "--depth", type=int, default=None, help="ResNet depth (default 50, quick 18)"
+    )
+    parser.add_argument(
+        "--proposals",
+        type=int,
+        default=None,
+        help="JSIS-Net test proposals (default 100, quick 20)",
+    )
+    parser.add_argument(
+        "--fpn-proposals",
+        type=int,
+        default=None,
+        help="PanopticFPN default-row test proposals (default 1000, quick 50)",
+    )
+    parser.add_argument(
+        "--detections",
+        type=int,
+        default=None,
+        help="TEST.DETECTIONS_PER_IMAGE for both (default 100, quick 10)",
+    )
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed calls (default 3, quick 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed calls (default 3, quick 1)"
+    )
 
 
-def panoptic_fpn_cfg(depth=50, post_nms_test=1000, detections=100, norm="GN", num_things=80,
-                     num_stuff=53):
+def panoptic_fpn_cfg(
+    depth=50, post_nms_test=1000, detections=100, norm="GN", num_things=80, num_stuff=53
+):
     """Detectron2 PanopticFPN R-FPN config (see module doc), random weights, CPU."""
     from detectron2.config import get_cfg
 
     cfg = get_cfg()
     levels = ["p2", "p3", "p4", "p5"]
-    cfg.merge_from_list([
-        "MODEL.META_ARCHITECTURE", "PanopticFPN",
-        "MODEL.WEIGHTS", "",
-        "MODEL.DEVICE", "cpu",
-        "MODEL.MASK_ON", True,
-        "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
-        "MODEL.BACKBONE.FREEZE_AT", 0,
-        "MODEL.RESNETS.DEPTH", depth,
-        "MODEL.RESNETS.NORM", norm,
-        "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4", "res5"],
-        "MODEL.FPN.IN_FEATURES", ["res2", "res3", "res4", "res5"],
-        "MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64], [128], [256], [512]],
-        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[0.5, 1.0, 2.0]],
-        "MODEL.RPN.IN_FEATURES", levels + ["p6"],
-        "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 2000,
-        "MODEL.RPN.PRE_NMS_TOPK_TEST", 1000,
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN", 1000,
-        "MODEL.RPN.POST_NMS_TOPK_TEST", post_nms_test,
-        "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
-        "MODEL.ROI_HEADS.IN_FEATURES", levels,
-        "MODEL.ROI_HEADS.NUM_CLASSES", num_things,
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
-        "MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead",
-        "MODEL.ROI_BOX_HEAD.NUM_FC", 2,
-        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 7,
-        "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead",
-        "MODEL.ROI_MASK_HEAD.NUM_CONV", 4,
-        "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 14,
-        "MODEL.SEM_SEG_HEAD.NAME", "SemSegFPNHead",
-        "MODEL.SEM_SEG_HEAD.IN_FEATURES", levels,
-        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_stuff + 1,
-        "MODEL.PANOPTIC_FPN.COMBINE.ENABLED", True,
-        "TEST.DETECTIONS_PER_IMAGE", detections,
-    ])
+    cfg.merge_from_list(
+        [
+            "MODEL.META_ARCHITECTURE",
+            "PanopticFPN",
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.MASK_ON",
+            True,
+            "MODEL.BACKBONE.NAME",
+            "build_resnet_fpn_backbone",
+            "MODEL.BACKBONE.FREEZE_AT",
+            0,
+            "MODEL.RESNETS.DEPTH",
+            depth,
+            "MODEL.RESNETS.NORM",
+            norm,
+            "MODEL.RESNETS.OUT_FEATURES",
+            ["res2", "res3", "res4", "res5"],
+            "MODEL.FPN.IN_FEATURES",
+            ["res2", "res3", "res4", "res5"],
+            "MODEL.ANCHOR_GENERATOR.SIZES",
+            [[32], [64], [128], [256], [512]],
+            "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+            [[0.5, 1.0, 2.0]],
+            "MODEL.RPN.IN_FEATURES",
+            levels + ["p6"],
+            "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+            2000,
+            "MODEL.RPN.PRE_NMS_TOPK_TEST",
+            1000,
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+            1000,
+            "MODEL.RPN.POST_NMS_TOPK_TEST",
+            post_nms_test,
+            "MODEL.ROI_HEADS.NAME",
+            "StandardROIHeads",
+            "MODEL.ROI_HEADS.IN_FEATURES",
+            levels,
+            "MODEL.ROI_HEADS.NUM_CLASSES",
+            num_things,
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            0.0,
+            "MODEL.ROI_BOX_HEAD.NAME",
+            "FastRCNNConvFCHead",
+            "MODEL.ROI_BOX_HEAD.NUM_FC",
+            2,
+            "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+            7,
+            "MODEL.ROI_MASK_HEAD.NAME",
+            "MaskRCNNConvUpsampleHead",
+            "MODEL.ROI_MASK_HEAD.NUM_CONV",
+            4,
+            "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION",
+            14,
+            "MODEL.SEM_SEG_HEAD.NAME",
+            "SemSegFPNHead",
+            "MODEL.SEM_SEG_HEAD.IN_FEATURES",
+            levels,
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+            num_stuff + 1,
+            "MODEL.PANOPTIC_FPN.COMBINE.ENABLED",
+            True,
+            "TEST.DETECTIONS_PER_IMAGE",
+            detections,
+        ]
+    )
     if depth in (18, 34):
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     return cfg
@@ -93,6 +148,7 @@ def build_panoptic_fpn(**kw):
     things), so :func:`measure`'s random training targets would use it; only inference is
     benchmarked here."""
     import jsis_d2  # noqa: F401  (compat shims)
+
     from detectron2.modeling import build_model
 
     cfg = panoptic_fpn_cfg(**kw)
@@ -107,12 +163,14 @@ def _sides(size, depth, props, fpn_props, dets, extra):
             dict(depth=depth, size=size, post_nms_test=props, detections=dets, extra=extra),
         ),
         f"PanopticFPN R{depth}-FPN, {fpn_props} proposals": (
-            build_panoptic_fpn, dict(depth=depth, post_nms_test=fpn_props, detections=dets),
+            build_panoptic_fpn,
+            dict(depth=depth, post_nms_test=fpn_props, detections=dets),
         ),
     }
     if fpn_props != props:
         sides[f"PanopticFPN R{depth}-FPN, {props} proposals"] = (
-            build_panoptic_fpn, dict(depth=depth, post_nms_test=props, detections=dets),
+            build_panoptic_fpn,
+            dict(depth=depth, post_nms_test=props, detections=dets),
         )
     return sides
 
@@ -132,8 +190,17 @@ def run(args):
         group = []
         for name, (build, kw) in _sides(size, depth, props, fpn_props, dets, extra).items():
             logger.info("panoptic_fpn: %s at %dx%d ...", name, *size)
-            r = run_isolated(measure, build, kw, mode="infer", size=size, warmup=args.warmup,
-                             repeats=repeats, threads=args.threads, flops=True)
+            r = run_isolated(
+                measure,
+                build,
+                kw,
+                mode="infer",
+                size=size,
+                warmup=args.warmup,
+                repeats=repeats,
+                threads=args.threads,
+                flops=True,
+            )
             r["network"] = name
             group.append(r)
         for r in group:
@@ -160,13 +227,23 @@ def markdown(r):
     rows = []
     for x in r["rows"]:
         b = x["gflops_by_module"]
-        rows.append([
-            "x".join(map(str, x["size"])), x["network"], f"{x['params_m']:.1f}",
-            f"{x['median_s']:.2f}", f"{x['peak_rss_mb']:.0f} [{x['peak_above_imports_mb']:.0f}]",
-            f"{x['gflops']:.1f}", *(f"{b.get(k, 0):.1f}" for k in (
-                "backbone", "proposal_generator", "roi_heads", "sem_seg_head")),
-            f"{x['time_vs_jsis']:.2f}", f"{x['peak_vs_jsis']:.2f}", f"{x['gflops_vs_jsis']:.2f}",
-        ])
+        rows.append(
+            [
+                "x".join(map(str, x["size"])),
+                x["network"],
+                f"{x['params_m']:.1f}",
+                f"{x['median_s']:.2f}",
+                f"{x['peak_rss_mb']:.0f} [{x['peak_above_imports_mb']:.0f}]",
+                f"{x['gflops']:.1f}",
+                *(
+                    f"{b.get(k, 0):.1f}"
+                    for k in ("backbone", "proposal_generator", "roi_heads", "sem_seg_head")
+                ),
+                f"{x['time_vs_jsis']:.2f}",
+                f"{x['peak_vs_jsis']:.2f}",
+                f"{x['gflops_vs_jsis']:.2f}",
+            ]
+        )
     lines = [
         f"JSIS-Net vs Detectron2 PanopticFPN, random weights (GN ResNet), CPU, {r['threads']} "
         f"threads, one image per call, {r['detections']} detections per image (score threshold "
@@ -174,9 +251,25 @@ def markdown(r):
         f"Peak = RSS high-water mark of the measured phase [above the process's RSS after "
         f"imports]. GFLOPs: fvcore (= GMACs), network only. " + describe_load(r["load_average"]),
         "",
-        markdown_table(["input", "network", "params (M)", "latency (s)", "peak MiB", "GFLOPs",
-                        "backbone", "RPN", "ROI heads", "semantic head", "time / JSIS",
-                        "peak / JSIS", "GFLOPs / JSIS"], rows, "ll" + "r" * 11),
+        markdown_table(
+            [
+                "input",
+                "network",
+                "params (M)",
+                "latency (s)",
+                "peak MiB",
+                "GFLOPs",
+                "backbone",
+                "RPN",
+                "ROI heads",
+                "semantic head",
+                "time / JSIS",
+                "peak / JSIS",
+                "GFLOPs / JSIS",
+            ],
+            rows,
+            "ll" + "r" * 11,
+        ),
     ]
     if r["quick"]:
         lines.append(QUICK_NOTE)

@@ -13,6 +13,7 @@ in the same run and on the same files:
 Each is run ``--repeats`` times after one warm-up decode pass; the best time is reported. The
 numbers of ours and panopticapi's are checked to be equal.
 """
+
 import contextlib
 import io
 import json
@@ -49,8 +50,12 @@ def _make_categories(rng, num_things=80, num_stuff=53):
     isthing = np.zeros(len(ids), dtype=bool)
     isthing[rng.choice(len(ids), size=num_things, replace=False)] = True
     return [
-        {"id": int(i), "name": f"{'thing' if t else 'stuff'}_{i}", "isthing": int(t),
-         "color": [int(c) for c in rng.integers(0, 256, 3)]}
+        {
+            "id": int(i),
+            "name": f"{'thing' if t else 'stuff'}_{i}",
+            "isthing": int(t),
+            "color": [int(c) for c in rng.integers(0, 256, 3)],
+        }
         for i, t in zip(ids, isthing)
     ]
 
@@ -95,8 +100,12 @@ def _segments_from_cells(rng, cells, cell_cat, cell_void, categories, crowd_prob
         if s["id"] in area:
             ys, xs = np.nonzero(ids == s["id"])
             s["area"] = int(area[s["id"]])
-            s["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-                         int(ys.max() - ys.min() + 1)]
+            s["bbox"] = [
+                int(xs.min()),
+                int(ys.min()),
+                int(xs.max() - xs.min() + 1),
+                int(ys.max() - ys.min() + 1),
+            ]
             out.append(s)
     return ids, out
 
@@ -172,8 +181,11 @@ def _max_abs_diff(a, b, per_class=False):
     """Largest |a - b| over pq/sq/rq of All/Things/Stuff (and of every class)."""
     diffs = [abs(a[g][k] - b[g][k]) for g in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")]
     if per_class:
-        diffs += [abs(a["per_class"][c][k] - b["per_class"][c][k])
-                  for c in b["per_class"] for k in ("pq", "sq", "rq")]
+        diffs += [
+            abs(a["per_class"][c][k] - b["per_class"][c][k])
+            for c in b["per_class"]
+            for k in ("pq", "sq", "rq")
+        ]
     return max(diffs)
 
 
@@ -191,29 +203,45 @@ def _sides(gt_json, pred_json, files, threads):
         with contextlib.redirect_stdout(io.StringIO()):  # panopticapi prints progress
             return panopticapi_pq(gt_json, pred_json)
 
-    return {"floor_decode": lambda: _decode_all(files, threads), "ours": ours,
-            "panopticapi": reference}
+    return {
+        "floor_decode": lambda: _decode_all(files, threads),
+        "ours": ours,
+        "panopticapi": reference,
+    }
 
 
 def _measure(args, num, repeats, result):
     """Generate the case in a temporary folder and time every side; returns the timings."""
     with tempfile.TemporaryDirectory(prefix="jsis_pq_bench_") as root:
-        gen = time_calls({"generate": lambda: generate_panoptic_case(
-            root, num, tuple(args.size), args.segments, args.seed)}, 1, warmup=0)["generate"]
+        gen = time_calls(
+            {
+                "generate": lambda: generate_panoptic_case(
+                    root, num, tuple(args.size), args.segments, args.seed
+                )
+            },
+            1,
+            warmup=0,
+        )["generate"]
         result["generate_s"] = gen.wall[0]
         gt_json, pred_json = gen.last
-        files = [os.path.join(root, sub, f) for sub in ("gt", "pred")
-                 for f in sorted(os.listdir(os.path.join(root, sub)))]
+        files = [
+            os.path.join(root, sub, f)
+            for sub in ("gt", "pred")
+            for f in sorted(os.listdir(os.path.join(root, sub)))
+        ]
         _decode_all(files, args.threads)  # warm the page cache
         # interleaved so drift hits all sides alike; CPU time of this process for floor / ours
-        times = time_calls(_sides(gt_json, pred_json, files, args.threads), repeats, warmup=0,
-                           cpu_time=True)
+        times = time_calls(
+            _sides(gt_json, pred_json, files, args.threads), repeats, warmup=0, cpu_time=True
+        )
         try:
-            times.update(time_calls({"hotcoco": lambda: _hotcoco_pq(gt_json, pred_json)},
-                                    repeats, warmup=0))
+            times.update(
+                time_calls({"hotcoco": lambda: _hotcoco_pq(gt_json, pred_json)}, repeats, warmup=0)
+            )
             result["hotcoco"] = "measured (its own Rust thread pool)"
-            result["hotcoco_max_abs_diff"] = _max_abs_diff(times["hotcoco"].last,
-                                                           times["panopticapi"].last)
+            result["hotcoco_max_abs_diff"] = _max_abs_diff(
+                times["hotcoco"].last, times["panopticapi"].last
+            )
         except Exception as e:  # optional: not installed or different API
             result["hotcoco"] = f"skipped ({type(e).__name__}: {e})"
     return times
@@ -222,9 +250,15 @@ def _measure(args, num, repeats, result):
 def run(args):
     num = args.images or (40 if args.quick else 300)
     repeats = args.repeats or (1 if args.quick else 3)
-    result = {"images": num, "size": list(args.size), "segments": args.segments,
-              "repeats": repeats, "threads": args.threads,
-              "panopticapi_processes": multiprocessing.cpu_count(), "cpu_count": os.cpu_count()}
+    result = {
+        "images": num,
+        "size": list(args.size),
+        "segments": args.segments,
+        "repeats": repeats,
+        "threads": args.threads,
+        "panopticapi_processes": multiprocessing.cpu_count(),
+        "cpu_count": os.cpu_count(),
+    }
     times = _measure(args, num, repeats, result)
     mine, ref = times["ours"].last, times["panopticapi"].last
     result["equal_to_panopticapi"] = mine == ref
@@ -232,15 +266,17 @@ def run(args):
     result["PQ"] = 100 * mine["All"]["pq"]
     best = {k: v.min for k, v in times.items()}
     cpu = {k: min(times[k].cpu) for k in ("floor_decode", "ours")}
-    result.update({
-        "best_s": best,
-        "median_s": {k: v.median for k, v in times.items()},
-        "cpu_best_s": cpu,
-        "ours_over_decode_floor_cpu": cpu["ours"] / cpu["floor_decode"],
-        "load_average_1min": load_average(),
-        "speedup_vs_panopticapi": best["panopticapi"] / best["ours"],
-        "ours_over_decode_floor": best["ours"] / best["floor_decode"],
-    })
+    result.update(
+        {
+            "best_s": best,
+            "median_s": {k: v.median for k, v in times.items()},
+            "cpu_best_s": cpu,
+            "ours_over_decode_floor_cpu": cpu["ours"] / cpu["floor_decode"],
+            "load_average_1min": load_average(),
+            "speedup_vs_panopticapi": best["panopticapi"] / best["ours"],
+            "ours_over_decode_floor": best["ours"] / best["floor_decode"],
+        }
+    )
     if "hotcoco" in best:
         result["ours_over_hotcoco"] = best["ours"] / best["hotcoco"]
     result["markdown"] = markdown(result)
@@ -250,31 +286,38 @@ def run(args):
 def markdown(r):
     """The result's markdown (the README block)."""
     best = r["best_s"]
-    names = {"panopticapi": f"panopticapi pq_compute ({r['panopticapi_processes']} processes)",
-             "ours": f"jsis_d2 pq_compute ({r['threads']} threads)",
-             "floor_decode": f"decode-only floor (Pillow, {r['threads']} threads)",
-             "hotcoco": "hotcoco"}
-    rows = [[name, f"{best[k]:.3f}", f"{best[k] / best['floor_decode']:.2f}"]
-            for k, name in names.items() if k in best]
+    names = {
+        "panopticapi": f"panopticapi pq_compute ({r['panopticapi_processes']} processes)",
+        "ours": f"jsis_d2 pq_compute ({r['threads']} threads)",
+        "floor_decode": f"decode-only floor (Pillow, {r['threads']} threads)",
+        "hotcoco": "hotcoco",
+    }
+    rows = [
+        [name, f"{best[k]:.3f}", f"{best[k] / best['floor_decode']:.2f}"]
+        for k, name in names.items()
+        if k in best
+    ]
     ok_speed = r["speedup_vs_panopticapi"] >= GOALS["speedup_vs_panopticapi"]
     ok_floor = r["ours_over_decode_floor"] <= GOALS["ours_over_decode_floor"]
-    return "\n".join([
-        f"PQ evaluation, {r['images']} images {r['size'][0]}x{r['size'][1]}, ~{r['segments']} "
-        f"segments each (best of {r['repeats']}):",
-        "",
-        markdown_table(["implementation", "wall time (s)", "x decode floor"], rows),
-        "",
-        f"CPU time of this process (all threads): ours {r['cpu_best_s']['ours']:.3f} s, "
-        f"decode floor {r['cpu_best_s']['floor_decode']:.3f} s, ratio "
-        f"{r['ours_over_decode_floor_cpu']:.2f}. 1-min load average at the end: "
-        f"{r['load_average_1min']:.1f} on {r['cpu_count']} cores.",
-        "",
-        f"speed-up vs panopticapi: {r['speedup_vs_panopticapi']:.2f}x; "
-        f"ours / decode floor: {r['ours_over_decode_floor']:.2f}; "
-        f"results equal to panopticapi: {r['equal_to_panopticapi']} "
-        f"(max abs diff {r['max_abs_diff']:.3g}); PQ {r['PQ']:.2f}; hotcoco: {r['hotcoco']}",
-        "",
-        f"Goals: at least {GOALS['speedup_vs_panopticapi']:.0f}x faster than panopticapi: "
-        f"{verdict(ok_speed)}; within {GOALS['ours_over_decode_floor']:.1f}x of the decode "
-        f"floor: {verdict(ok_floor)}.",
-    ])
+    return "\n".join(
+        [
+            f"PQ evaluation, {r['images']} images {r['size'][0]}x{r['size'][1]}, ~{r['segments']} "
+            f"segments each (best of {r['repeats']}):",
+            "",
+            markdown_table(["implementation", "wall time (s)", "x decode floor"], rows),
+            "",
+            f"CPU time of this process (all threads): ours {r['cpu_best_s']['ours']:.3f} s, "
+            f"decode floor {r['cpu_best_s']['floor_decode']:.3f} s, ratio "
+            f"{r['ours_over_decode_floor_cpu']:.2f}. 1-min load average at the end: "
+            f"{r['load_average_1min']:.1f} on {r['cpu_count']} cores.",
+            "",
+            f"speed-up vs panopticapi: {r['speedup_vs_panopticapi']:.2f}x; "
+            f"ours / decode floor: {r['ours_over_decode_floor']:.2f}; "
+            f"results equal to panopticapi: {r['equal_to_panopticapi']} "
+            f"(max abs diff {r['max_abs_diff']:.3g}); PQ {r['PQ']:.2f}; hotcoco: {r['hotcoco']}",
+            "",
+            f"Goals: at least {GOALS['speedup_vs_panopticapi']:.0f}x faster than panopticapi: "
+            f"{verdict(ok_speed)}; within {GOALS['ours_over_decode_floor']:.1f}x of the decode "
+            f"floor: {verdict(ok_floor)}.",
+        ]
+    )

@@ -13,6 +13,7 @@ variant (``--variants``: those of the ``precision`` benchmark). Reported per var
   their losses), backward, optimizer step (inclusive CPU time per step);
 * the top operators by self CPU time, and how many operator calls a step makes.
 """
+
 import logging
 import tempfile
 
@@ -27,14 +28,26 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["add_arguments", "run", "markdown", "PHASES"]
 
-PHASES = ("jsis.data", "jsis.backbone", "jsis.sem_seg_head", "jsis.rpn", "jsis.roi_heads",
-          "jsis.backward", "jsis.optimizer")
+PHASES = (
+    "jsis.data",
+    "jsis.backbone",
+    "jsis.sem_seg_head",
+    "jsis.rpn",
+    "jsis.roi_heads",
+    "jsis.backward",
+    "jsis.optimizer",
+)
 
 
 def add_arguments(parser):
     parser.add_argument("--config-file", default=None, help=f"default {DEMO_CONFIG}")
-    parser.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS),
-                        help="default: fp32 bf16_cl")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        choices=sorted(VARIANTS),
+        help="default: fp32 bf16_cl",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 3)")
     parser.add_argument("--steps", type=int, default=None, help="profiled steps (default 5)")
     parser.add_argument("--top", type=int, default=15, help="operators listed")
@@ -43,9 +56,9 @@ def add_arguments(parser):
 def _train_step_fn(config_file, variant, quick, root):
     """The project's train loader, model and optimizer for ``config_file`` + ``variant``;
     returns (one training step with ``record_function`` phase labels, cfg)."""
-    import jsis_d2  # noqa: F401
     from torch.profiler import record_function
 
+    import jsis_d2  # noqa: F401
     from jsis_d2.config import setup_cfg
     from jsis_d2.data.datasets import make_synthetic_datasets
     from jsis_d2.engine.trainer import Trainer
@@ -78,8 +91,9 @@ def _train_step_fn(config_file, variant, quick, root):
 
 def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
     """One variant in its own process; returns the timings (see module docstring)."""
-    from detectron2.utils.events import EventStorage
     from torch.profiler import ProfilerActivity, profile
+
+    from detectron2.utils.events import EventStorage
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -91,8 +105,12 @@ def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
             wall = time_calls({"step": step}, steps, warmup=0)["step"].wall
     avg = prof.key_averages()
     phases = {e.key: e.cpu_time_total / 1e6 / steps for e in avg if e.key in PHASES}
-    ops = [e for e in avg if not e.key.startswith(("jsis.", "autograd::", "Optimizer."))
-           and not e.key.startswith("ProfilerStep")]
+    ops = [
+        e
+        for e in avg
+        if not e.key.startswith(("jsis.", "autograd::", "Optimizer."))
+        and not e.key.startswith("ProfilerStep")
+    ]
     total_self = sum(e.self_cpu_time_total for e in ops) or 1.0
     ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     return {
@@ -100,9 +118,15 @@ def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
         "wall_s_per_step": sum(wall) / steps,
         "phases_s_per_step": {p: phases.get(p, 0.0) for p in PHASES},
         "op_calls_per_step": sum(e.count for e in ops) / steps,
-        "top_ops": [{"op": e.key, "calls_per_step": e.count / steps,
-                     "self_s_per_step": e.self_cpu_time_total / 1e6 / steps,
-                     "share": e.self_cpu_time_total / total_self} for e in ops[:top]],
+        "top_ops": [
+            {
+                "op": e.key,
+                "calls_per_step": e.count / steps,
+                "self_s_per_step": e.self_cpu_time_total / 1e6 / steps,
+                "share": e.self_cpu_time_total / total_self,
+            }
+            for e in ops[:top]
+        ],
         "threads": torch.get_num_threads(),
         "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
         "input_size": list(cfg.INPUT.JSIS.FIXED_SIZE),
@@ -117,27 +141,41 @@ def run(args):
     steps = args.steps or (1 if q else 5)
     load0 = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_isolated(_profile, config_file, v, warmup, steps, args.top, args.threads,
-                             q, tmp) for v in variants]
-    result = {"config_file": config_file, "quick": bool(q), "threads": args.threads,
-              "warmup": warmup, "steps": steps, "rows": rows,
-              "load_average": [load0, load_average()]}
+        rows = [
+            run_isolated(_profile, config_file, v, warmup, steps, args.top, args.threads, q, tmp)
+            for v in variants
+        ]
+    result = {
+        "config_file": config_file,
+        "quick": bool(q),
+        "threads": args.threads,
+        "warmup": warmup,
+        "steps": steps,
+        "rows": rows,
+        "load_average": [load0, load_average()],
+    }
     result["markdown"] = markdown(result)
     return result
 
 
-_PHASE_NAMES = {"jsis.data": "data loading (mapper)", "jsis.backbone": "backbone (to res4)",
-                "jsis.sem_seg_head": "PPM semantic head + loss", "jsis.rpn": "RPN + loss",
-                "jsis.roi_heads": "ROI heads (res5 per ROI, box + mask) + losses",
-                "jsis.backward": "backward", "jsis.optimizer": "optimizer step"}
+_PHASE_NAMES = {
+    "jsis.data": "data loading (mapper)",
+    "jsis.backbone": "backbone (to res4)",
+    "jsis.sem_seg_head": "PPM semantic head + loss",
+    "jsis.rpn": "RPN + loss",
+    "jsis.roi_heads": "ROI heads (res5 per ROI, box + mask) + losses",
+    "jsis.backward": "backward",
+    "jsis.optimizer": "optimizer step",
+}
 
 
 def markdown(r):
     """The result's markdown (the README block)."""
     rows = r["rows"]
     x0 = rows[0]
-    phases = [[_PHASE_NAMES[p]] + [f"{x['phases_s_per_step'][p]:.3f}" for x in rows]
-              for p in PHASES]
+    phases = [
+        [_PHASE_NAMES[p]] + [f"{x['phases_s_per_step'][p]:.3f}" for x in rows] for p in PHASES
+    ]
     phases.append(["**wall time per step**"] + [f"**{x['wall_s_per_step']:.3f}**" for x in rows])
     phases.append(["operator calls per step"] + [f"{x['op_calls_per_step']:.0f}" for x in rows])
     lines = [
@@ -150,10 +188,21 @@ def markdown(r):
         markdown_table(["phase (s/step)"] + [VARIANT_NAMES[x["variant"]] for x in rows], phases),
     ]
     for x in rows:
-        ops = [[f"`{o['op']}`", f"{o['calls_per_step']:.0f}", f"{o['self_s_per_step']:.3f}",
-                f"{100 * o['share']:.1f}%"] for o in x["top_ops"]]
-        lines += ["", f"Top operators by self CPU time, {VARIANT_NAMES[x['variant']]}:", "",
-                  markdown_table(["operator", "calls/step", "self s/step", "share"], ops)]
+        ops = [
+            [
+                f"`{o['op']}`",
+                f"{o['calls_per_step']:.0f}",
+                f"{o['self_s_per_step']:.3f}",
+                f"{100 * o['share']:.1f}%",
+            ]
+            for o in x["top_ops"]
+        ]
+        lines += [
+            "",
+            f"Top operators by self CPU time, {VARIANT_NAMES[x['variant']]}:",
+            "",
+            markdown_table(["operator", "calls/step", "self s/step", "share"], ops),
+        ]
     if r["quick"]:
         lines.append(QUICK_NOTE)
     return "\n".join(lines)

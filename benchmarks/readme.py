@@ -12,6 +12,7 @@ benchmark between two markers::
 JSON's markdown (plus a line naming the JSON file), and leaves the prose outside the blocks
 alone. ``python tools/benchmark.py readme --results docs/benchmarks`` runs it.
 """
+
 import json
 import logging
 import os
@@ -90,8 +91,10 @@ def update_readme(
     for name in names:
         path = os.path.join(results_dir, f"{name}.json")
         if not os.path.isfile(path):
-            raise ReadmeError(f"no benchmark result {path}: run `python tools/benchmark.py "
-                              f"{name} --output {results_dir}` first")
+            raise ReadmeError(
+                f"no benchmark result {path}: run `python tools/benchmark.py "
+                f"{name} --output {results_dir}` first"
+            )
         with open(path) as f:
             try:
                 result = json.load(f)

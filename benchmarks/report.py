@@ -1,6 +1,7 @@
 """The pieces every benchmark's markdown is made of: one table writer, the goal verdict, the
 load sentence and the ``--quick`` note. The README's blocks are these strings (see readme.py).
 """
+
 from typing import Iterable, Sequence
 
 __all__ = ["markdown_table", "verdict", "yes_no", "describe_load", "QUICK_NOTE"]

@@ -8,6 +8,7 @@ threads of this process, not its child processes) is recorded too; ``synchronize
 ``torch.cuda.synchronize``) is called before and after each timed call so that asynchronous
 device work is inside the measurement. A benchmark with a single side passes a one-entry dict.
 """
+
 import os
 import statistics
 import time
@@ -35,8 +36,11 @@ class Timing:
 
     def summary(self) -> Dict[str, Any]:
         """``{"median_s", "min_s", "times_s"}`` (times rounded to 0.1 ms): the result keys."""
-        return {"median_s": self.median, "min_s": self.min,
-                "times_s": [round(t, 4) for t in self.wall]}
+        return {
+            "median_s": self.median,
+            "min_s": self.min,
+            "times_s": [round(t, 4) for t in self.wall],
+        }
 
 
 def time_calls(

@@ -19,6 +19,8 @@ PQ points of the best.
 ``--quick`` trains nothing: a randomly initialised quick model (``configs/quick/``) on a tiny
 generated synthetic split, only to exercise the code path (its PQ numbers are meaningless).
 """
+
+import functools
 import logging
 import os
 import statistics
@@ -37,16 +39,27 @@ __all__ = ["add_arguments", "run", "markdown", "pareto_front", "knee_point"]
 
 def add_arguments(parser):
     parser.add_argument("--weights", default=DEMO_WEIGHTS, help="trained checkpoint (make demo)")
-    parser.add_argument("--config-file", default=None,
-                        help=f"config of the checkpoint (default {DEMO_CONFIG})")
-    parser.add_argument("--topk", type=int, nargs="+", default=None,
-                        help="post-NMS top-k values (default 10 25 50 100 200; quick 4 16)")
+    parser.add_argument(
+        "--config-file", default=None, help=f"config of the checkpoint (default {DEMO_CONFIG})"
+    )
+    parser.add_argument(
+        "--topk",
+        type=int,
+        nargs="+",
+        default=None,
+        help="post-NMS top-k values (default 10 25 50 100 200; quick 4 16)",
+    )
     parser.add_argument("--dataset", default=None, help="default: the config's DATASETS.TEST[0]")
     parser.add_argument("--images", type=int, default=None, help="first N images (default all)")
-    parser.add_argument("--passes", type=int, default=None,
-                        help="timing passes (default 2, quick 1)")
-    parser.add_argument("--pq-tolerance", type=float, default=0.5,
-                        help="PQ points: smallest top-k within this of the best")
+    parser.add_argument(
+        "--passes", type=int, default=None, help="timing passes (default 2, quick 1)"
+    )
+    parser.add_argument(
+        "--pq-tolerance",
+        type=float,
+        default=0.5,
+        help="PQ points: smallest top-k within this of the best",
+    )
 
 
 def pareto_front(points):
@@ -56,7 +69,8 @@ def pareto_front(points):
     for i, (t, q) in enumerate(points):
         dominated = any(
             (t2 <= t and q2 >= q) and (t2 < t or q2 > q)
-            for j, (t2, q2) in enumerate(points) if j != i
+            for j, (t2, q2) in enumerate(points)
+            if j != i
         )
         if not dominated:
             keep.append(i)
@@ -87,12 +101,12 @@ def knee_point(points):
 
 
 def _setup(args, tmp):
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
     import jsis_d2  # noqa: F401
     from jsis_d2.config import setup_cfg
     from jsis_d2.data.datasets import make_synthetic_datasets
+
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
 
     if args.quick:
         config_file = args.config_file or QUICK_CONFIG
@@ -134,13 +148,15 @@ def _sweep(model, batches, dataset, topks, passes):
     for p in range(passes):
         for k in topks if p % 2 == 0 else topks[::-1]:
             rpn.post_nms_topk[False] = k
-            evaluator = JSISEvaluator(dataset, output_dir=None, distributed=False,
-                                      save_panoptic=False)
+            evaluator = JSISEvaluator(
+                dataset, output_dir=None, distributed=False, save_panoptic=False
+            )
             evaluator.reset()
             per_image = []
             for inputs in batches:
                 with torch.no_grad():
-                    t = time_calls({"model": lambda: model(inputs)}, 1, warmup=0)["model"]
+                    call = functools.partial(model, inputs)
+                    t = time_calls({"model": call}, 1, warmup=0)["model"]
                 per_image.append(t.wall[0] / len(inputs))
                 if p == 0:
                     evaluator.process(inputs, t.last)
@@ -166,9 +182,9 @@ def _row(k, times, m):
 
 
 def run(args):
-    from detectron2.data import DatasetCatalog, build_detection_test_loader
-
     from jsis_d2.data.dataset_mapper import JSISDatasetMapper
+
+    from detectron2.data import DatasetCatalog, build_detection_test_loader
 
     torch.set_num_threads(args.threads)
     topks = args.topk or ([4, 16] if args.quick else [10, 25, 50, 100, 200])
@@ -203,8 +219,10 @@ def run(args):
         "config_default_topk": int(cfg.MODEL.RPN.POST_NMS_TOPK_TEST),
         "knee_topk": rows[knee_point(points)]["topk"],
         "smallest_topk_within_tolerance": min(
-            r["topk"] for r in rows
-            if r["PQ"] is not None and r["PQ"] >= best_pq - args.pq_tolerance),
+            r["topk"]
+            for r in rows
+            if r["PQ"] is not None and r["PQ"] >= best_pq - args.pq_tolerance
+        ),
         "pq_tolerance": args.pq_tolerance,
         "rows": rows,
         "load_average": [load0, load_average()],
@@ -222,17 +240,32 @@ def markdown(r):
     rows = []
     for x in r["rows"]:
         mark = "yes" + (" (knee)" if x["topk"] == r["knee_topk"] else "") if x["pareto"] else ""
-        rows.append([x["topk"], f"{x['latency_ms']:.0f}"]
-                    + [_fmt(x[k]) for k in ("PQ", "PQ_th", "PQ_st", "mIoU", "AP50", "rpn_recall")]
-                    + [mark])
+        rows.append(
+            [x["topk"], f"{x['latency_ms']:.0f}"]
+            + [_fmt(x[k]) for k in ("PQ", "PQ_th", "PQ_st", "mIoU", "AP50", "rpn_recall")]
+            + [mark]
+        )
     lines = [
         f"Test-time RPN post-NMS top-k on {r['dataset']} ({r['images']} images), "
         f"{r['config_file']}, weights {r['weights'] or 'random init'}, CPU, {r['threads']} "
         f"threads. Latency: median per-image model call (network + postprocessing + merge), "
         f"median of {r['passes']} pass(es). " + describe_load(r["load_average"]),
         "",
-        markdown_table(["top-k", "latency (ms/image)", "PQ", "PQ things", "PQ stuff", "mIoU",
-                        "AP50 (segm)", "RPN recall", "Pareto"], rows, "r" * 8 + "c"),
+        markdown_table(
+            [
+                "top-k",
+                "latency (ms/image)",
+                "PQ",
+                "PQ things",
+                "PQ stuff",
+                "mIoU",
+                "AP50 (segm)",
+                "RPN recall",
+                "Pareto",
+            ],
+            rows,
+            "r" * 8 + "c",
+        ),
         "",
         f"Knee of the Pareto front (Kneedle on scaled axes): top-k = {r['knee_topk']}; "
         f"smallest top-k within {r['pq_tolerance']} PQ of the best: "
@@ -240,6 +273,8 @@ def markdown(r):
         f"MODEL.RPN.POST_NMS_TOPK_TEST = {r['config_default_topk']}.",
     ]
     if r["quick"]:
-        lines.append("\n(--quick: random-init quick model on a tiny generated split: the PQ "
-                     "numbers are meaningless, only the code path is exercised.)")
+        lines.append(
+            "\n(--quick: random-init quick model on a tiny generated split: the PQ "
+            "numbers are meaningless, only the code path is exercised.)"
+        )
     return "\n".join(lines)

@@ -23,6 +23,7 @@ importing this module changes nothing; ``applied`` lists what was changed:
 - Recent PyTorch warns that ``torch.jit.script`` is deprecated each time detectron2 0.6 applies
   it at import; that one warning is silenced (it says nothing about the user's code).
 """
+
 import functools
 import importlib.machinery
 import importlib.util

@@ -3,6 +3,7 @@
 Every key JSIS-Net adds to Detectron2's defaults is declared in :func:`add_jsis_config` with
 its meaning and units, so a YAML file that misspells a key fails loudly at merge time.
 """
+
 import logging
 import os
 
@@ -133,8 +134,10 @@ def _merge_config_file(cfg, config_file):
         cfg.merge_from_file(config_file)
     except OSError as e:
         missing = e.filename or config_file
-        via = "" if os.path.abspath(missing) == os.path.abspath(config_file) else (
-            f" (a _BASE_ in the chain of {config_file})"
+        via = (
+            ""
+            if os.path.abspath(missing) == os.path.abspath(config_file)
+            else (f" (a _BASE_ in the chain of {config_file})")
         )
         raise ConfigError(f"cannot read config file {missing}{via}: {e.strerror or e}") from e
     except yaml.YAMLError as e:

@@ -16,6 +16,7 @@ Autocast runs matmuls/convolutions in the low precision; the model casts its out
 float32 at the boundaries (losses, logits, scores, mask probabilities), so the losses, the
 panoptic merge and the evaluator always see float32.
 """
+
 import contextlib
 import functools
 import logging
@@ -74,16 +75,21 @@ def cpu_bf16_support() -> dict:
     CPU capability string (e.g. "AVX512")}."""
     flags = _cpu_flags()
     try:
-        mkldnn = bool(torch.backends.mkldnn.is_available()
-                      and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        mkldnn = bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
     except (AttributeError, RuntimeError):
         mkldnn = False
     try:
         cap = torch.backends.cpu.get_cpu_capability()
     except AttributeError:
         cap = None
-    return {"supported": mkldnn, "avx512_bf16": "avx512_bf16" in flags,
-            "amx_bf16": "amx_bf16" in flags, "capability": cap}
+    return {
+        "supported": mkldnn,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "capability": cap,
+    }
 
 
 def dtype_supported(dtype: torch.dtype, device) -> bool:
@@ -110,9 +116,11 @@ def check_dtype(dtype: torch.dtype, device, key: str) -> None:
         why = "CPU autocast here is bfloat16 only; use bfloat16 (where supported) or float32"
     elif kind == "cpu":
         s = cpu_bf16_support()
-        why = (f"this CPU has no bfloat16 support (oneDNN bf16: no, avx512_bf16: "
-               f"{'yes' if s['avx512_bf16'] else 'no'}, amx_bf16: "
-               f"{'yes' if s['amx_bf16'] else 'no'}); use float32")
+        why = (
+            f"this CPU has no bfloat16 support (oneDNN bf16: no, avx512_bf16: "
+            f"{'yes' if s['avx512_bf16'] else 'no'}, amx_bf16: "
+            f"{'yes' if s['amx_bf16'] else 'no'}); use float32"
+        )
     elif kind == "cuda" and not torch.cuda.is_available():
         why = "CUDA is not available"
     else:
@@ -132,8 +140,9 @@ def training_dtype(cfg) -> torch.dtype:
     Checked against MODEL.DEVICE (ConfigError)."""
     if not cfg.SOLVER.AMP.ENABLED:
         return torch.float32
-    dtype = parse_dtype(cfg.SOLVER.AMP.PRECISION, "SOLVER.AMP.PRECISION",
-                        allowed=("float16", "bfloat16"))
+    dtype = parse_dtype(
+        cfg.SOLVER.AMP.PRECISION, "SOLVER.AMP.PRECISION", allowed=("float16", "bfloat16")
+    )
     check_dtype(dtype, cfg.MODEL.DEVICE, "SOLVER.AMP.PRECISION")
     return dtype
 

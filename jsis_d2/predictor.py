@@ -5,6 +5,7 @@ fixed-size resize, aspect ratio not kept: :func:`jsis_d2.data.augmentations.buil
 instead of ResizeShortestEdge, and it refuses to run on random weights: MODEL.WEIGHTS must be
 set (unless ``allow_random_init=True``) and fit the model (same K / T, every tensor present).
 """
+
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultPredictor
 

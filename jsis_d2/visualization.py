@@ -6,7 +6,9 @@ each with category names. Category ids in the outputs are contiguous indices (se
 :mod:`jsis_d2.data.label_space`), which index ``metadata.thing_classes`` (things) and
 ``metadata.stuff_classes`` (all K classes) directly.
 """
+
 import numpy as np
+
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 __all__ = ["draw_panoptic", "draw_semantic", "draw_instances", "draw_four_panel"]
@@ -53,4 +55,3 @@ def draw_four_panel(image_rgb, outputs, metadata, score_thresh=0.5, scale=1.0):
     h, w = plain.shape[:2]
     panels = [np.asarray(p)[:h, :w] for p in (plain, pan, sem, ins)]
     return np.vstack([np.hstack(panels[:2]), np.hstack(panels[2:])])
-

@@ -1,4 +1,5 @@
 """Shared test fixtures. Everything runs on CPU with tiny inputs."""
+
 import os
 
 import pytest
@@ -39,7 +40,9 @@ def isolated_logs():
 
     from jsis_d2.engine.launcher import RUN_LOGGERS, separate_run_logs
 
-    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in RUN_LOGGERS}
+    saved = {
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in RUN_LOGGERS
+    }
     for name in RUN_LOGGERS:
         logging.getLogger(name).handlers = []
     with separate_run_logs():

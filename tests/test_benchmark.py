@@ -1,6 +1,7 @@
 """Tests of the benchmarks/ package: its shared timer and table writer, every benchmark's
 markdown against the committed results, and smoke runs at tiny sizes (JSON structure and the
 numbers derived from the measured ones, no timing thresholds)."""
+
 import argparse
 import importlib.util
 import json
@@ -39,10 +40,22 @@ def _finite(x):
 
 def test_run_isolated_measures_in_a_child_process():
     r = common.run_isolated(
-        common.measure, common.build_jsis,
-        dict(depth=18, size=(64, 64), post_nms_test=4, detections=2, num_classes=5,
-             num_things=2, extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8]),
-        mode="infer", size=(64, 64), warmup=0, repeats=1, threads=1,
+        common.measure,
+        common.build_jsis,
+        dict(
+            depth=18,
+            size=(64, 64),
+            post_nms_test=4,
+            detections=2,
+            num_classes=5,
+            num_things=2,
+            extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8],
+        ),
+        mode="infer",
+        size=(64, 64),
+        warmup=0,
+        repeats=1,
+        threads=1,
     )
     assert r["threads"] == 1 and r["mode"] == "infer"
     assert r["proposals"] <= 4 and r["detections"] <= 2
@@ -52,9 +65,15 @@ def test_run_isolated_measures_in_a_child_process():
 
 
 def test_count_flops_splits_by_module():
-    model, cfg = common.build_jsis(depth=18, size=(64, 64), post_nms_test=4, detections=2,
-                                   num_classes=5, num_things=2,
-                                   extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8])
+    model, cfg = common.build_jsis(
+        depth=18,
+        size=(64, 64),
+        post_nms_test=4,
+        detections=2,
+        num_classes=5,
+        num_things=2,
+        extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8],
+    )
     model.eval()
     inputs = common.random_inputs(64, 64, num_classes=5, num_things=2)
     with torch.no_grad():
@@ -80,8 +99,25 @@ def test_random_inputs_training_targets():
 
 def test_joint_quick_structure(monkeypatch):
     _in_process(monkeypatch, joint)
-    r = joint.run(_args(joint, ["--quick", "--sizes", "64", "64", "--proposals", "4",
-                                "--detections", "2", "--roi-batch", "8", "--warmup", "0"]))
+    r = joint.run(
+        _args(
+            joint,
+            [
+                "--quick",
+                "--sizes",
+                "64",
+                "64",
+                "--proposals",
+                "4",
+                "--detections",
+                "2",
+                "--roi-batch",
+                "8",
+                "--warmup",
+                "0",
+            ],
+        )
+    )
     (row,) = r["rows"]
     assert row["size"] == [64, 64]
     for net in ("joint", "instance", "semantic"):
@@ -107,9 +143,25 @@ def test_joint_quick_structure(monkeypatch):
 
 def test_panoptic_fpn_quick_structure(monkeypatch):
     _in_process(monkeypatch, panoptic_fpn)
-    r = panoptic_fpn.run(_args(panoptic_fpn, ["--quick", "--sizes", "64", "64", "--proposals",
-                                              "4", "--fpn-proposals", "8", "--detections", "2",
-                                              "--warmup", "0"]))
+    r = panoptic_fpn.run(
+        _args(
+            panoptic_fpn,
+            [
+                "--quick",
+                "--sizes",
+                "64",
+                "64",
+                "--proposals",
+                "4",
+                "--fpn-proposals",
+                "8",
+                "--detections",
+                "2",
+                "--warmup",
+                "0",
+            ],
+        )
+    )
     names = [x["network"] for x in r["rows"]]
     assert len(names) == 3 and names[0].startswith("JSIS-Net")
     assert all(n.startswith("PanopticFPN") for n in names[1:])
@@ -164,13 +216,34 @@ def test_topk_quick_structure():
 
 
 def test_hw_through_the_cli(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_cli", os.path.join(REPO, "tools",
-                                                                            "benchmark.py"))
+    spec = importlib.util.spec_from_file_location(
+        "bench_cli", os.path.join(REPO, "tools", "benchmark.py")
+    )
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     out = tmp_path / "bench"
-    assert cli.main(["hw", "--quick", "--output", str(out), "--threads", "1", "--size", "64",
-                     "64", "--conv", "32", "32", "32", "--repeats", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "hw",
+                "--quick",
+                "--output",
+                str(out),
+                "--threads",
+                "1",
+                "--size",
+                "64",
+                "64",
+                "--conv",
+                "32",
+                "32",
+                "32",
+                "--repeats",
+                "1",
+            ]
+        )
+        == 0
+    )
     r = json.loads((out / "hw.json").read_text())
     assert r["threads"] == 1 and r["dense_conv"]["gmacs"] == pytest.approx(
         hw.dense_conv_gmacs(32, 32, 32)
@@ -205,8 +278,17 @@ def test_readme_blocks_are_the_committed_results():
     results = os.path.join(REPO, "docs", "benchmarks")
     with open(os.path.join(REPO, "README.md")) as f:
         blocks = readme_mod.find_blocks(f.read())
-    assert {"joint", "panoptic_fpn", "merge", "pq", "mapper", "hw", "topk", "precision",
-            "profile"} <= set(blocks)
+    assert {
+        "joint",
+        "panoptic_fpn",
+        "merge",
+        "pq",
+        "mapper",
+        "hw",
+        "topk",
+        "precision",
+        "profile",
+    } <= set(blocks)
     for name, body in blocks.items():
         path = os.path.join(results, f"{name}.json")
         with open(path) as f:
@@ -215,11 +297,15 @@ def test_readme_blocks_are_the_committed_results():
 
 
 def test_pq_benchmark_small_run_agrees_with_panopticapi():
-    r = bench_pq.run(_args(bench_pq, ["--images", "3", "--size", "24", "32", "--segments", "6",
-                                      "--repeats", "1"]))
+    r = bench_pq.run(
+        _args(
+            bench_pq, ["--images", "3", "--size", "24", "32", "--segments", "6", "--repeats", "1"]
+        )
+    )
     assert r["equal_to_panopticapi"] is True and r["max_abs_diff"] == 0
-    assert r["ours_over_decode_floor"] == pytest.approx(r["best_s"]["ours"] /
-                                                         r["best_s"]["floor_decode"])
+    assert r["ours_over_decode_floor"] == pytest.approx(
+        r["best_s"]["ours"] / r["best_s"]["floor_decode"]
+    )
     floor_ok = r["ours_over_decode_floor"] <= bench_pq.GOALS["ours_over_decode_floor"]
     assert ("floor: " + ("met" if floor_ok else "**missed**")) in r["markdown"]
 
@@ -233,8 +319,24 @@ def test_readme_markers_errors():
 
 def test_merge_panopticapi_side_agrees_with_inputs():
     pytest.importorskip("panopticapi.combine_semantic_and_instance_predictions")
-    r = merge.run(_args(merge, ["--instances", "3", "--size", "48", "48", "--classes", "6",
-                                "--things", "3", "--repeats", "1"]))
+    r = merge.run(
+        _args(
+            merge,
+            [
+                "--instances",
+                "3",
+                "--size",
+                "48",
+                "48",
+                "--classes",
+                "6",
+                "--things",
+                "3",
+                "--repeats",
+                "1",
+            ],
+        )
+    )
     (row,) = r["rows"]
     assert row["instances"] == 3
     assert _finite(row["panopticapi_combine_ms"]) and row["segments_panopticapi"] >= 1
@@ -260,9 +362,28 @@ def test_panopticapi_inputs_encode_the_prediction():
 
 def test_joint_rounds_pool_the_calls(monkeypatch):
     _in_process(monkeypatch, joint)
-    r = joint.run(_args(joint, ["--quick", "--sizes", "48", "48", "--proposals", "2",
-                                "--detections", "1", "--warmup", "0", "--repeats", "1",
-                                "--no-train", "--rounds", "2"]))
+    r = joint.run(
+        _args(
+            joint,
+            [
+                "--quick",
+                "--sizes",
+                "48",
+                "48",
+                "--proposals",
+                "2",
+                "--detections",
+                "1",
+                "--warmup",
+                "0",
+                "--repeats",
+                "1",
+                "--no-train",
+                "--rounds",
+                "2",
+            ],
+        )
+    )
     (row,) = r["rows"]
     for net in ("joint", "instance", "semantic"):
         cell = row[net]["infer"]
@@ -276,19 +397,48 @@ def test_precision_headline_and_goals():
     """The headline line and the goals of `precision` come from the measured rows: speed-up =
     fp32 time / bf16 time, PQ delta = bf16 PQ - fp32 PQ of the same checkpoint."""
     prec = precision
-    rows = [{"model": m, "mode": mode, "variant": v, "median_s": t, "min_s": t / 2,
-             "peak_rss_mb": 100.0}
-            for m, mode, v, t in [("R50", "infer", "fp32", 3.0), ("R50", "infer", "bf16_cl", 1.0),
-                                  ("R50", "train", "fp32", 4.0), ("R50", "train", "bf16_cl", 2.5),
-                                  ("R18", "infer", "fp32", 0.1), ("R18", "infer", "bf16_cl", 0.09),
-                                  ("R18", "train", "fp32", 0.5), ("R18", "train", "bf16_cl", 0.4)]]
-    pq = {v: {"PQ": p, "PQ_th": 1.0, "PQ_st": 2.0, "mIoU": 3.0, "AP50": None, "images": 5}
-          for v, p in (("fp32", 40.0), ("bf16_cl", 39.2))}
-    r = {"variants": ["fp32", "bf16_cl"], "rows": rows, "threads": 2, "quick": False,
-         "cpu_bf16": {"supported": True, "avx512_bf16": True, "amx_bf16": False},
-         "cpu_model": "cpu", "repeats": 3, "train_repeats": 2, "load_average": [0.1, 0.2],
-         "pq": {"config_file": "c.yaml", "weights": "w.pth", "trained_iters": None,
-                "dataset": "val", "by_variant": pq}}
+    rows = [
+        {
+            "model": m,
+            "mode": mode,
+            "variant": v,
+            "median_s": t,
+            "min_s": t / 2,
+            "peak_rss_mb": 100.0,
+        }
+        for m, mode, v, t in [
+            ("R50", "infer", "fp32", 3.0),
+            ("R50", "infer", "bf16_cl", 1.0),
+            ("R50", "train", "fp32", 4.0),
+            ("R50", "train", "bf16_cl", 2.5),
+            ("R18", "infer", "fp32", 0.1),
+            ("R18", "infer", "bf16_cl", 0.09),
+            ("R18", "train", "fp32", 0.5),
+            ("R18", "train", "bf16_cl", 0.4),
+        ]
+    ]
+    pq = {
+        v: {"PQ": p, "PQ_th": 1.0, "PQ_st": 2.0, "mIoU": 3.0, "AP50": None, "images": 5}
+        for v, p in (("fp32", 40.0), ("bf16_cl", 39.2))
+    }
+    r = {
+        "variants": ["fp32", "bf16_cl"],
+        "rows": rows,
+        "threads": 2,
+        "quick": False,
+        "cpu_bf16": {"supported": True, "avx512_bf16": True, "amx_bf16": False},
+        "cpu_model": "cpu",
+        "repeats": 3,
+        "train_repeats": 2,
+        "load_average": [0.1, 0.2],
+        "pq": {
+            "config_file": "c.yaml",
+            "weights": "w.pth",
+            "trained_iters": None,
+            "dataset": "val",
+            "by_variant": pq,
+        },
+    }
     h = prec._headline(r, "bf16_cl")
     assert h["model"] == "R50"
     assert h["line"] == "bf16/fp32: inference 3.00x, train step 1.60x, PQ delta -0.80"
@@ -351,7 +501,8 @@ def test_time_calls_interleaves_after_warmup():
 
 def test_markdown_table_layout_and_errors():
     assert markdown_table(["a", "b", "c"], [[1, "x", ""]]) == (
-        "| a | b | c |\n|---|---:|---:|\n| 1 | x |  |")
+        "| a | b | c |\n|---|---:|---:|\n| 1 | x |  |"
+    )
     assert markdown_table(["a", "b"], [], "cl").splitlines()[1] == "|:---:|---|"
     with pytest.raises(ValueError, match="align 'rr' must be 3"):
         markdown_table(["a", "b", "c"], [], "rr")
@@ -359,8 +510,11 @@ def test_markdown_table_layout_and_errors():
         markdown_table(["a", "b"], [[1]])
 
 
-@pytest.mark.parametrize("mod", [hw, joint, mapper, merge, panoptic_fpn, bench_pq, precision,
-                                 profile, topk], ids=lambda m: m.__name__.split(".")[-1])
+@pytest.mark.parametrize(
+    "mod",
+    [hw, joint, mapper, merge, panoptic_fpn, bench_pq, precision, profile, topk],
+    ids=lambda m: m.__name__.split(".")[-1],
+)
 def test_markdown_reproduces_the_committed_results(mod):
     """Each benchmark's markdown(result), fed the committed JSON, gives the committed markdown:
     the table writer and the sentences are what produced the README's tables."""

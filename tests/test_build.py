@@ -1,11 +1,10 @@
 """Training data with DATALOADER.SKIP_BAD_SAMPLES: images dropped at load, every sample bad."""
+
 import json
 import logging
 
 import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.common import MapDataset
 from PIL import Image
 
 from jsis_d2.config import get_jsis_cfg
@@ -15,6 +14,9 @@ from jsis_d2.data.datasets import register_panoptic_dataset
 from jsis_d2.data.panoptic_png import write_panoptic_png
 from jsis_d2.engine.schedule import resolve_epoch_schedule
 from jsis_d2.engine.trainer import Trainer
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.common import MapDataset
 
 CATS = [{"id": 7, "name": "tree", "isthing": 0}, {"id": 3, "name": "car", "isthing": 1}]
 
@@ -37,9 +39,16 @@ def dataset(tmp_path):
             if i not in missing_png:
                 write_panoptic_png(str(root / "pan" / f"{i}.png"), ids)
             images.append({"id": i, "file_name": f"{i}.jpg", "height": 8, "width": 8})
-            anns.append({"image_id": i, "file_name": f"{i}.png", "segments_info": [
-                {"id": 70, "category_id": 7, "iscrowd": 0},
-                {"id": 31, "category_id": 99 if i in bad_category else 3, "iscrowd": 0}]})
+            anns.append(
+                {
+                    "image_id": i,
+                    "file_name": f"{i}.png",
+                    "segments_info": [
+                        {"id": 70, "category_id": 7, "iscrowd": 0},
+                        {"id": 31, "category_id": 99 if i in bad_category else 3, "iscrowd": 0},
+                    ],
+                }
+            )
         js = root / "pan.json"
         js.write_text(json.dumps({"images": images, "annotations": anns, "categories": CATS}))
         register_panoptic_dataset(name, str(root / "img"), str(root / "pan"), str(js), CATS)
@@ -110,10 +119,18 @@ def test_some_samples_bad_keeps_training_on_the_good_ones(dataset):
 
 def test_mapper_counts_distinct_bad_samples(tmp_path):
     """With num_samples the mapper raises once every distinct sample failed, not before."""
-    mapper = JSISDatasetMapper(True, augmentations=[], skip_bad_samples=True, num_samples=2,
-                               dataset_names=("my_set",))
-    bad = [{"file_name": str(tmp_path / f"{i}.jpg"), "image_id": i, "pan_seg_file_name": "x",
-            "segments_info": []} for i in range(2)]
+    mapper = JSISDatasetMapper(
+        True, augmentations=[], skip_bad_samples=True, num_samples=2, dataset_names=("my_set",)
+    )
+    bad = [
+        {
+            "file_name": str(tmp_path / f"{i}.jpg"),
+            "image_id": i,
+            "pan_seg_file_name": "x",
+            "segments_info": [],
+        }
+        for i in range(2)
+    ]
     assert mapper(bad[0]) is None and mapper(bad[0]) is None  # the same one twice
     with pytest.raises(BadSampleError, match="no usable training sample in my_set: all 2"):
         MapDataset(bad, mapper)[1]

@@ -1,5 +1,6 @@
 """JSISCheckpointer: atomic saves, and resume from the newest readable checkpoint when the
 ``last_checkpoint`` tag is empty or names a torn file (what a kill mid-save used to leave)."""
+
 import errno
 import os
 

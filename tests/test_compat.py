@@ -1,4 +1,5 @@
 """jsis_d2.compat: the shims detectron2 0.6 needs, applied only when missing."""
+
 import subprocess
 import sys
 import textwrap
@@ -32,8 +33,13 @@ def _stack():
 #: What jsis_d2.compat must change on each stack, and nothing more.
 SHIMS_BY_STACK = {
     "pb1": {
-        "numpy.int", "numpy.float", "numpy.bool", "numpy.str", "PIL.Image.LINEAR",
-        "detectron2._C", "detectron2.data.common.MapDataset retry",
+        "numpy.int",
+        "numpy.float",
+        "numpy.bool",
+        "numpy.str",
+        "PIL.Image.LINEAR",
+        "detectron2._C",
+        "detectron2.data.common.MapDataset retry",
     },
     "official": set(),
 }
@@ -69,6 +75,7 @@ def test_placeholder_op_raises_naming_op_and_fix():
     assert "detectron2._C.box_iou_rotated" in msg and "Dockerfile" in msg
     # The rotated-box op goes through the placeholder too (from a real detectron2 module).
     import torch
+
     from detectron2.layers.rotated_boxes import pairwise_iou_rotated
 
     with pytest.raises(compat.MissingCompiledOpError, match="box_iou_rotated"):

@@ -1,4 +1,5 @@
 """jsis_d2.config: declared keys, paper defaults, loud failures."""
+
 import pytest
 
 from jsis_d2.config import ConfigError, get_jsis_cfg, setup_cfg
@@ -7,7 +8,13 @@ from jsis_d2.config import ConfigError, get_jsis_cfg, setup_cfg
 def test_paper_loss_weight_defaults():
     w = get_jsis_cfg().MODEL.JSIS.LOSS_WEIGHTS
     assert (w.RPN_OBJ, w.RPN_REG, w.DET_CLS, w.DET_REG, w.MASK, w.SEG) == (
-        1.0, 1.0, 1.0, 0.15, 0.3, 1.0)
+        1.0,
+        1.0,
+        1.0,
+        0.15,
+        0.3,
+        1.0,
+    )
 
 
 def test_missing_config_file_is_named(tmp_path):
@@ -41,8 +48,19 @@ def test_optimizer_choice_builds_sgd_or_adamw_with_d2_param_groups():
     assert get_jsis_cfg().SOLVER.OPTIMIZER == "SGD"  # the paper's optimizer stays the default
     sgd = build_optimizer(setup_cfg(None, ["SOLVER.BASE_LR", "0.1"]), model)
     assert type(sgd).__name__ == "SGD" and sgd.param_groups[0]["momentum"] == 0.9
-    cfg = setup_cfg(None, ["SOLVER.OPTIMIZER", "adamw", "SOLVER.BASE_LR", "0.002",
-                           "SOLVER.WEIGHT_DECAY", "0.01", "SOLVER.ADAMW_BETAS", "(0.8, 0.99)"])
+    cfg = setup_cfg(
+        None,
+        [
+            "SOLVER.OPTIMIZER",
+            "adamw",
+            "SOLVER.BASE_LR",
+            "0.002",
+            "SOLVER.WEIGHT_DECAY",
+            "0.01",
+            "SOLVER.ADAMW_BETAS",
+            "(0.8, 0.99)",
+        ],
+    )
     opt = build_optimizer(cfg, model)
     assert isinstance(opt, torch.optim.AdamW)
     assert all(g["lr"] == 0.002 and g["betas"] == (0.8, 0.99) for g in opt.param_groups)
@@ -63,15 +81,24 @@ def test_unknown_optimizer_fails_at_config_time():
 @pytest.mark.parametrize(
     "files, message",
     [
-        ({"a.yaml": '_BASE_: "../nope/Base.yaml"\nSOLVER:\n  MAX_ITER: 3\n'},
-         r"cannot read config file .*nope/Base.yaml \(a _BASE_ in the chain of .*a.yaml\): "
-         "No such file"),
-        ({"a.yaml": "SOLVER:\n  MAX_ITER: 3\n   BASE_LR: [1,\n"},
-         r"YAML syntax error in .*a.yaml, line 3, column 11: mapping values are not allowed here"),
-        ({"a.yaml": '_BASE_: "b.yaml"\n', "b.yaml": "SOLVER:\n\tMAX_ITER: 3\n"},
-         r"YAML syntax error in .*b.yaml, line 2, column 1: found character '\\t'"),
-        ({"a.yaml": "- 1\n- 2\n"},
-         r"a.yaml \(or a _BASE_ it names\) is empty or not a YAML mapping"),
+        (
+            {"a.yaml": '_BASE_: "../nope/Base.yaml"\nSOLVER:\n  MAX_ITER: 3\n'},
+            r"cannot read config file .*nope/Base.yaml \(a _BASE_ in the chain of .*a.yaml\): "
+            "No such file",
+        ),
+        (
+            {"a.yaml": "SOLVER:\n  MAX_ITER: 3\n   BASE_LR: [1,\n"},
+            r"YAML syntax error in .*a.yaml, line 3, column 11: "
+            r"mapping values are not allowed here",
+        ),
+        (
+            {"a.yaml": '_BASE_: "b.yaml"\n', "b.yaml": "SOLVER:\n\tMAX_ITER: 3\n"},
+            r"YAML syntax error in .*b.yaml, line 2, column 1: found character '\\t'",
+        ),
+        (
+            {"a.yaml": "- 1\n- 2\n"},
+            r"a.yaml \(or a _BASE_ it names\) is empty or not a YAML mapping",
+        ),
         ({"a.yaml": ""}, r"is empty or not a YAML mapping"),
     ],
 )

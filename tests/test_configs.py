@@ -6,10 +6,11 @@ import os
 
 import pytest
 import yaml
-from detectron2.modeling import build_model
 
 from jsis_d2.config import setup_cfg
 from jsis_d2.modeling import JSISNet
+
+from detectron2.modeling import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "configs")
@@ -107,8 +108,9 @@ def test_mapillary_schedule_and_ablations():
         assert c == cfg  # the leaf differs only by its branches
 
 
-@pytest.mark.parametrize("joint", ["Synthetic/jsis_R18_C4_scratch_cpu.yaml",
-                                   "quick/jsis_R18_C4_quick.yaml"])
+@pytest.mark.parametrize(
+    "joint", ["Synthetic/jsis_R18_C4_scratch_cpu.yaml", "quick/jsis_R18_C4_quick.yaml"]
+)
 def test_ablation_variants_differ_only_by_branches(joint, tmp_path):
     """tools/ablation.py trains the config files of configs/ (joint, *_semantic_only,
     *_instance_only); a missing variant is a one-line error naming its file."""
@@ -169,9 +171,9 @@ def test_paper_configs_scale_linearly_with_the_number_of_processes():
     """REFERENCE_WORLD_SIZE 1 (the paper's one GPU): 8 processes train the same 8 epochs with
     8x the batch and LR, in 1/8 of the iterations (Detectron2's auto_scale_workers, applied to
     the epoch schedule resolved from the dataset size)."""
-    from detectron2.engine import DefaultTrainer
-
     from jsis_d2.engine.schedule import resolve_epoch_schedule
+
+    from detectron2.engine import DefaultTrainer
 
     cfg = load("COCO-PanopticSegmentation/jsis_R50_C4_8ep.yaml")
     assert cfg.SOLVER.REFERENCE_WORLD_SIZE == 1

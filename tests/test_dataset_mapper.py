@@ -1,18 +1,20 @@
 """JSISDatasetMapper: outputs, transforms, crowd/void handling, bad-input errors and skipping."""
+
 import logging
 import os
 
 import numpy as np
 import pytest
 import torch
-from detectron2.data import transforms as T
-from detectron2.data.common import MapDataset
 from PIL import Image
 
 from jsis_d2.config import ConfigError, get_jsis_cfg
 from jsis_d2.data.augmentations import build_augmentations
 from jsis_d2.data.dataset_mapper import BadSampleError, JSISDatasetMapper
 from jsis_d2.data.panoptic_png import write_panoptic_png
+
+from detectron2.data import transforms as T
+from detectron2.data.common import MapDataset
 
 H, W = 12, 16
 # contiguous: 0, 1 things; 2, 3 stuff
@@ -132,7 +134,9 @@ def test_many_segments_path_matches_nearest_resize(tmp_path):
     assert len(out["instances"]) == len(things) and len(d["segments_info"]) > 255
     assert out["instances"].gt_classes.tolist() == [i % 4 for i in things]
     np.testing.assert_array_equal(out["instances"].gt_masks.tensor[7].numpy(), up == things[7])
-    assert (out["instances"].gt_boxes.tensor[:, 2:] - out["instances"].gt_boxes.tensor[:, :2] == 2).all()
+    assert (
+        out["instances"].gt_boxes.tensor[:, 2:] - out["instances"].gt_boxes.tensor[:, :2] == 2
+    ).all()
 
 
 def test_fixed_size_resize_is_a_noop_at_the_target_size():

@@ -1,13 +1,11 @@
 """Dataset registration and loading: real COCO sample, Mapillary layout, custom, errors."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils as utils
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from PIL import Image
 
 from jsis_d2.config import get_jsis_cfg
@@ -15,6 +13,10 @@ from jsis_d2.data import JSISDatasetMapper, LabelSpace
 from jsis_d2.data.datasets import DatasetNotFoundError, register_all, register_panoptic_dataset
 from jsis_d2.data.datasets.builtin import datasets_root, mapillary_vistas_categories
 from jsis_d2.data.panoptic_png import read_panoptic_png, write_panoptic_png
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 BUILTIN = {
     "jsis_coco_2017_train_panoptic": (133, 80),
@@ -56,12 +58,18 @@ def test_builtin_datasets_registered_with_metadata():
         md = MetadataCatalog.get(name)
         assert len(md.stuff_classes) == k and len(md.thing_classes) == t == md.num_things
         assert md.is_thing == [i < t for i in range(k)]
-        assert (md.ignore_label, md.label_divisor, md.evaluator_type) == (255, 1000, "jsis_panoptic")
+        assert (md.ignore_label, md.label_divisor, md.evaluator_type) == (
+            255,
+            1000,
+            "jsis_panoptic",
+        )
         assert sorted(md.stuff_dataset_id_to_contiguous_id.values()) == list(range(k))
         assert md.panoptic_json.startswith(datasets_root())
     assert MetadataCatalog.get("jsis_coco_2017_val_panoptic").stuff_classes[0] == "person"
     # detectron2's own names are untouched
-    assert MetadataCatalog.get("coco_2017_val_panoptic").get("evaluator_type") == "coco_panoptic_seg"
+    assert (
+        MetadataCatalog.get("coco_2017_val_panoptic").get("evaluator_type") == "coco_panoptic_seg"
+    )
 
 
 def test_register_all_is_idempotent():
@@ -161,7 +169,9 @@ def _write_mapillary_split(root, split, cats):
     ids[4:10, 5:15] = 3
     ids[0, 0] = 0
     img_id = "-2Xy_AbC0dEf"  # Mapillary image ids are strings
-    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(os.path.join(d, "images", f"{img_id}.jpg"))
+    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(
+        os.path.join(d, "images", f"{img_id}.jpg")
+    )
     write_panoptic_png(os.path.join(d, "panoptic", f"{img_id}.png"), ids)
     segs = [
         {"id": 1, "category_id": stuffs[0]["id"], "iscrowd": 0, "area": 0, "bbox": [0, 0, 1, 1]},
@@ -255,7 +265,8 @@ def test_custom_dataset_and_reregistration(tmp_path, registered):
     # no "images" entry: image = PNG stem + .jpg, size from the file header
     assert d["file_name"].endswith("x.jpg") and (d["height"], d["width"]) == (8, 8)
     assert [(s["id"], s["category_id"], s["isthing"]) for s in d["segments_info"]] == [
-        (70, 1, False), (31, 0, True)
+        (70, 1, False),
+        (31, 0, True),
     ]
     out = _mapper((8, 8))(d)
     assert out["instances"].gt_boxes.tensor.tolist() == [[2.0, 2.0, 5.0, 4.0]]
@@ -283,8 +294,13 @@ def _two_image_dataset(tmp_path, mutate):
         pan = np.full((8, 8, 3), (70, 0, 0), np.uint8)
         Image.fromarray(pan).save(tmp_path / "pan" / f"{stem}.png")
         images.append({"id": iid, "file_name": f"{stem}.jpg", "height": 8, "width": 8})
-        anns.append({"image_id": iid, "file_name": f"{stem}.png",
-                     "segments_info": [{"id": 70, "category_id": 7, "iscrowd": 0}]})
+        anns.append(
+            {
+                "image_id": iid,
+                "file_name": f"{stem}.png",
+                "segments_info": [{"id": 70, "category_id": 7, "iscrowd": 0}],
+            }
+        )
     data = {"images": images, "annotations": anns, "categories": CUSTOM_CATS}
     mutate(data)
     js = tmp_path / "pan.json"
@@ -299,6 +315,7 @@ def _set(path, value):
         for k in keys:
             d = d[k]
         d[last] = value
+
     return mutate
 
 
@@ -325,6 +342,7 @@ def test_duplicates_in_dataset_json_are_refused(tmp_path, registered, mutate, pa
 def test_annotation_without_segments_info_names_file_and_image(tmp_path, registered):
     def mutate(data):
         del data["annotations"][1]["segments_info"]
+
     img, pan, js = _two_image_dataset(tmp_path, mutate)
     register_panoptic_dataset("jsis_test_noseg", img, pan, js, CUSTOM_CATS)
     registered.append("jsis_test_noseg")
@@ -343,8 +361,11 @@ def test_register_with_categories_from_a_malformed_json(tmp_path):
 
 def test_categories_without_isthing_name_the_file_and_category(tmp_path):
     js = tmp_path / "cats.json"
-    js.write_text(json.dumps({"categories": [{"id": 7, "name": "tree", "isthing": 0},
-                                             {"id": 3, "name": "car"}]}))
+    js.write_text(
+        json.dumps(
+            {"categories": [{"id": 7, "name": "tree", "isthing": 0}, {"id": 3, "name": "car"}]}
+        )
+    )
     with pytest.raises(ValueError, match=r"cats\.json: category 3 \('car'\) has no 'isthing'"):
         register_panoptic_dataset("jsis_test_noisthing", str(tmp_path), str(tmp_path), str(js))
     with pytest.raises(ValueError, match=r"category 3 \('car'\) has no 'isthing'"):

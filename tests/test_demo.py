@@ -1,5 +1,6 @@
 """tools/demo.py and JSISPredictor on bad input: clashing names, unreadable files, an --output
 that is a file, 16-bit images, and missing or unfitting weights."""
+
 import importlib.util
 import os
 
@@ -48,8 +49,20 @@ def _image(path, value=(90, 140, 200), size=(40, 48)):
 
 
 def _argv(inputs, out, weights, *opts):
-    return ["--config-file", CONFIG, "--input", *inputs, "--output", str(out),
-            "--opts", "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", *opts]
+    return [
+        "--config-file",
+        CONFIG,
+        "--input",
+        *inputs,
+        "--output",
+        str(out),
+        "--opts",
+        "MODEL.WEIGHTS",
+        weights,
+        "MODEL.DEVICE",
+        "cpu",
+        *opts,
+    ]
 
 
 def test_output_names_are_distinct_and_deterministic(demo):
@@ -71,7 +84,8 @@ def test_same_stems_give_one_picture_each(demo, weights, tmp_path):
     assert demo.main(_argv(inputs, tmp_path / "out", weights)) == 0
     written = sorted(
         os.path.relpath(os.path.join(d, f), tmp_path / "out")
-        for d, _, files in os.walk(tmp_path / "out") for f in files
+        for d, _, files in os.walk(tmp_path / "out")
+        for f in files
     )
     assert written == ["a/x.jpg.png", "a/x.png.png", "b/x.png"]
 
@@ -143,8 +157,19 @@ def test_predictor_takes_bgr_and_resizes_to_the_fixed_size(fmt):
     fixed-size resize (aspect ratio not kept) instead of ResizeShortestEdge."""
     from jsis_d2.data.augmentations import FixedSizeResize
 
-    cfg = setup_cfg(CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.FORMAT", fmt,
-                             "INPUT.JSIS.FIXED_SIZE", "[48, 64]"])
+    cfg = setup_cfg(
+        CONFIG,
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            "",
+            "INPUT.FORMAT",
+            fmt,
+            "INPUT.JSIS.FIXED_SIZE",
+            "[48, 64]",
+        ],
+    )
     predictor = JSISPredictor(cfg, allow_random_init=True)
     seen = []
     predictor.model = lambda inputs: seen.append(inputs[0]) or [{}]

@@ -1,9 +1,9 @@
 """jsis_d2.engine: epoch schedule conversion and the up-front job checks."""
+
 import os
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from jsis_d2.config import get_jsis_cfg
 from jsis_d2.data import LabelSpace
@@ -14,6 +14,8 @@ from jsis_d2.engine.checks import (
     check_output_dir,
     fallback_syncbn,
 )
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 
 def test_epochs_to_iterations_paper_coco_schedule():
@@ -38,10 +40,12 @@ def test_iteration_based_config_untouched_and_bad_steps_named():
 
 
 def _register_tiny(name, k_things, k_stuff):
-    cats = [{"id": i + 1, "name": f"c{i}", "isthing": int(i < k_things)}
-            for i in range(k_things + k_stuff)]
+    cats = [
+        {"id": i + 1, "name": f"c{i}", "isthing": int(i < k_things)}
+        for i in range(k_things + k_stuff)
+    ]
     if name not in DatasetCatalog.list():
-        DatasetCatalog.register(name, lambda: [])
+        DatasetCatalog.register(name, list)
         MetadataCatalog.get(name).set(**LabelSpace(cats).metadata())
 
 
@@ -95,7 +99,9 @@ def test_checkpoint_for_other_class_count_is_rejected(tmp_path):
     other = torch.nn.Sequential(torch.nn.Conv2d(4, 7, 1))
     path = str(tmp_path / "model_final.pth")
     torch.save({"model": other.state_dict(), "iteration": 3}, path)
-    with pytest.raises(UsageError, match=r"0.weight: checkpoint \(7, 4, 1, 1\) vs model \(9, 4, 1, 1\)"):
+    with pytest.raises(
+        UsageError, match=r"0.weight: checkpoint \(7, 4, 1, 1\) vs model \(9, 4, 1, 1\)"
+    ):
         check_checkpoint_matches_model(model, path)
     torch.save({"model": model.state_dict()}, path)
     check_checkpoint_matches_model(model, path)

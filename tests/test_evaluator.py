@@ -1,18 +1,29 @@
 """JSISEvaluator end to end on a tiny dataset written in tmp_path (fake model outputs)."""
+
 import json
 import os
+import pickle
 import uuid
 
 import numpy as np
 import pytest
 import torch
-from detectron2.data import MetadataCatalog
-from detectron2.structures import Boxes, Instances
 
 from jsis_d2.data.label_space import LabelSpace
 from jsis_d2.data.panoptic_png import write_panoptic_png
 from jsis_d2.evaluation import JSISEvaluator, pq_compute, rpn_recall
+from jsis_d2.evaluation.accumulators import (
+    CocoInstancesAccumulator,
+    PanopticAccumulator,
+    ProposalRecallAccumulator,
+    SemSegAccumulator,
+    ground_truth,
+    read_ground_truth,
+)
 from jsis_d2.evaluation.pq import PanopticEvalError, UnknownSegmentError
+
+from detectron2.data import MetadataCatalog
+from detectron2.structures import Boxes, Instances
 
 CATS = [  # contiguous: person 0, car 1 (things), sky 2, road 3 (stuff)
     {"id": 1, "name": "person", "isthing": 1},
@@ -28,23 +39,32 @@ def _image(h, w, seed):
     rng = np.random.default_rng(seed)
     ids = np.zeros((h, w), dtype=np.int64)
     ids[: h // 2] = 100  # sky
-    ids[h // 2:] = 200  # road
+    ids[h // 2 :] = 200  # road
     y, x = rng.integers(1, h // 2), rng.integers(1, w // 3)
-    ids[y: y + h // 3, x: x + w // 4] = 301  # person
-    ids[h // 2: h // 2 + h // 4, w // 2: w // 2 + w // 5] = 302  # person
-    ids[h - h // 5:, w - w // 3:] = 401  # car
+    ids[y : y + h // 3, x : x + w // 4] = 301  # person
+    ids[h // 2 : h // 2 + h // 4, w // 2 : w // 2 + w // 5] = 302  # person
+    ids[h - h // 5 :, w - w // 3 :] = 401  # car
     ids[0, :] = 0  # void
     ids[1, : w // 4] = 501  # crowd person strip
     cats = {100: 2, 200: 3, 301: 0, 302: 0, 401: 1, 501: 0}
     segs = []
     for sid, k in cats.items():
         ys, xs = np.nonzero(ids == sid)
-        segs.append({
-            "id": sid, "category_id": k, "iscrowd": int(sid == 501), "isthing": k < 2,
-            "area": int(len(ys)),
-            "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-                     int(ys.max() - ys.min() + 1)],
-        })
+        segs.append(
+            {
+                "id": sid,
+                "category_id": k,
+                "iscrowd": int(sid == 501),
+                "isthing": k < 2,
+                "area": int(len(ys)),
+                "bbox": [
+                    int(xs.min()),
+                    int(ys.min()),
+                    int(xs.max() - xs.min() + 1),
+                    int(ys.max() - ys.min() + 1),
+                ],
+            }
+        )
     return ids, segs
 
 
@@ -52,8 +72,9 @@ def _image(h, w, seed):
 def dataset(tmp_path):
     """Three images of different sizes; GT PNGs + a GT JSON in dataset ids; metadata."""
     name = f"jsis_test_eval_{uuid.uuid4().hex[:8]}"
-    MetadataCatalog.get(name).set(**LS.metadata(), label_divisor=1000, ignore_label=255,
-                                  evaluator_type="jsis_panoptic")
+    MetadataCatalog.get(name).set(
+        **LS.metadata(), label_divisor=1000, ignore_label=255, evaluator_type="jsis_panoptic"
+    )
     gt_dir = tmp_path / "gt"
     gt_dir.mkdir()
     dicts, anns = [], []
@@ -61,15 +82,36 @@ def dataset(tmp_path):
         ids, segs = _image(h, w, i)
         fname = f"{i:03d}.png"
         write_panoptic_png(str(gt_dir / fname), ids)
-        dicts.append({"file_name": f"{i:03d}.jpg", "image_id": i, "height": h, "width": w,
-                      "pan_seg_file_name": str(gt_dir / fname), "segments_info": segs})
-        anns.append({"image_id": i, "file_name": fname, "segments_info": [
-            dict(s, category_id=LS.to_dataset_id(s["category_id"]), isthing=int(s["isthing"]))
-            for s in segs]})
+        dicts.append(
+            {
+                "file_name": f"{i:03d}.jpg",
+                "image_id": i,
+                "height": h,
+                "width": w,
+                "pan_seg_file_name": str(gt_dir / fname),
+                "segments_info": segs,
+            }
+        )
+        anns.append(
+            {
+                "image_id": i,
+                "file_name": fname,
+                "segments_info": [
+                    dict(
+                        s, category_id=LS.to_dataset_id(s["category_id"]), isthing=int(s["isthing"])
+                    )
+                    for s in segs
+                ],
+            }
+        )
     gt_json = tmp_path / "gt.json"
     gt_json.write_text(json.dumps({"annotations": anns, "categories": CATS}))
-    yield name, dicts, str(gt_json), {i: _image(*hw, i)[0] for i, hw in
-                                      enumerate([(24, 32), (30, 20), (16, 16)])}
+    yield (
+        name,
+        dicts,
+        str(gt_json),
+        {i: _image(*hw, i)[0] for i, hw in enumerate([(24, 32), (30, 20), (16, 16)])},
+    )
     MetadataCatalog.remove(name)
 
 
@@ -79,8 +121,15 @@ def _outputs_from_gt(d, ids, branches=("panoptic_seg", "sem_seg", "instances", "
     segs = d["segments_info"]
     out = {}
     if "panoptic_seg" in branches:
-        pinfo = [{"id": s["id"], "category_id": s["category_id"], "isthing": s["isthing"],
-                  "area": s["area"]} for s in segs]
+        pinfo = [
+            {
+                "id": s["id"],
+                "category_id": s["category_id"],
+                "isthing": s["isthing"],
+                "area": s["area"],
+            }
+            for s in segs
+        ]
         out["panoptic_seg"] = (torch.from_numpy(ids.astype(np.int32)), pinfo)
     if "sem_seg" in branches:
         sem = np.zeros((LS.num_classes, h, w), dtype=np.float32)
@@ -88,8 +137,10 @@ def _outputs_from_gt(d, ids, branches=("panoptic_seg", "sem_seg", "instances", "
             sem[s["category_id"]][ids == s["id"]] = 1.0
         out["sem_seg"] = torch.from_numpy(sem)
     things = [s for s in segs if s["isthing"] and not s["iscrowd"]]
-    xyxy = torch.tensor([[x, y, x + bw, y + bh] for x, y, bw, bh in (s["bbox"] for s in things)],
-                        dtype=torch.float32)
+    xyxy = torch.tensor(
+        [[x, y, x + bw, y + bh] for x, y, bw, bh in (s["bbox"] for s in things)],
+        dtype=torch.float32,
+    )
     if "instances" in branches:
         inst = Instances((h, w))
         inst.pred_masks = torch.from_numpy(np.stack([ids == s["id"] for s in things]))
@@ -138,12 +189,16 @@ def test_perturbed_panoptic_matches_pq_compute_on_saved_files(dataset, tmp_path)
     ev.reset()
     for d in dicts:
         ids = gt_ids[d["image_id"]].copy()
-        ids[:, : ids.shape[1] // 3] = np.where(ids[:, : ids.shape[1] // 3] == 100, 200,
-                                               ids[:, : ids.shape[1] // 3])  # sky -> road
+        ids[:, : ids.shape[1] // 3] = np.where(
+            ids[:, : ids.shape[1] // 3] == 100, 200, ids[:, : ids.shape[1] // 3]
+        )  # sky -> road
         ids[ids == 302] = 0  # a missed person
         present = set(np.unique(ids).tolist())
-        pinfo = [{"id": s["id"], "category_id": s["category_id"], "isthing": s["isthing"]}
-                 for s in d["segments_info"] if s["id"] in present]
+        pinfo = [
+            {"id": s["id"], "category_id": s["category_id"], "isthing": s["isthing"]}
+            for s in d["segments_info"]
+            if s["id"] in present
+        ]
         ev.process([d], [{"panoptic_seg": (torch.from_numpy(ids), pinfo)}])
     r = ev.evaluate()
     assert set(r) == {"panoptic_seg"}  # other branches absent: not reported
@@ -198,8 +253,10 @@ def test_rpn_recall_hand_computed(dataset):
     props.proposal_boxes = Boxes(torch.tensor(boxes[:2] + [[0.0, 0, 1, 1]]))
     ev.process([d0], [{"proposals": props}])
     # image without thing boxes: left out of the mean
-    d_empty = dict(dicts[2], segments_info=[s for s in dicts[2]["segments_info"]
-                                            if not s["isthing"] or s["iscrowd"]])
+    d_empty = dict(
+        dicts[2],
+        segments_info=[s for s in dicts[2]["segments_info"] if not s["isthing"] or s["iscrowd"]],
+    )
     ids = gt_ids[2].copy()
     ids[np.isin(ids, [301, 302, 401])] = 0
     write_panoptic_png(d_empty["pan_seg_file_name"], ids)
@@ -262,11 +319,100 @@ def test_ground_truth_area_disagreeing_with_the_png_is_not_inf(dataset, caplog):
     ev = JSISEvaluator(name, distributed=False)
     d = dicts[2]
     out = _outputs_from_gt(d, gt_ids[2], branches=("panoptic_seg",))
-    bad = dict(d, segments_info=[dict(s, area=0) if s["id"] == 401 else s
-                                 for s in d["segments_info"]])
+    bad = dict(
+        d, segments_info=[dict(s, area=0) if s["id"] == 401 else s for s in d["segments_info"]]
+    )
     ev.process([bad], [out])
     with caplog.at_level("WARNING", logger="jsis_d2.evaluation.pq"):
         res = ev.evaluate()["panoptic_seg"]
     assert res["PQ"] == 100.0 and res["PQ-car"] == 100.0
     png_area = int((gt_ids[2] == 401).sum())
     assert f"002.png), segment 401: area 0 in the JSON, {png_area} pixels in the PNG" in caplog.text
+
+
+# The accumulators behind JSISEvaluator: ground truth read once, boxes, merging states.
+
+
+def test_ground_truth_png_read_once_per_image(dataset, monkeypatch):
+    name, dicts, _, gt_ids = dataset
+    reads = []
+    real = ground_truth.read_segment_ids
+    monkeypatch.setattr(
+        ground_truth,
+        "read_segment_ids",
+        lambda path, where="": reads.append(path) or real(path, where),
+    )
+    ev = JSISEvaluator(name, distributed=False)
+    for d in dicts:
+        ev.process([d], [_outputs_from_gt(d, gt_ids[d["image_id"]])])
+    r = ev.evaluate()
+    assert set(r) == {"panoptic_seg", "sem_seg", "segm", "bbox", "rpn"}
+    assert reads == [d["pan_seg_file_name"] for d in dicts]
+
+
+def test_boxes_from_the_png_when_segments_info_has_none(dataset):
+    name, dicts, _, gt_ids = dataset
+    ev = JSISEvaluator(name, distributed=False)
+    for d in dicts:
+        gt = read_ground_truth(d, LS.num_classes)
+        for s in d["segments_info"]:
+            assert gt.box_xywh(s["id"]) == s["bbox"]  # given
+        no_box = dict(
+            d,
+            segments_info=[{k: v for k, v in s.items() if k != "bbox"} for s in d["segments_info"]],
+        )
+        gt = read_ground_truth(no_box, LS.num_classes)
+        for s in d["segments_info"]:
+            assert gt.box_xywh(s["id"]) == s["bbox"]  # the tight box of the PNG's pixels
+        ev.process(
+            [no_box],
+            [_outputs_from_gt(d, gt_ids[d["image_id"]], branches=("instances", "proposals"))],
+        )
+    r = ev.evaluate()
+    assert r["bbox"]["AP50"] == pytest.approx(100.0) and r["rpn"]["mean_recall"] == 100.0
+    d = dicts[0]
+    absent = dict(d, segments_info=d["segments_info"] + [{"id": 999, "category_id": 0}])
+    with pytest.raises(PanopticEvalError, match=r"image 0 .*segment 999 .*no pixel"):
+        read_ground_truth(absent, LS.num_classes).box_xywh(999)
+
+
+def test_pickled_states_of_two_shards_give_the_results_of_one(dataset):
+    """What comm.gather does: states pickled per shard, results(states) on the main process."""
+    name, dicts, _, gt_ids = dataset
+
+    def accumulators(images):
+        accs = [
+            PanopticAccumulator(LS),
+            SemSegAccumulator(LS.names),
+            CocoInstancesAccumulator(LS.names[: LS.num_things]),
+            ProposalRecallAccumulator(LS.num_things, 0.5),
+        ]
+        for d in images:
+            gt = read_ground_truth(d, LS.num_classes)
+            out = _outputs_from_gt(d, gt_ids[d["image_id"]])
+            if d["image_id"] == 1:  # not perfect, so the sums matter
+                pan, pinfo = out["panoptic_seg"]
+                out["panoptic_seg"] = (
+                    pan.masked_fill(pan == 302, 0),
+                    [p for p in pinfo if p["id"] != 302],
+                )
+                out["sem_seg"] = out["sem_seg"].flip(2)
+                out["instances"] = out["instances"][:1]
+                out["proposals"] = out["proposals"][1:]
+            for acc in accs:
+                acc.process(gt, out[acc.key])
+        return accs
+
+    whole = accumulators(dicts)
+    shards = [accumulators(dicts[:1]), accumulators(dicts[1:])]
+    for i, acc in enumerate(whole):
+        states = [pickle.loads(pickle.dumps(s[i].state())) for s in shards]
+        merged, single = acc.results(states), acc.results([acc.state()])
+        assert merged.keys() == single.keys() and merged, acc.key
+        for section in single:
+            for key, value in single[section].items():
+                if isinstance(value, float) and np.isnan(value):
+                    assert np.isnan(merged[section][key]), (section, key)
+                else:
+                    assert merged[section][key] == pytest.approx(value, abs=1e-9), (section, key)
+    assert JSISEvaluator(name, distributed=False).evaluate() == {}  # nothing processed

@@ -8,22 +8,22 @@ The images are split between the ranks the way Detectron2's inference sampler sp
 (contiguous shards); the perturbed image lives on rank 1 only, so a gather that lost rank 1's
 state (or double-counted rank 0's) changes every metric.
 """
+
 import json
 import os
 
 import numpy as np
 import pytest
-import torch
-import jsis_d2  # noqa: F401  (first: its compat shims must precede detectron2 in the workers)
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from detectron2.data import MetadataCatalog
+from test_evaluator import LS, _image, _outputs_from_gt
 
+import jsis_d2  # noqa: F401  (first: its compat shims must precede detectron2 in the workers)
+from jsis_d2.data.panoptic_png import write_panoptic_png
 from jsis_d2.engine.distributed import destroy_process_groups
 from jsis_d2.evaluation import JSISEvaluator
-from jsis_d2.data.panoptic_png import write_panoptic_png
 
-from test_evaluator import LS, _image, _outputs_from_gt
+from detectron2.data import MetadataCatalog
 
 SIZES = [(24, 32), (30, 20), (16, 16), (20, 28)]
 NAME = "jsis_test_eval_distributed"
@@ -39,8 +39,16 @@ def _dataset(root):
         path = os.path.join(root, f"{i:03d}.png")
         if not os.path.exists(path):
             write_panoptic_png(path, ids)
-        dicts.append({"file_name": f"{i:03d}.jpg", "image_id": i, "height": h, "width": w,
-                      "pan_seg_file_name": path, "segments_info": segs})
+        dicts.append(
+            {
+                "file_name": f"{i:03d}.jpg",
+                "image_id": i,
+                "height": h,
+                "width": w,
+                "pan_seg_file_name": path,
+                "segments_info": segs,
+            }
+        )
         gt_ids[i] = ids
     return dicts, gt_ids
 
@@ -59,15 +67,15 @@ def _outputs(d, ids):
     sem[:, :, : sem.shape[2] // 2] = 0
     sem[3, :, : sem.shape[2] // 2] = 1  # left half predicted road
     inst = out["instances"]
-    out["instances"] = inst[inst.pred_masks.flatten(1).float().sum(1) !=
-                            float((ids == 302).sum())]
+    out["instances"] = inst[inst.pred_masks.flatten(1).float().sum(1) != float((ids == 302).sum())]
     return out
 
 
 def _register():
     if NAME not in MetadataCatalog.list():
-        MetadataCatalog.get(NAME).set(**LS.metadata(), label_divisor=1000, ignore_label=255,
-                                      evaluator_type="jsis_panoptic")
+        MetadataCatalog.get(NAME).set(
+            **LS.metadata(), label_divisor=1000, ignore_label=255, evaluator_type="jsis_panoptic"
+        )
 
 
 def _run(root, out_dir, rank, world):
@@ -75,7 +83,7 @@ def _run(root, out_dir, rank, world):
     _register()
     dicts, gt_ids = _dataset(os.path.join(root, "gt"))
     n = len(dicts)
-    shard = dicts[n * rank // world: n * (rank + 1) // world]
+    shard = dicts[n * rank // world : n * (rank + 1) // world]
     ev = JSISEvaluator(NAME, output_dir=out_dir, distributed=world > 1)
     ev.reset()
     for d in shard:
@@ -84,8 +92,9 @@ def _run(root, out_dir, rank, world):
 
 
 def _worker(rank, root):
-    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank,
-                            world_size=WORLD)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=WORLD
+    )
     try:
         results = _run(root, os.path.join(root, "eval_dist"), rank, WORLD)
         with open(os.path.join(root, f"results_rank{rank}.json"), "w") as f:
@@ -124,5 +133,6 @@ def test_two_processes_gather_to_the_single_process_results(tmp_path):
         saved = json.load(f)
     assert sorted(a["image_id"] for a in saved["annotations"]) == list(range(len(SIZES)))
     for a in saved["annotations"]:
-        assert os.path.isfile(os.path.join(root, "eval_dist", "panoptic_predictions",
-                                           a["file_name"]))
+        assert os.path.isfile(
+            os.path.join(root, "eval_dist", "panoptic_predictions", a["file_name"])
+        )

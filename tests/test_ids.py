@@ -1,4 +1,5 @@
 """jsis_d2.data.ids.IdIndex: rows of ids, with and without void, any id order."""
+
 import numpy as np
 
 from jsis_d2.data.ids import IdIndex

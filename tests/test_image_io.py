@@ -1,4 +1,5 @@
 """16-bit and other high-bit-depth images: scaled to 8 bits by the type's range, or refused."""
+
 import numpy as np
 import pytest
 import torch

@@ -5,12 +5,13 @@ import copy
 
 import pytest
 import torch
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
-from detectron2.structures import BitMasks, Boxes, Instances
-from detectron2.utils.events import EventStorage
 
 from jsis_d2.config import setup_cfg
 from jsis_d2.modeling.meta_arch import LOSS_KEY_TO_WEIGHT, JSISNet, paste_mask_probs
+
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 QUICK = "configs/quick/jsis_R18_C4_quick.yaml"
 K, T = 9, 4

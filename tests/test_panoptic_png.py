@@ -1,4 +1,5 @@
 """jsis_d2.data.panoptic_png: the panoptic PNG codec (id space, modes, errors)."""
+
 import numpy as np
 import pytest
 from PIL import Image

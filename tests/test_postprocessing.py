@@ -5,9 +5,10 @@ import random
 
 import pytest
 import torch
-from detectron2.structures import Instances
 
 from jsis_d2.postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge, stuff_map
+
+from detectron2.structures import Instances
 
 IS_THING = [True, True, False, False, False]
 H, W = 6, 8

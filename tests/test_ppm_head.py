@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
-
 from jsis_d2.config import get_jsis_cfg
 from jsis_d2.modeling.ppm_head import PPMHead
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
 
 K = 7
 SHAPE = {"res4": ShapeSpec(channels=16, stride=16)}

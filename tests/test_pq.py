@@ -1,4 +1,5 @@
 """jsis_d2.evaluation.pq: panopticapi parity, hand-computed values, bad input, CLI."""
+
 import contextlib
 import io
 import json
@@ -66,9 +67,9 @@ def _base_gt(h=8, w=10, big=False):
     o = 1 << 23 if big else 0
     ids = np.zeros((h, w), dtype=np.int64)
     ids[:, : w // 3] = 11 + o
-    ids[: h // 2, w // 3:] = 21 + o
-    ids[h // 2:, w // 3: 2 * w // 3] = 31 + o
-    ids[h // 2:, 2 * w // 3:] = 41 + o
+    ids[: h // 2, w // 3 :] = 21 + o
+    ids[h // 2 :, w // 3 : 2 * w // 3] = 31 + o
+    ids[h // 2 :, 2 * w // 3 :] = 41 + o
     ids[0, :] = 0  # void row
     spec = {11 + o: (1, 0), 21 + o: (7, 0), 31 + o: (3, 0), 41 + o: (9, 0)}
     return ids, spec
@@ -107,8 +108,13 @@ def _cases():
         # renumbered prediction ids, void all over the GT void row plus one pixel
         pred = np.where(gt > 0, gt + 5, 0)
         pred[1, 0] = 0
-        cases.append((f"renumbered_{h}x{w}", gt_imgs,
-                      [(1, pred, _segments(pred, {k + 5: v for k, v in spec.items()}))]))
+        cases.append(
+            (
+                f"renumbered_{h}x{w}",
+                gt_imgs,
+                [(1, pred, _segments(pred, {k + 5: v for k, v in spec.items()}))],
+            )
+        )
     # IoU just above / below 0.5: a person of 20 px, prediction covering 11 or 10 of them
     gt = np.zeros((6, 10), dtype=np.int64)
     gt[1:5, :5] = 5  # person 20 px
@@ -121,8 +127,13 @@ def _cases():
         flat[:n_cover] = 50
         pred[1:5, :5] = flat.reshape(4, 5)
         # person pred: n_cover px inside the GT person; IoU = n / (n + 20 - n) = n / 20
-        cases.append((f"iou_{tag}", [(1, gt, _segments(gt, gspec))],
-                      [(1, pred, _segments(pred, {50: (1, 0), 60: (9, 0)}))]))
+        cases.append(
+            (
+                f"iou_{tag}",
+                [(1, gt, _segments(gt, gspec))],
+                [(1, pred, _segments(pred, {50: (1, 0), 60: (9, 0)}))],
+            )
+        )
     cases.append(("crowd", *_crowd_case(second_crowd=False)))
     cases.append(("crowd_last_wins", *_crowd_case(second_crowd=True)))
     # empty prediction (all void) and a second image with a category only in the prediction
@@ -130,8 +141,13 @@ def _cases():
     empty = np.zeros_like(gt)
     pred2 = np.where(gt > 0, 77, 0)
     gt_imgs = [(1, gt, _segments(gt, spec)), (2, gt, _segments(gt, spec))]
-    cases.append(("empty_and_pred_only", gt_imgs,
-                  [(1, empty, []), (2, pred2, _segments(pred2, {77: (12, 0)}))]))
+    cases.append(
+        (
+            "empty_and_pred_only",
+            gt_imgs,
+            [(1, empty, []), (2, pred2, _segments(pred2, {77: (12, 0)}))],
+        )
+    )
     return cases
 
 
@@ -317,8 +333,13 @@ def test_error_segments_info_id_not_in_png(good_case):
 def test_error_size_mismatch(good_case):
     tmp, gt, segs, gt_json = good_case
     pred = np.concatenate([gt, gt[:1]], axis=0)
-    pred_json = _pred(tmp, [(1, gt, segs), (2, pred, _segments(pred, {11: (1, 0), 21: (7, 0),
-                                                                    31: (3, 0), 41: (9, 0)}))])
+    pred_json = _pred(
+        tmp,
+        [
+            (1, gt, segs),
+            (2, pred, _segments(pred, {11: (1, 0), 21: (7, 0), 31: (3, 0), 41: (9, 0)})),
+        ],
+    )
     with pytest.raises(PanopticEvalError, match=r"image 2.*10x8 .*prediction is 10x9"):
         pq_compute(gt_json, pred_json)
 
@@ -356,6 +377,7 @@ def test_error_duplicate_image_ids_and_file_names(good_case, which):
 
     def same_id(d):
         d["annotations"][1]["image_id"] = 1
+
     _rewrite(path, same_id)
     with pytest.raises(PanopticEvalError, match=rf"{which}\.json.*image_id 1 .*2 annotations"):
         pq_compute(gt_json, pred_json)
@@ -378,13 +400,17 @@ def test_ground_truth_area_that_disagrees_with_the_png(good_case, caplog):
     assert r == exact  # panopticapi: inf for this class
     assert np.isfinite(_flat(r)).all()
     msg = " ".join(rec.getMessage() for rec in caplog.records)
-    assert re.search(rf"1 segment\(s\) in 1 image\(s\).*image 2.*gt/2\.png.*segment 31: "
-                     rf"area 0 in the JSON, {area_31} pixels in the PNG", msg), msg
+    assert re.search(
+        rf"1 segment\(s\) in 1 image\(s\).*image 2.*gt/2\.png.*segment 31: "
+        rf"area 0 in the JSON, {area_31} pixels in the PNG",
+        msg,
+    ), msg
 
 
 def _flat(r):
     return [v for g in ("All", "Things", "Stuff") for k, v in r[g].items() if k != "n"] + [
-        v for c in r["per_class"].values() for v in c.values()]
+        v for c in r["per_class"].values() for v in c.values()
+    ]
 
 
 def test_categories_without_isthing_are_refused(good_case, capsys):
@@ -399,12 +425,19 @@ def test_categories_without_isthing_are_refused(good_case, capsys):
 
 
 @pytest.mark.parametrize("which", ["gt", "pred"])
-@pytest.mark.parametrize("breakage, pattern", [
-    (lambda d: d["annotations"][1].pop("segments_info"), r"image_id 2 .*'segments_info'"),
-    (lambda d: d.update(annotations={"1": d["annotations"][0]}), r"'annotations' must be a list"),
-    (lambda d: d["annotations"].__setitem__(1, "2.png"), r"annotation #1 .*'2\.png'.*object"),
-    (lambda d: d["annotations"][0].pop("file_name"), r"image_id 1 .*'file_name'"),
-], ids=["no_segments_info", "dict_not_list", "string_annotation", "no_file_name"])
+@pytest.mark.parametrize(
+    "breakage, pattern",
+    [
+        (lambda d: d["annotations"][1].pop("segments_info"), r"image_id 2 .*'segments_info'"),
+        (
+            lambda d: d.update(annotations={"1": d["annotations"][0]}),
+            r"'annotations' must be a list",
+        ),
+        (lambda d: d["annotations"].__setitem__(1, "2.png"), r"annotation #1 .*'2\.png'.*object"),
+        (lambda d: d["annotations"][0].pop("file_name"), r"image_id 1 .*'file_name'"),
+    ],
+    ids=["no_segments_info", "dict_not_list", "string_annotation", "no_file_name"],
+)
 def test_malformed_annotations_name_the_file(good_case, which, breakage, pattern, capsys):
     tmp, gt, segs, gt_json = good_case
     pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
@@ -421,8 +454,11 @@ def test_cli_per_class_marks_absent_classes_like_the_evaluator(good_case, capsys
     tmp, gt, segs, gt_json = good_case
     pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
     assert P.main([gt_json, pred_json, "--per-class"]) == 0
-    lines = {ln.split()[1]: ln for ln in capsys.readouterr().out.splitlines()
-             if ln.split()[:1] in (["1"], ["3"], ["7"], ["9"], ["12"])}
+    lines = {
+        ln.split()[1]: ln
+        for ln in capsys.readouterr().out.splitlines()
+        if ln.split()[:1] in (["1"], ["3"], ["7"], ["9"], ["12"])
+    }
     assert lines["tree"].split()[2:] == ["n/a", "n/a", "n/a"]
     assert lines["sky"].split()[2:] == ["100.0", "100.0", "100.0"]
     assert pq_compute(gt_json, pred_json)["per_class"][12] == {"pq": 0.0, "sq": 0.0, "rq": 0.0}

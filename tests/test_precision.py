@@ -3,19 +3,27 @@
 The bf16 tests need a CPU with bfloat16 support (oneDNN's check); they skip with the reason
 elsewhere, like the CUDA test. The error paths run everywhere (support is faked off/on).
 """
+
 import pytest
 import torch
-from detectron2.modeling import build_model
-from detectron2.utils.events import EventStorage
 
-from jsis_d2 import precision
 from benchmarks.common import random_inputs
+from jsis_d2 import precision
 from jsis_d2.config import ConfigError, setup_cfg
 from jsis_d2.engine.trainer import build_step_trainer
 
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
 CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
-BF16 = ["SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "bfloat16",
-        "TEST.PRECISION", "bfloat16"]
+BF16 = [
+    "SOLVER.AMP.ENABLED",
+    True,
+    "SOLVER.AMP.PRECISION",
+    "bfloat16",
+    "TEST.PRECISION",
+    "bfloat16",
+]
 
 needs_bf16 = pytest.mark.skipif(
     not precision.cpu_bf16_support()["supported"],
@@ -29,22 +37,35 @@ def _model(opts=(), seed=0, device="cpu"):
 
 
 _DEVICES = [
-    pytest.param("cpu", marks=pytest.mark.skipif(
-        not precision.cpu_bf16_support()["supported"],
-        reason=f"this CPU has no bfloat16 support: {precision.cpu_bf16_support()}")),
-    pytest.param("cuda", marks=pytest.mark.skipif(
-        not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
-        reason="needs CUDA with bf16")),
+    pytest.param(
+        "cpu",
+        marks=pytest.mark.skipif(
+            not precision.cpu_bf16_support()["supported"],
+            reason=f"this CPU has no bfloat16 support: {precision.cpu_bf16_support()}",
+        ),
+    ),
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(
+            not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+            reason="needs CUDA with bf16",
+        ),
+    ),
 ]
 
 
-@pytest.mark.parametrize("opts, key", [
-    (["TEST.PRECISION", "float16"], "TEST.PRECISION='float16' on MODEL.DEVICE='cpu'"),
-    (["SOLVER.AMP.ENABLED", True], "SOLVER.AMP.PRECISION='float16' on MODEL.DEVICE='cpu'"),
-    (["TEST.PRECISION", "fp8"], "TEST.PRECISION='fp8' is not one of"),
-    (["SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "float32"],
-     "SOLVER.AMP.PRECISION='float32' is not one of float16, bfloat16"),
-])
+@pytest.mark.parametrize(
+    "opts, key",
+    [
+        (["TEST.PRECISION", "float16"], "TEST.PRECISION='float16' on MODEL.DEVICE='cpu'"),
+        (["SOLVER.AMP.ENABLED", True], "SOLVER.AMP.PRECISION='float16' on MODEL.DEVICE='cpu'"),
+        (["TEST.PRECISION", "fp8"], "TEST.PRECISION='fp8' is not one of"),
+        (
+            ["SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "float32"],
+            "SOLVER.AMP.PRECISION='float32' is not one of float16, bfloat16",
+        ),
+    ],
+)
 def test_unusable_precision_is_a_one_line_config_error(opts, key):
     with pytest.raises(ConfigError) as e:
         _model(opts)
@@ -52,10 +73,16 @@ def test_unusable_precision_is_a_one_line_config_error(opts, key):
 
 
 def test_bf16_on_a_cpu_without_support_is_refused(monkeypatch):
-    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: {
-        "supported": False, "avx512_bf16": False, "amx_bf16": False, "capability": "AVX2"})
-    with pytest.raises(ConfigError, match=r"TEST.PRECISION='bfloat16' on MODEL.DEVICE='cpu': "
-                                          r"this CPU has no bfloat16 support"):
+    monkeypatch.setattr(
+        precision,
+        "cpu_bf16_support",
+        lambda: {"supported": False, "avx512_bf16": False, "amx_bf16": False, "capability": "AVX2"},
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"TEST.PRECISION='bfloat16' on MODEL.DEVICE='cpu': "
+        r"this CPU has no bfloat16 support",
+    ):
         _model(["TEST.PRECISION", "bfloat16"])
     with pytest.raises(ConfigError, match="SOLVER.AMP.PRECISION='bfloat16'"):
         _model(BF16[:4])
@@ -148,7 +175,7 @@ def test_bf16_inference_matches_fp32_on_a_trained_checkpoint(device):
         assert b["instances"].scores.dtype == torch.float32
         assert b["proposals"].objectness_logits.dtype == torch.float32
         assert len(a["panoptic_seg"][1]) > 2  # the trained model finds segments
-        agree = (_category_map(a["panoptic_seg"]) == _category_map(b["panoptic_seg"]))
+        agree = _category_map(a["panoptic_seg"]) == _category_map(b["panoptic_seg"])
         assert agree.float().mean() >= 0.98
         sem = a["sem_seg"].argmax(0) == b["sem_seg"].argmax(0)
         assert sem.float().mean() >= 0.98
@@ -200,13 +227,26 @@ def test_train_net_runs_bf16_training_and_evaluation(tmp_path):
     from jsis_d2.engine.launcher import run
 
     names = {"train": "jsis_test_prec_train", "val": "jsis_test_prec_val"}
-    make_synthetic_datasets(str(tmp_path / "syn"), num_train=2, num_val=1, image_size=64,
-                            register=False)
+    make_synthetic_datasets(
+        str(tmp_path / "syn"), num_train=2, num_val=1, image_size=64, register=False
+    )
     register_synthetic_datasets(str(tmp_path / "syn"), names=names)
     out = tmp_path / "run"
-    argv = ["--config-file", CONFIG, "OUTPUT_DIR", str(out),
-            "DATASETS.TRAIN", f"('{names['train']}',)", "DATASETS.TEST", f"('{names['val']}',)",
-            "SOLVER.MAX_ITER", "2", "SEED", "3", *map(str, BF16)]
+    argv = [
+        "--config-file",
+        CONFIG,
+        "OUTPUT_DIR",
+        str(out),
+        "DATASETS.TRAIN",
+        f"('{names['train']}',)",
+        "DATASETS.TEST",
+        f"('{names['val']}',)",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SEED",
+        "3",
+        *map(str, BF16),
+    ]
     assert run(argv) == 0
     log = (out / "log.txt").read_text()
     assert "Training with torch.bfloat16 autocast on cpu (SimpleTrainer)" in log
@@ -228,8 +268,9 @@ def test_cuda_amp_training_step(dtype):
 
     if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    cfg = setup_cfg(CONFIG, ["MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", True,
-                             "SOLVER.AMP.PRECISION", dtype])
+    cfg = setup_cfg(
+        CONFIG, ["MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", dtype]
+    )
     torch.manual_seed(0)
     model = build_model(cfg)
     batch = random_inputs(64, 64, 2, train=True, num_classes=9, num_things=4, gt_per_image=3)
@@ -254,8 +295,19 @@ def test_fused_adamw_makes_the_same_update_as_the_loop():
     for fused in (True, False):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4))
-        cfg = setup_cfg(None, ["SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", 0.01,
-                               "SOLVER.WEIGHT_DECAY", 0.01, "SOLVER.ADAMW_FUSED", fused])
+        cfg = setup_cfg(
+            None,
+            [
+                "SOLVER.OPTIMIZER",
+                "ADAMW",
+                "SOLVER.BASE_LR",
+                0.01,
+                "SOLVER.WEIGHT_DECAY",
+                0.01,
+                "SOLVER.ADAMW_FUSED",
+                fused,
+            ],
+        )
         opt = build_optimizer(cfg, model)
         assert opt.param_groups[0]["fused"] is fused
         g = torch.Generator().manual_seed(1)

@@ -1,5 +1,6 @@
 """metrics.json reading: a torn last line (a killed run) is skipped or set aside, a corrupt
 line in the middle is an error naming it."""
+
 import json
 
 import pytest

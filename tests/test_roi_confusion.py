@@ -1,6 +1,7 @@
 """The ROI-head confusion diagnostic (jsis_d2.evaluation.roi_confusion, tools/roi_confusion.py):
 counts land in (ground truth, prediction) cells, background is the last column, bad models,
 inputs and checkpoints fail clearly. Tiny quick config (R18, 64x64), CPU."""
+
 import json
 import os
 import sys
@@ -9,16 +10,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 
 from jsis_d2.config import setup_cfg
 from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
 from jsis_d2.evaluation.roi_confusion import format_roi_confusion, roi_confusion_matrix
 
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-import roi_confusion as tool  # noqa: E402
+import roi_confusion as tool
 
 QUICK = "configs/quick/jsis_R18_C4_quick.yaml"
 T = 4
@@ -31,10 +33,16 @@ def quick_model(*opts):
 
 def sample(boxes, classes, name="img.png"):
     g = torch.Generator().manual_seed(len(boxes))
-    inst = Instances((64, 64), gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)),
-                     gt_classes=torch.tensor(classes, dtype=torch.int64))
-    return {"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g),
-            "instances": inst, "file_name": name}
+    inst = Instances(
+        (64, 64),
+        gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)),
+        gt_classes=torch.tensor(classes, dtype=torch.int64),
+    )
+    return {
+        "image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g),
+        "instances": inst,
+        "file_name": name,
+    }
 
 
 class FixedPredictor(torch.nn.Module):
@@ -81,8 +89,10 @@ def test_bad_model_and_bad_input_are_named():
     with pytest.raises(ValueError, match="Res5ROIHeads"):
         roi_confusion_matrix(SimpleNamespace(roi_heads=None), [])
     with pytest.raises(ValueError, match="no_inst.png.*'instances'"):
-        roi_confusion_matrix(quick_model(), [{"image": torch.zeros(3, 8, 8, dtype=torch.uint8),
-                                               "file_name": "no_inst.png"}])
+        roi_confusion_matrix(
+            quick_model(),
+            [{"image": torch.zeros(3, 8, 8, dtype=torch.uint8), "file_name": "no_inst.png"}],
+        )
 
 
 def test_format_table_and_shape_check():
@@ -104,12 +114,24 @@ def test_cli_end_to_end_and_errors(tmp_path, capsys, isolated_logs):
     ckpt = tmp_path / "model.pth"
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
     out = tmp_path / "conf.json"
-    rc = tool.main(["--config-file", QUICK, "--weights", str(ckpt), "--dataset", names["val"],
-                    "--output", str(out)])
+    rc = tool.main(
+        [
+            "--config-file",
+            QUICK,
+            "--weights",
+            str(ckpt),
+            "--dataset",
+            names["val"],
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.load(open(out))
     n_boxes = sum(
-        1 for d in tool.DatasetCatalog.get(names["val"]) for s in d["segments_info"]
+        1
+        for d in tool.DatasetCatalog.get(names["val"])
+        for s in d["segments_info"]
         if s["isthing"] and not s["iscrowd"]
     )
     assert np.array(data["matrix"]).shape == (T, T + 1)
@@ -122,6 +144,17 @@ def test_cli_end_to_end_and_errors(tmp_path, capsys, isolated_logs):
     # a checkpoint for another number of thing classes
     other = quick_model("MODEL.ROI_HEADS.NUM_CLASSES", "3")
     DetectionCheckpointer(other, save_dir=str(tmp_path)).save("other")
-    assert tool.main(["--config-file", QUICK, "--weights", str(tmp_path / "other.pth"),
-                      "--dataset", names["val"]]) == 2
+    assert (
+        tool.main(
+            [
+                "--config-file",
+                QUICK,
+                "--weights",
+                str(tmp_path / "other.pth"),
+                "--dataset",
+                names["val"],
+            ]
+        )
+        == 2
+    )
     assert "does not fit this model" in capsys.readouterr().err

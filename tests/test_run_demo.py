@@ -1,5 +1,6 @@
 """tools/run_demo.py on bad input: one error line (exit 2), nothing of the user's touched.
 (Its full flow is `make demo`; --quick runs it end to end in ~30 s, not part of the suite.)"""
+
 import importlib.util
 import os
 
@@ -37,8 +38,9 @@ def test_missing_initial_weights(tmp_path, capsys):
     run_demo = _load()
     missing = str(tmp_path / "R-18.pth")
     try:
-        rc = run_demo.main(["--quick", "--output", str(tmp_path / "out"), "--opts",
-                            "MODEL.WEIGHTS", missing])
+        rc = run_demo.main(
+            ["--quick", "--output", str(tmp_path / "out"), "--opts", "MODEL.WEIGHTS", missing]
+        )
     finally:
         register_synthetic_datasets()
     assert rc == 2

@@ -1,16 +1,19 @@
 """SeparateNetworks: the paper's Table 3 baseline (two networks, merged with the same rules)."""
+
 import pytest
 import torch
-from detectron2.modeling import build_model
 
 from jsis_d2.config import setup_cfg
 from jsis_d2.modeling.separate import SeparateNetworks
 
+from detectron2.modeling import build_model
+
 
 def _model(variant):
-    cfg = setup_cfg(f"configs/quick/jsis_R18_C4_quick{variant}.yaml",
-                    ["MODEL.JSIS.INSTANCE_SCORE_THRESH", "0.0", "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-                     "0.0"])
+    cfg = setup_cfg(
+        f"configs/quick/jsis_R18_C4_quick{variant}.yaml",
+        ["MODEL.JSIS.INSTANCE_SCORE_THRESH", "0.0", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
+    )
     torch.manual_seed(0)
     return build_model(cfg).eval()
 

@@ -1,4 +1,5 @@
 """Synthetic dataset generator: determinism, content, generator -> registration -> mapper."""
+
 import hashlib
 import importlib.util
 import json
@@ -7,7 +8,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from jsis_d2.config import get_jsis_cfg
@@ -17,12 +17,14 @@ from jsis_d2.data.datasets.builtin import (
     make_synthetic_datasets,
     register_synthetic_datasets,
 )
+from jsis_d2.data.panoptic_png import read_panoptic_png
 from jsis_d2.data.synthetic import (
     SYNTHETIC_CATEGORIES,
-    generate_synthetic_dataset,
     SyntheticSplitMismatch,
+    generate_synthetic_dataset,
 )
-from jsis_d2.data.panoptic_png import read_panoptic_png
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,7 +85,12 @@ def test_files_follow_coco_panoptic_format(split):
         for s in ann["segments_info"]:
             ys, xs = np.nonzero(ids == s["id"])
             assert s["area"] == len(xs)
-            assert s["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            assert s["bbox"] == [
+                xs.min(),
+                ys.min(),
+                xs.max() - xs.min() + 1,
+                ys.max() - ys.min() + 1,
+            ]
             isthing = s["category_id"] <= 4
             assert s["iscrowd"] in (0, 1) and (isthing or not s["iscrowd"])
             n_crowd += s["iscrowd"]
@@ -156,7 +163,9 @@ def test_generator_registration_mapper_round_trip(tmp_path):
         assert out["segments_info"] == val[0]["segments_info"]
     finally:
         register_synthetic_datasets()  # back to the default root
-    assert MetadataCatalog.get("jsis_synthetic_train").image_root.startswith(default_synthetic_root())
+    assert MetadataCatalog.get("jsis_synthetic_train").image_root.startswith(
+        default_synthetic_root()
+    )
 
 
 def test_existing_split_is_reused_or_replaced_and_foreign_folders_kept(tmp_path):

@@ -1,4 +1,5 @@
 """Pure target derivation: panoptic ids + segments_info -> sem_seg, instance targets."""
+
 import numpy as np
 import pytest
 import torch

@@ -2,6 +2,7 @@
 
 Each run trains the quick R18 config (64x64 inputs) for a few iterations on CPU.
 """
+
 import glob
 import json
 import os
@@ -28,11 +29,23 @@ def tiny_synthetic(tmp_path_factory):
 
 def _argv(out, *extra, max_iter=4):
     return [
-        "--config-file", CONFIG, *[a for a in extra if a.startswith("--")],
-        "OUTPUT_DIR", str(out),
-        "DATASETS.TRAIN", f"('{NAMES['train']}',)", "DATASETS.TEST", f"('{NAMES['val']}',)",
-        "SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", "2",
-        "SOLVER.STEPS", "(3,)", "SEED", "7",
+        "--config-file",
+        CONFIG,
+        *[a for a in extra if a.startswith("--")],
+        "OUTPUT_DIR",
+        str(out),
+        "DATASETS.TRAIN",
+        f"('{NAMES['train']}',)",
+        "DATASETS.TEST",
+        f"('{NAMES['val']}',)",
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "SOLVER.STEPS",
+        "(3,)",
+        "SEED",
+        "7",
         *[a for a in extra if not a.startswith("--")],
     ]
 
@@ -143,9 +156,9 @@ def test_separate_run_logs_keeps_each_log_to_its_run(tmp_path):
     """Two runs in one process (tools/ablation.py): each log.txt holds only its own run."""
     import logging
 
-    from detectron2.utils.logger import setup_logger
-
     from jsis_d2.engine.launcher import separate_run_logs
+
+    from detectron2.utils.logger import setup_logger
 
     name = "jsis_d2_test_separate_logs"
     lg = logging.getLogger(name)
@@ -170,9 +183,19 @@ def test_every_sample_bad_in_a_loader_worker_is_one_line(tmp_path, capsys, isola
     register_synthetic_datasets(root, names=names)
     for png in glob.glob(os.path.join(root, "train", "panoptic", "*.png")):
         os.remove(png)
-    rc = run(_argv(tmp_path / "bad", "DATASETS.TRAIN", f"('{names['train']}',)",
-                   "DATASETS.TEST", f"('{names['val']}',)", "DATALOADER.SKIP_BAD_SAMPLES", "True",
-                   "DATALOADER.NUM_WORKERS", "1"))
+    rc = run(
+        _argv(
+            tmp_path / "bad",
+            "DATASETS.TRAIN",
+            f"('{names['train']}',)",
+            "DATASETS.TEST",
+            f"('{names['val']}',)",
+            "DATALOADER.SKIP_BAD_SAMPLES",
+            "True",
+            "DATALOADER.NUM_WORKERS",
+            "1",
+        )
+    )
     captured = capsys.readouterr()
     assert rc == 2, captured.err[-3000:]
     errors = [line for line in captured.err.splitlines() if line.startswith("train_net: error:")]

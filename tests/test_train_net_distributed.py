@@ -9,6 +9,7 @@ Each job trains the quick R18 config (64x64) for 4 iterations on the built-in
 register datasets when they import jsis_d2, so a name registered only in the test process
 would not reach them.
 """
+
 import json
 import os
 import socket
@@ -40,28 +41,45 @@ def _free_port():
 @pytest.fixture(scope="module")
 def datasets_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("d2datasets"))
-    make_synthetic_datasets(os.path.join(root, "jsis_synthetic"), num_train=4, num_val=2,
-                            image_size=64, register=False)
+    make_synthetic_datasets(
+        os.path.join(root, "jsis_synthetic"), num_train=4, num_val=2, image_size=64, register=False
+    )
     return root
 
 
 def _cmd(out, *flags, opts=()):
     return [
-        sys.executable, TRAIN_NET, "--config-file", CONFIG, *flags,
-        "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
-        "SOLVER.STEPS", "(3,)", "SOLVER.IMS_PER_BATCH", "2", "SEED", "7",
-        "DATALOADER.NUM_WORKERS", "0", *opts,
+        sys.executable,
+        TRAIN_NET,
+        "--config-file",
+        CONFIG,
+        *flags,
+        "OUTPUT_DIR",
+        str(out),
+        "SOLVER.MAX_ITER",
+        "4",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "SOLVER.STEPS",
+        "(3,)",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SEED",
+        "7",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        *opts,
     ]
 
 
 def _env(datasets_root):
-    return dict(os.environ, DETECTRON2_DATASETS=datasets_root, PYTHONPATH=ROOT,
-                OMP_NUM_THREADS="1")
+    return dict(os.environ, DETECTRON2_DATASETS=datasets_root, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
 
 
 def _run(cmd, datasets_root):
-    p = subprocess.run(cmd, env=_env(datasets_root), capture_output=True, text=True,
-                       timeout=TIMEOUT, cwd=ROOT)
+    p = subprocess.run(
+        cmd, env=_env(datasets_root), capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT
+    )
     return p
 
 
@@ -84,8 +102,15 @@ def test_two_processes_train_in_sync_and_evaluate_like_one(datasets_root, tmp_pa
     assert "All 2 ranks end training with identical weights" in log
     assert "World size: 2" in log or "world size: 2" in log.lower()
     # rank 0 alone writes checkpoints and metrics; rank 1 only its own log
-    for f in ("model_0000001.pth", "model_0000003.pth", "model_final.pth", "last_checkpoint",
-              "metrics.json", "config.yaml", "log.txt.rank1"):
+    for f in (
+        "model_0000001.pth",
+        "model_0000003.pth",
+        "model_final.pth",
+        "last_checkpoint",
+        "metrics.json",
+        "config.yaml",
+        "log.txt.rank1",
+    ):
         assert (out / f).is_file(), f
     assert "Saving checkpoint" not in (out / "log.txt.rank1").read_text()
     rows, evals = _evals(out)
@@ -96,8 +121,10 @@ def test_two_processes_train_in_sync_and_evaluate_like_one(datasets_root, tmp_pa
     # The gathered evaluation (2 ranks, 1 val image each) equals one process's on the same
     # weights.
     single = tmp_path / "single"
-    p = _run(_cmd(single, "--eval-only", opts=("MODEL.WEIGHTS", str(out / "model_final.pth"))),
-             datasets_root)
+    p = _run(
+        _cmd(single, "--eval-only", opts=("MODEL.WEIGHTS", str(out / "model_final.pth"))),
+        datasets_root,
+    )
     _ok(p)
     with open(single / "eval_results.json") as f:
         one = json.load(f)["results"]
@@ -111,8 +138,10 @@ def test_two_processes_train_in_sync_and_evaluate_like_one(datasets_root, tmp_pa
     os.remove(out / "model_final.pth")
     os.remove(out / "model_0000003.pth")
     (out / "last_checkpoint").write_text("model_0000001.pth")
-    p = _run(_cmd(out, "--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{_free_port()}",
-                  "--resume"), datasets_root)
+    p = _run(
+        _cmd(out, "--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{_free_port()}", "--resume"),
+        datasets_root,
+    )
     _ok(p)
     log = (out / "log.txt").read_text()
     assert "training continues at iteration 2 of 4" in log
@@ -127,9 +156,21 @@ def test_two_machines_on_localhost(datasets_root, tmp_path):
     url = f"tcp://127.0.0.1:{_free_port()}"
     procs = [
         subprocess.Popen(
-            _cmd(out, "--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(r),
-                 "--dist-url", url),
-            env=_env(datasets_root), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            _cmd(
+                out,
+                "--num-gpus",
+                "1",
+                "--num-machines",
+                "2",
+                "--machine-rank",
+                str(r),
+                "--dist-url",
+                url,
+            ),
+            env=_env(datasets_root),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for r in (0, 1)
@@ -144,9 +185,17 @@ def test_two_machines_on_localhost(datasets_root, tmp_path):
 
 @needs_cpu_launch
 def test_worker_error_is_one_line_with_exit_code_2(datasets_root, tmp_path):
-    p = _run(_cmd(tmp_path / "bad", "--num-gpus", "2", "--dist-url",
-                  f"tcp://127.0.0.1:{_free_port()}", opts=("DATASETS.TRAIN", "('nope',)")),
-             datasets_root)
+    p = _run(
+        _cmd(
+            tmp_path / "bad",
+            "--num-gpus",
+            "2",
+            "--dist-url",
+            f"tcp://127.0.0.1:{_free_port()}",
+            opts=("DATASETS.TRAIN", "('nope',)"),
+        ),
+        datasets_root,
+    )
     assert p.returncode == 2, p.stderr[-4000:]
     assert "Traceback" not in p.stderr, p.stderr[-4000:]
     errors = [line for line in p.stderr.splitlines() if line.startswith("train_net: error:")]
@@ -156,9 +205,20 @@ def test_worker_error_is_one_line_with_exit_code_2(datasets_root, tmp_path):
 @pytest.mark.skipif(launch_supports_cpu(), reason="this detectron2 has the CPU launch")
 def test_detectron2_v06_refuses_cpu_processes_naming_the_official_stack(tmp_path):
     p = subprocess.run(
-        [sys.executable, TRAIN_NET, "--config-file", CONFIG, "--num-gpus", "2",
-         "OUTPUT_DIR", str(tmp_path / "x")],
-        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=TIMEOUT,
+        [
+            sys.executable,
+            TRAIN_NET,
+            "--config-file",
+            CONFIG,
+            "--num-gpus",
+            "2",
+            "OUTPUT_DIR",
+            str(tmp_path / "x"),
+        ],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
         cwd=ROOT,
     )
     assert p.returncode == 2, p.stderr[-3000:]

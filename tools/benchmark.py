@@ -7,6 +7,7 @@
 
 Same as ``python -m benchmarks ...`` from the repository root; see benchmarks/cli.py.
 """
+
 import os
 import sys
 

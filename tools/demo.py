@@ -16,6 +16,7 @@ stems clash in one folder keep their extension (``a/x.jpg``, ``a/x.png`` -> ``a/
 ``a/x.png.png``). An input that cannot be read is skipped with a warning naming it; the run
 then ends with one error line listing the skipped files and exit code 2.
 """
+
 import argparse
 import functools
 import glob
@@ -28,13 +29,14 @@ import cv2
 import tqdm
 
 import jsis_d2  # noqa: F401
-from detectron2.data import MetadataCatalog
-from detectron2.utils.logger import setup_logger
 from jsis_d2.config import ConfigError, setup_cfg
 from jsis_d2.data.image_io import read_image
 from jsis_d2.engine.checks import UsageError
 from jsis_d2.predictor import JSISPredictor
 from jsis_d2.visualization import draw_four_panel, draw_panoptic
+
+from detectron2.data import MetadataCatalog
+from detectron2.utils.logger import setup_logger
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("jsis_d2.demo")
@@ -117,7 +119,10 @@ def run(args):
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     predictor = JSISPredictor(cfg)
     draw = functools.partial(
-        render, predictor, metadata=metadata, input_format=cfg.INPUT.FORMAT,
+        render,
+        predictor,
+        metadata=metadata,
+        input_format=cfg.INPUT.FORMAT,
         score_thresh=cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
     )
     if args.video_input:
@@ -175,7 +180,8 @@ def run_images(draw, paths, output, mode, fmt):
     if skipped:
         raise UsageError(
             f"{len(skipped)} input file(s) could not be read and were skipped: "
-            + ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            + ", ".join(skipped[:5])
+            + (", ..." if len(skipped) > 5 else "")
         )
     return 0
 

@@ -9,6 +9,7 @@ the registered datasets jsis_synthetic_train / jsis_synthetic_val look for it. S
 give byte-identical files; an existing split with the same arguments is reused, one made
 with other arguments is left alone (error) unless --overwrite.
 """
+
 import argparse
 import logging
 import sys
@@ -21,16 +22,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--root", default=None, help="output folder (default: %(default)s -> "
-                        "$DETECTRON2_DATASETS/jsis_synthetic)")
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="output folder (default: %(default)s -> $DETECTRON2_DATASETS/jsis_synthetic)",
+    )
     parser.add_argument("--num-train", type=int, default=400)
     parser.add_argument("--num-val", type=int, default=50)
-    parser.add_argument("--size", type=int, nargs="+", default=[128],
-                        help="image size: H (square) or H W, pixels")
+    parser.add_argument(
+        "--size", type=int, nargs="+", default=[128], help="image size: H (square) or H W, pixels"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", default="png", choices=["png", "jpg"], help="image format")
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="regenerate a split that exists (same or other arguments), deleting the files the "
         "generator wrote there before; other files in it stay",
     )
@@ -54,7 +60,7 @@ def main(argv=None):
         sys.stderr.write(f"make_synthetic_dataset: error: {e}\n")
         return 2
     for split, p in paths.items():
-        logging.getLogger("jsis_d2").info(f"{split}: {p['panoptic_json']}")
+        logging.getLogger("jsis_d2").info("%s: %s", split, p["panoptic_json"])
     return 0
 
 

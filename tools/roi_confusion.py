@@ -10,19 +10,21 @@ The dataset defaults to DATASETS.TEST[0]. Images go through the training mapper 
 flips, so the boxes are the training targets. The table goes to stdout, and with --output
 also to a JSON file.
 """
+
 import argparse
 import json
 import sys
 
 import jsis_d2  # noqa: F401  (registers the datasets and the meta-architecture)
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling import build_model
-from detectron2.utils.logger import setup_logger
 from jsis_d2.config import ConfigError, setup_cfg
 from jsis_d2.data import JSISDatasetMapper
 from jsis_d2.engine.checks import UsageError, check_checkpoint_matches_model
 from jsis_d2.evaluation.roi_confusion import format_roi_confusion, roi_confusion_matrix
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
 
 
 def get_parser():
@@ -60,12 +62,22 @@ def main(argv=None):
     conf = roi_confusion_matrix(model, (mapper(d) for d in dicts))
     things = MetadataCatalog.get(name).thing_classes
     text = format_roi_confusion(conf, things)
-    sys.stdout.write(f"ROI head on the ground-truth boxes of {len(dicts)} images of {name}:\n\n"
-                     f"{text}\n")
+    sys.stdout.write(
+        f"ROI head on the ground-truth boxes of {len(dicts)} images of {name}:\n\n{text}\n"
+    )
     if args.output:
         with open(args.output, "w") as f:
-            json.dump({"dataset": name, "weights": args.weights, "num_images": len(dicts),
-                       "thing_classes": list(things), "matrix": conf.tolist()}, f, indent=1)
+            json.dump(
+                {
+                    "dataset": name,
+                    "weights": args.weights,
+                    "num_images": len(dicts),
+                    "thing_classes": list(things),
+                    "matrix": conf.tolist(),
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

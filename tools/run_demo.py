@@ -10,6 +10,7 @@ semantic | instance, with category names), plus Detectron2's usual run folder (l
 metrics.json lines, TensorBoard events, checkpoints, config.yaml). Re-running continues an
 existing run in OUTPUT (``--resume`` semantics) and re-evaluates it.
 """
+
 import argparse
 import json
 import logging
@@ -20,17 +21,23 @@ import time
 import cv2
 
 import jsis_d2  # noqa: F401
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import default_argument_parser
 from jsis_d2.config import ConfigError, setup_cfg
 from jsis_d2.data.datasets import make_synthetic_datasets
 from jsis_d2.data.image_io import read_image
 from jsis_d2.data.synthetic import SyntheticSplitMismatch
 from jsis_d2.engine.checks import UsageError
 from jsis_d2.engine.launcher import main as launch_main
-from jsis_d2.engine.report import format_summary, plot_loss_curves, read_metrics_json, summarize_results
+from jsis_d2.engine.report import (
+    format_summary,
+    plot_loss_curves,
+    read_metrics_json,
+    summarize_results,
+)
 from jsis_d2.predictor import JSISPredictor
 from jsis_d2.visualization import draw_four_panel
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_argument_parser
 
 DEFAULT_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
 QUICK_CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
@@ -41,11 +48,14 @@ def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--output", default="output/demo", help="output folder (OUTPUT_DIR)")
     p.add_argument("--config-file", default=None, help=f"default {DEFAULT_CONFIG}")
-    p.add_argument("--quick", action="store_true", help=f"tiny run for smoke tests ({QUICK_CONFIG})")
+    p.add_argument(
+        "--quick", action="store_true", help=f"tiny run for smoke tests ({QUICK_CONFIG})"
+    )
     p.add_argument("--num-figures", type=int, default=6, help="validation images to draw")
     p.add_argument("--quick-images", type=int, default=8, help="training images in --quick")
     p.add_argument(
-        "--overwrite-dataset", action="store_true",
+        "--overwrite-dataset",
+        action="store_true",
         help="regenerate the synthetic dataset when it exists with other arguments",
     )
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
@@ -66,7 +76,10 @@ def write_figures(cfg, out_dir, num):
         bgr = read_image(d["file_name"], format="BGR")  # as DefaultPredictor takes it
         rgb = bgr[:, :, ::-1]
         vis = draw_four_panel(
-            rgb, predictor(bgr), metadata, score_thresh=cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
+            rgb,
+            predictor(bgr),
+            metadata,
+            score_thresh=cfg.MODEL.JSIS.INSTANCE_SCORE_THRESH,
             scale=max(1.0, 256 / max(rgb.shape[:2])),
         )
         path = os.path.join(out_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png")
@@ -80,8 +93,11 @@ def make_dataset(args):
     try:
         if args.quick:  # a tiny set of its own, so the default dataset is left as it is
             make_synthetic_datasets(
-                os.path.join(args.output, "synthetic"), num_train=args.quick_images, num_val=4,
-                image_size=64, overwrite=args.overwrite_dataset,
+                os.path.join(args.output, "synthetic"),
+                num_train=args.quick_images,
+                num_val=4,
+                image_size=64,
+                overwrite=args.overwrite_dataset,
             )
         else:  # $DETECTRON2_DATASETS/jsis_synthetic, reused when present
             make_synthetic_datasets(overwrite=args.overwrite_dataset)
@@ -143,8 +159,11 @@ def run(args):
     logger.info("\n%s", text)
     logger.info(
         "demo done in %.0f s: %s, %s, %d figures in %s",
-        time.time() - t0, os.path.join(args.output, "demo_metrics.txt"),
-        os.path.join(args.output, "loss_curves.png"), len(figs), os.path.join(args.output, "figures"),
+        time.time() - t0,
+        os.path.join(args.output, "demo_metrics.txt"),
+        os.path.join(args.output, "loss_curves.png"),
+        len(figs),
+        os.path.join(args.output, "figures"),
     )
     return 0
 

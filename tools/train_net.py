@@ -6,8 +6,9 @@
     python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
     python tools/train_net.py --config-file CFG --num-gpus 8        # one machine, 8 GPUs
     python tools/train_net.py --config-file CFG --num-gpus 8 --num-machines 2 \
-        --machine-rank 0 --dist-url tcp://HOST:PORT                # multi-machine (torch.distributed)
+        --machine-rank 0 --dist-url tcp://HOST:PORT         # multi-machine (torch.distributed)
 """
+
 import sys
 
 import jsis_d2  # noqa: F401  (compat shims + registrations)

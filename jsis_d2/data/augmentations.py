@@ -1,4 +1,5 @@
 """Geometric augmentations of JSIS-Net: fixed-size resize (paper) and horizontal flip."""
+
 import logging
 from typing import List
 
@@ -52,7 +53,5 @@ def build_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
                 f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got {flip!r}"
             )
         if flip != "none":
-            augs.append(
-                T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical")
-            )
+            augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
     return augs

@@ -6,6 +6,7 @@ unknown category id is found when the JSON loads, so there the loader drops the 
 warning names and counts them). Evaluation never skips: ``DatasetCatalog.get`` keeps refusing
 such a dataset with an error naming the file.
 """
+
 import functools
 from typing import Dict, List
 

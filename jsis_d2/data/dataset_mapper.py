@@ -29,6 +29,7 @@ seen every distinct sample fail raises ``BadSampleError`` "no usable training sa
 Test-mode mappers always raise: evaluating on a silently different image set would give wrong
 numbers.
 """
+
 import copy
 import logging
 from typing import Dict, List, Optional, Sequence
@@ -148,7 +149,7 @@ class JSISDatasetMapper:
         self.dataset_names = tuple(dataset_names)
         self._failed = set()  # sample_key of every sample that failed in this worker
         mode = "training" if is_train else "inference"
-        logger.info(f"[JSISDatasetMapper] Augmentations used in {mode}: {augmentations}")
+        logger.info("[JSISDatasetMapper] Augmentations used in %s: %s", mode, augmentations)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):

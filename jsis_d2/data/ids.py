@@ -3,6 +3,7 @@
 Used for panoptic segment ids (PNG ids -> rows of ``segments_info``, in the dataset mapper and
 the PQ evaluation) and for class indices (the evaluator's semantic confusion). Pure numpy.
 """
+
 import numpy as np
 
 __all__ = ["IdIndex"]

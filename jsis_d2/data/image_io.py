@@ -17,6 +17,7 @@ becomes (nearly) all white. Here those modes are scaled to 8 bits first:
 Every other mode (RGB, L, P, RGBA, CMYK, 16-bit RGB PNGs, which Pillow already reads as
 8-bit RGB, ...) goes through Detectron2's own conversion unchanged.
 """
+
 import numpy as np
 from PIL import Image
 

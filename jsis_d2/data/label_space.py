@@ -13,6 +13,7 @@ Id spaces used across the project:
 ``K = len(categories)`` is ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``; ``T = number of things`` is
 ``MODEL.ROI_HEADS.NUM_CLASSES``.
 """
+
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -30,7 +31,6 @@ class LabelSpace:
 
     def __init__(self, categories: Sequence[Dict]):
         check_categories(categories)
-        ids = [int(c["id"]) for c in categories]
         things = [c for c in categories if c["isthing"]]
         stuff = [c for c in categories if not c["isthing"]]
         self.categories: List[Dict] = [dict(c) for c in things + stuff]

@@ -1,12 +1,14 @@
 """Checks of the COCO panoptic JSON format shared by the dataset loader and the PQ evaluation:
 one home for what makes an ``annotations`` list usable (pure Python, no detectron2)."""
+
 from typing import Callable, Dict, List, Sequence
 
 __all__ = ["check_annotations", "first_duplicate"]
 
 
-def first_duplicate(entries: Sequence[Dict], key: str, what: Callable, other: str = "id",
-                    error=ValueError) -> None:
+def first_duplicate(
+    entries: Sequence[Dict], key: str, what: Callable, other: str = "id", error=ValueError
+) -> None:
     """Raise ``error(what(value, [other of each entry]))`` for the first ``key`` value shared
     by several entries."""
     seen = {}
@@ -39,10 +41,24 @@ def check_annotations(annotations, path: str, error=ValueError) -> List[Dict]:
                     f"{ann.get('file_name')}) has no {key!r} "
                     f"{'list' if key == 'segments_info' else 'field'} (got {ann.get(key)!r:.60})"
                 )
-    first_duplicate(annotations, "image_id", lambda v, o: (
-        f"{path}: image_id {v!r} has {len(o)} annotations (PNGs {', '.join(map(str, o))}); "
-        "one per image"), other="file_name", error=error)
-    first_duplicate(annotations, "file_name", lambda v, o: (
-        f"{path}: panoptic PNG {v} is used by the annotations of image_id "
-        f"{' and '.join(map(repr, o))}"), other="image_id", error=error)
+    first_duplicate(
+        annotations,
+        "image_id",
+        lambda v, o: (
+            f"{path}: image_id {v!r} has {len(o)} annotations (PNGs {', '.join(map(str, o))}); "
+            "one per image"
+        ),
+        other="file_name",
+        error=error,
+    )
+    first_duplicate(
+        annotations,
+        "file_name",
+        lambda v, o: (
+            f"{path}: panoptic PNG {v} is used by the annotations of image_id "
+            f"{' and '.join(map(repr, o))}"
+        ),
+        other="image_id",
+        error=error,
+    )
     return annotations

@@ -11,6 +11,7 @@ that is not a readable panoptic PNG, :class:`MissingPanopticPNGError` (also a
 ``FileNotFoundError``) for a missing one. Callers turn them into their own error type
 (the dataset mapper's ``BadSampleError``, the PQ evaluation's ``PanopticEvalError``).
 """
+
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 

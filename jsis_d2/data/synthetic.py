@@ -28,6 +28,7 @@ space maps them to k = 0..8, things first).
 Same arguments -> byte-identical files (each image has its own RNG seeded by
 (seed, split, index), so the images do not depend on ``num_images``).
 """
+
 import json
 import logging
 import os
@@ -166,8 +167,20 @@ def _shape_polygon(cls: int, rng, cx: float, cy: float, size: float) -> List[Tup
     else:  # cross
         t = r * 0.33
         pts = np.array(
-            [[-t, -r], [t, -r], [t, -t], [r, -t], [r, t], [t, t], [t, r], [-t, r],
-             [-t, t], [-r, t], [-r, -t], [-t, -t]]
+            [
+                [-t, -r],
+                [t, -r],
+                [t, -t],
+                [r, -t],
+                [r, t],
+                [t, t],
+                [t, r],
+                [-t, r],
+                [-t, t],
+                [-r, t],
+                [-r, -t],
+                [-t, -t],
+            ]
         )
     ang = rng.uniform(0, 2 * np.pi)
     rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
@@ -344,7 +357,7 @@ def _remove_generated_files(paths: Dict[str, str]) -> None:
     split_dir = os.path.dirname(paths["panoptic_json"])
     kept = sum(len(files) for _, _, files in os.walk(split_dir))
     if kept:
-        logger.info(f"Kept {kept} file(s) in {split_dir} that the generator did not write")
+        logger.info("Kept %d file(s) in %s that the generator did not write", kept, split_dir)
 
 
 def generate_synthetic_dataset(
@@ -397,7 +410,7 @@ def generate_synthetic_dataset(
                 "empty that folder"
             )
         if old == params and not overwrite:
-            logger.info(f"Synthetic split {split!r} already at {split_dir} (same arguments)")
+            logger.info("Synthetic split %r already at %s (same arguments)", split, split_dir)
             return paths
         if not overwrite:
             raise SyntheticSplitMismatch(split_dir, old, params)
@@ -430,5 +443,5 @@ def generate_synthetic_dataset(
     }
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     atomic_write_text(paths["panoptic_json"], text)  # last: marks the split complete
-    logger.info(f"Wrote {num_images} synthetic {h}x{w} images ({split}) to {split_dir}")
+    logger.info("Wrote %d synthetic %dx%d images (%s) to %s", num_images, h, w, split, split_dir)
     return paths

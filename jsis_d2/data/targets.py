@@ -15,10 +15,12 @@ Crowd regions (``iscrowd=1``, always things in COCO) are handled explicitly:
   people is people pixels) or ``ignore_label`` (``crowd_sem_seg="ignore"``: the semantic loss
   skips them). Config key ``INPUT.JSIS.CROWD_SEM_SEG``.
 """
+
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 import torch
+
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from .ids import IdIndex
@@ -144,15 +146,19 @@ def targets_from_index_map(
     cols = masks.any(axis=1)  # [N, W]
     keep = rows.any(axis=1)
     masks, rows, cols, inst_idx = masks[keep], rows[keep], cols[keep], inst_idx[keep]
-    boxes = np.stack(
-        [
-            cols.argmax(axis=1),
-            rows.argmax(axis=1),
-            w - cols[:, ::-1].argmax(axis=1),
-            h - rows[:, ::-1].argmax(axis=1),
-        ],
-        axis=1,
-    ).astype(np.float32).reshape(-1, 4)
+    boxes = (
+        np.stack(
+            [
+                cols.argmax(axis=1),
+                rows.argmax(axis=1),
+                w - cols[:, ::-1].argmax(axis=1),
+                h - rows[:, ::-1].argmax(axis=1),
+            ],
+            axis=1,
+        )
+        .astype(np.float32)
+        .reshape(-1, 4)
+    )
     return PanopticTargets(sem_seg, masks, seg_cls[inst_idx], seg_ids[inst_idx], boxes)
 
 

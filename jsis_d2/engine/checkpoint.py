@@ -13,6 +13,7 @@
 Saving and loading themselves are fvcore's / Detectron2's: only the file opening and the
 choice of the file to resume from are overridden.
 """
+
 import logging
 import os
 
@@ -119,8 +120,12 @@ class EnsureFinalCheckpoint(HookBase):
         if trainer.iter < trainer.max_iter or checkpoint_problem(final) is None:
             return  # stopped early (error) or the file is fine
         last = trainer.max_iter - 1  # what a save after the last step records
-        logger.warning("Rewriting %s (%s) from the model at iteration %d", final,
-                       checkpoint_problem(final), last)
+        logger.warning(
+            "Rewriting %s (%s) from the model at iteration %d",
+            final,
+            checkpoint_problem(final),
+            last,
+        )
         done, trainer.iter = trainer.iter, last
         try:
             self.checkpointer.save("model_final", iteration=last)

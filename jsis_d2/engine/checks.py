@@ -1,5 +1,6 @@
 """Up-front checks of a training/evaluation job, each failing with a message that names the
 offending file, key or value (the tools turn :class:`UsageError` into one clean error line)."""
+
 import logging
 import os
 import pickle
@@ -7,6 +8,7 @@ import tempfile
 import zipfile
 
 import torch
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
@@ -77,10 +79,12 @@ def check_output_dir(output_dir, resume=False, eval_only=False):
 def _model_state_of(checkpoint):
     if isinstance(checkpoint, dict) and "model" in checkpoint:
         checkpoint = checkpoint["model"]
-    if isinstance(checkpoint, dict) and checkpoint and all(
-        str(k).startswith("module.") for k in checkpoint
+    if (
+        isinstance(checkpoint, dict)
+        and checkpoint
+        and all(str(k).startswith("module.") for k in checkpoint)
     ):  # saved from a DistributedDataParallel model; fvcore strips the prefix when loading
-        checkpoint = {k[len("module."):]: v for k, v in checkpoint.items()}
+        checkpoint = {k[len("module.") :]: v for k, v in checkpoint.items()}
     return checkpoint
 
 

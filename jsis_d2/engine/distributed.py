@@ -5,6 +5,7 @@ Processes: ``--num-gpus N`` starts N processes per machine (one per GPU with CUD
 processes without, gloo); ``--num-machines M --machine-rank R --dist-url tcp://HOST:PORT``
 joins M such machines into one world of M*N ranks.
 """
+
 import contextlib
 import hashlib
 import importlib
@@ -15,6 +16,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+
 from detectron2.engine import defaults as d2_defaults
 from detectron2.utils import comm
 

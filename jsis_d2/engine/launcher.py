@@ -1,5 +1,6 @@
 """The train/evaluate job behind ``tools/train_net.py`` (and the demo): config setup, job
 checks, Detectron2's ``launch``, and clean one-line errors for known failures."""
+
 import contextlib
 import errno
 import json
@@ -21,12 +22,12 @@ from ..data.datasets.panoptic import DatasetNotFoundError
 from ..evaluation.pq import PanopticEvalError
 from .checkpoint import JSISCheckpointer
 from .checks import (
+    UsageError,
     check_checkpoint_matches_model,
     check_datasets,
-    check_weights_readable,
     check_output_dir,
+    check_weights_readable,
     fallback_syncbn,
-    UsageError,
 )
 from .distributed import (
     ERROR_FILE_ENV,

@@ -6,6 +6,7 @@ skips it with a warning; :func:`set_aside_torn_metrics_line`, called before a re
 appends to the file, moves it to ``metrics.json.torn`` so it does not end up glued to the
 next line in the middle of the file. A bad line anywhere else is an error naming the line.
 """
+
 import json
 import logging
 import math
@@ -58,8 +59,9 @@ def read_metrics_json(path):
                 raise UsageError(
                     f"{path}:{n}: not a JSON line ({e}); the file is corrupt before its last line"
                 ) from e
-            logger.warning("%s:%d: skipping a torn last line (%d characters): %s", path, n,
-                           len(line), e)
+            logger.warning(
+                "%s:%d: skipping a torn last line (%d characters): %s", path, n, len(line), e
+            )
     return rows
 
 
@@ -90,8 +92,9 @@ def set_aside_torn_metrics_line(path):
             previous = f.read()
     atomic_write_text(path + ".torn", previous + torn + "\n")
     os.truncate(path, keep)
-    logger.warning("%s ended with an unfinished line (a killed run?); moved it to %s.torn",
-                   path, path)
+    logger.warning(
+        "%s ended with an unfinished line (a killed run?); moved it to %s.torn", path, path
+    )
     return torn
 
 
@@ -100,7 +103,8 @@ def summarize_results(results):
     out = {}
     for label, section, key in SUMMARY_ROWS:
         value = (results or {}).get(section, {}).get(key)
-        out[label] = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        out[label] = None if missing else float(value)
     return out
 
 
@@ -109,7 +113,8 @@ def format_summary(summary, title="JSIS-Net results"):
     width = max(len(k) for k in summary)
     lines = [title, "-" * (width + 12)]
     for k, v in summary.items():
-        lines.append(f"{k:<{width}}  {'-' if v is None else f'{v:8.2f}' if k != 'RPN mean recall' else f'{v:8.3f}'}")
+        fmt = "{:8.3f}" if k == "RPN mean recall" else "{:8.2f}"
+        lines.append(f"{k:<{width}}  {'-' if v is None else fmt.format(v)}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ run was trained with. Here, before ``default_setup``:
   kept as it was and the new config is written beside it as ``config.resume-N.yaml``
   (``config.eval-N.yaml`` for ``--eval-only``), N = 1, 2, ...
 """
+
 import logging
 import os
 
@@ -113,8 +114,12 @@ class SavedConfigGuard:
         atomic_write_text(self.path, self.saved)
         logger.warning(
             "Config differs from the run's %s in %d key(s): %s. Kept %s as it was; this run's "
-            "config is in %s", self.path, len(self.changes),
-            "; ".join(_describe(k, v) for k, v in self.changes.items()), self.path, self.new_path,
+            "config is in %s",
+            self.path,
+            len(self.changes),
+            "; ".join(_describe(k, v) for k, v in self.changes.items()),
+            self.path,
+            self.new_path,
         )
 
 

@@ -1,5 +1,6 @@
 """Epoch-based schedules (the paper's "8 epochs, LR halved after epochs 4 and 7") converted to
 Detectron2's iteration-based SOLVER.MAX_ITER / SOLVER.STEPS."""
+
 import logging
 import math
 
@@ -39,7 +40,12 @@ def resolve_epoch_schedule(cfg, num_images=None):
     logger.info(
         "Epoch schedule: %d images, batch %d -> %d iterations/epoch; %s epochs = MAX_ITER %d, "
         "LR steps after epochs %s = iterations %s",
-        num_images, cfg.SOLVER.IMS_PER_BATCH, per_epoch, epochs, cfg.SOLVER.MAX_ITER,
-        steps_epochs, list(cfg.SOLVER.STEPS),
+        num_images,
+        cfg.SOLVER.IMS_PER_BATCH,
+        per_epoch,
+        epochs,
+        cfg.SOLVER.MAX_ITER,
+        steps_epochs,
+        list(cfg.SOLVER.STEPS),
     )
     return per_epoch

@@ -1,4 +1,5 @@
 """Trainer: Detectron2's DefaultTrainer with JSIS-Net's mapper and evaluator (build_* only)."""
+
 import inspect
 import logging
 import os
@@ -13,9 +14,9 @@ from detectron2.utils import comm
 
 from ..config import OPTIMIZERS, ConfigError
 from ..precision import training_dtype
+from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
 from .checks import UsageError
 from .distributed import cpu_aware_ddp
-from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
 from .report import set_aside_torn_metrics_line
 
 __all__ = ["Trainer", "build_optimizer", "build_step_trainer"]
@@ -119,9 +120,9 @@ class Trainer(DefaultTrainer):
         bad = [s for s in cfg.SOLVER.STEPS if s == cfg.SOLVER.MAX_ITER]
         if bad:
             raise UsageError(
-                f"SOLVER.STEPS={tuple(cfg.SOLVER.STEPS)} holds SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}"
-                " (values after scaling to the number of processes): a step must come before "
-                "the last iteration"
+                f"SOLVER.STEPS={tuple(cfg.SOLVER.STEPS)} holds "
+                f"SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER} (values after scaling to the number of "
+                "processes): a step must come before the last iteration"
             )
         return super().build_lr_scheduler(cfg, optimizer)
 
@@ -164,10 +165,13 @@ class Trainer(DefaultTrainer):
         if resume and self.checkpointer.has_checkpoint():
             logger.info(
                 "Resumed from checkpoint %s: training continues at iteration %d of %d",
-                self.checkpointer.get_checkpoint_file(), self.start_iter, self.max_iter,
+                self.checkpointer.get_checkpoint_file(),
+                self.start_iter,
+                self.max_iter,
             )
         else:
             logger.info(
                 "Starting a new run at iteration 0 of %d from MODEL.WEIGHTS=%r",
-                self.max_iter, self.cfg.MODEL.WEIGHTS or "(random init)",
+                self.max_iter,
+                self.cfg.MODEL.WEIGHTS or "(random init)",
             )

@@ -3,10 +3,17 @@ confusion diagnostic (:func:`roi_confusion_matrix`).
 
 Names are imported lazily so that ``python -m jsis_d2.evaluation.pq`` runs the module once.
 """
+
 import importlib
 
-__all__ = ["pq_compute", "PQStats", "PanopticEvalError", "JSISEvaluator", "rpn_recall",
-           "roi_confusion_matrix"]
+__all__ = [
+    "pq_compute",
+    "PQStats",
+    "PanopticEvalError",
+    "JSISEvaluator",
+    "rpn_recall",
+    "roi_confusion_matrix",
+]
 
 _WHERE = {
     "pq_compute": "pq",

@@ -24,13 +24,11 @@ COCO panoptic format with DATASET category ids: ``output_dir/panoptic_prediction
 Id spaces: inputs (dataset dicts) and outputs carry CONTIGUOUS category indices in [0, K)
 (things first, ``k < T``); files carry dataset ids (converted with :class:`LabelSpace`).
 """
+
 import logging
 from collections import OrderedDict
 from typing import Dict, List, Optional
 
-from detectron2.data import MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 from tabulate import tabulate
 
 from jsis_d2.data.label_space import LabelSpace
@@ -41,6 +39,10 @@ from jsis_d2.evaluation.accumulators import (
     SemSegAccumulator,
     read_ground_truth,
 )
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
 
 __all__ = ["JSISEvaluator"]
 
@@ -149,10 +151,18 @@ class JSISEvaluator(DatasetEvaluator):
         lines = []
         if "panoptic_seg" in results:
             r = results["panoptic_seg"]
-            rows = [[name, r["PQ" + s], r["SQ" + s], r["RQ" + s], r["N" + s]]
-                    for name, s in (("All", ""), ("Things", "_th"), ("Stuff", "_st"))]
-            lines.append(tabulate(rows, headers=["", "PQ", "SQ", "RQ", "#categories"],
-                                  tablefmt="pipe", floatfmt=".3f"))
+            rows = [
+                [name, r["PQ" + s], r["SQ" + s], r["RQ" + s], r["N" + s]]
+                for name, s in (("All", ""), ("Things", "_th"), ("Stuff", "_st"))
+            ]
+            lines.append(
+                tabulate(
+                    rows,
+                    headers=["", "PQ", "SQ", "RQ", "#categories"],
+                    tablefmt="pipe",
+                    floatfmt=".3f",
+                )
+            )
         other = []
         if "sem_seg" in results:
             other.append(["mIoU", results["sem_seg"]["mIoU"]])
@@ -163,6 +173,7 @@ class JSISEvaluator(DatasetEvaluator):
             r = results["rpn"]
             other.append([f"RPN mean recall @IoU{r['iou_threshold']:g}", r["mean_recall"]])
         if other:
-            lines.append(tabulate(other, headers=["metric", "value"], tablefmt="pipe",
-                                  floatfmt=".3f"))
+            lines.append(
+                tabulate(other, headers=["metric", "value"], tablefmt="pipe", floatfmt=".3f")
+            )
         logger.info("JSIS evaluation on %s:\n%s", self._dataset_name, "\n\n".join(lines))

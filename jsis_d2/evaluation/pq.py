@@ -54,6 +54,7 @@ Command line::
     python -m jsis_d2.evaluation.pq GT_JSON PRED_JSON [--gt-folder D] [--pred-folder D]
         [--per-class] [--threads N]
 """
+
 import argparse
 import json
 import logging
@@ -230,7 +231,9 @@ def _explain_bad_segment(segs, cat_index, where):
         try:
             int(s["id"])
         except (TypeError, ValueError):
-            raise PanopticEvalError(f"{where}: segment #{i} has a non-integer id {s['id']!r}")
+            raise PanopticEvalError(
+                f"{where}: segment #{i} has a non-integer id {s['id']!r}"
+            ) from None
         cid = s["category_id"]
         try:
             known = cid in cat_index
@@ -425,7 +428,12 @@ def log_area_mismatches(mismatches: Sequence[Optional[tuple]]) -> int:
         "ground truth: segments_info 'area' disagrees with the PNG for %d segment(s) in %d "
         "image(s); first: %s, segment %d: area %d in the JSON, %d pixels in the PNG. PQ uses "
         "the PNG's pixel counts (panopticapi would use the JSON areas: fix the JSON to compare)",
-        n, len(found), where, sid, json_area, png_area,
+        n,
+        len(found),
+        where,
+        sid,
+        json_area,
+        png_area,
     )
     return n
 
@@ -485,9 +493,7 @@ class PQStats:
                 out.append(None)
                 continue
             denom = tp + 0.5 * fp + 0.5 * fn
-            out.append(
-                {"pq": iou / denom, "sq": iou / tp if tp != 0 else 0.0, "rq": tp / denom}
-            )
+            out.append({"pq": iou / denom, "sq": iou / tp if tp != 0 else 0.0, "rq": tp / denom})
         return out
 
     def average(self, isthing: Sequence[bool], which: Optional[bool] = None) -> Dict:
@@ -531,7 +537,7 @@ def _default_threads() -> int:
 
 def _load_json(path: str, what: str) -> Dict:
     try:
-        with open(path, "r") as f:
+        with open(path) as f:
             return json.load(f)
     except FileNotFoundError:
         raise MissingFileError(f"{what} JSON not found: {path}") from None
@@ -647,8 +653,15 @@ def _image_pairs(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pr
                 f"{gt_ann['file_name']}) in {pred_json_file}"
             )
         pred_ann = pred_by_image[iid]
-        pairs.append((iid, gt_ann, pred_ann, os.path.join(gt_folder, gt_ann["file_name"]),
-                      os.path.join(pred_folder, pred_ann["file_name"])))
+        pairs.append(
+            (
+                iid,
+                gt_ann,
+                pred_ann,
+                os.path.join(gt_folder, gt_ann["file_name"]),
+                os.path.join(pred_folder, pred_ann["file_name"]),
+            )
+        )
     return categories, pairs
 
 
@@ -717,9 +730,7 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
     """
     start = time.perf_counter()
     stats, categories = compute_pq_stats(gt_json_file, pred_json_file, gt_folder, pred_folder)
-    results = stats.results(
-        [c["id"] for c in categories], [c["isthing"] == 1 for c in categories]
-    )
+    results = stats.results([c["id"] for c in categories], [c["isthing"] == 1 for c in categories])
     logger.info(
         "PQ of %s vs %s (%.2f s):\n%s",
         pred_json_file,
@@ -730,8 +741,12 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
     return results
 
 
-def format_pq_table(results: Dict, categories: Optional[Sequence[Dict]] = None,
-                    per_class: bool = False, absent: Sequence = ()) -> str:
+def format_pq_table(
+    results: Dict,
+    categories: Optional[Sequence[Dict]] = None,
+    per_class: bool = False,
+    absent: Sequence = (),
+) -> str:
     """panopticapi's All/Things/Stuff table (percent), optionally followed by every class.
 
     ``absent``: category ids with no TP, FP or FN (left out of the means): shown as ``n/a``.
@@ -752,8 +767,11 @@ def format_pq_table(results: Dict, categories: Optional[Sequence[Dict]] = None,
         absent = set(absent)
         for cid, r in results["per_class"].items():
             if cid in absent:
-                lines.append("{:>6} {:24.24s} {:>5s}  {:>5s}  {:>5s}".format(
-                    cid, names.get(cid, ""), "n/a", "n/a", "n/a"))
+                lines.append(
+                    "{:>6} {:24.24s} {:>5s}  {:>5s}  {:>5s}".format(
+                        cid, names.get(cid, ""), "n/a", "n/a", "n/a"
+                    )
+                )
                 continue
             lines.append(
                 "{:>6} {:24.24s} {:5.1f}  {:5.1f}  {:5.1f}".format(
@@ -771,10 +789,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("gt_json", help="ground-truth COCO panoptic JSON")
     parser.add_argument("pred_json", help="prediction COCO panoptic JSON")
-    parser.add_argument("--gt-folder", default=None, help="ground-truth PNGs (default: GT_JSON "
-                        "without .json)")
-    parser.add_argument("--pred-folder", default=None, help="predicted PNGs (default: PRED_JSON "
-                        "without .json)")
+    parser.add_argument(
+        "--gt-folder", default=None, help="ground-truth PNGs (default: GT_JSON without .json)"
+    )
+    parser.add_argument(
+        "--pred-folder", default=None, help="predicted PNGs (default: PRED_JSON without .json)"
+    )
     parser.add_argument("--per-class", action="store_true", help="also print every class")
     parser.add_argument("--threads", type=int, default=None, help="decoding threads")
     args = parser.parse_args(argv)
@@ -792,7 +812,7 @@ def main(argv=None) -> int:
     sys.stdout.write(
         format_pq_table(results, categories, per_class=args.per_class, absent=absent) + "\n"
     )
-    sys.stdout.write("Time elapsed: {:0.2f} seconds\n".format(time.perf_counter() - start))
+    sys.stdout.write(f"Time elapsed: {time.perf_counter() - start:0.2f} seconds\n")
     return 0
 
 

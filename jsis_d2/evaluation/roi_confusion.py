@@ -10,6 +10,7 @@ Rows: ground-truth thing index t in [0, T). Columns: predicted index in [0, T], 
 background. Crowd regions are not boxes the ROI head is trained on. The mapper drops them from
 ``instances``, so they are not counted here either.
 """
+
 from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
@@ -84,6 +85,7 @@ def format_roi_confusion(conf: np.ndarray, thing_names: Sequence[str]) -> str:
     total = int(conf.sum())
     overall = np.trace(conf[:, : len(names)]) / total if total else float("nan")
     lines.append("")
-    lines.append(f"{total} ground-truth boxes; right class (argmax over things + background): "
-                 f"{overall:.2f}")
+    lines.append(
+        f"{total} ground-truth boxes; right class (argmax over things + background): {overall:.2f}"
+    )
     return "\n".join(lines)

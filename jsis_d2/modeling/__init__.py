@@ -4,7 +4,7 @@ Importing this package registers ``JSISNet`` in Detectron2's ``META_ARCH_REGISTR
 ``PPMHead`` in ``SEM_SEG_HEADS_REGISTRY``.
 """
 
-from .meta_arch import JSISNet  # noqa: F401  (registration)
-from .ppm_head import PPMHead  # noqa: F401  (registration)
+from .meta_arch import JSISNet
+from .ppm_head import PPMHead
 
 __all__ = ["JSISNet", "PPMHead"]

@@ -103,6 +103,7 @@ def paste_mask_probs(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int,
 def _float_fields(results):
     """Low-precision floating tensors (and Instances fields, Boxes) in ``results`` (a tensor
     or a list of Instances/None) -> float32; other dtypes unchanged."""
+
     def f(t):
         return t.float() if torch.is_floating_point(t) and t.dtype != torch.float32 else t
 
@@ -305,9 +306,7 @@ class JSISNet(GeneralizedRCNN):
                 raise ValueError("JSISNet training: the instance branch needs 'instances' inputs")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
             with record_function("jsis.rpn"):
-                proposals, proposal_losses = self.proposal_generator(
-                    images, features, gt_instances
-                )
+                proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
             with record_function("jsis.roi_heads"):
                 _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
             if self.vis_period > 0:

@@ -1,9 +1,11 @@
 """The paper's Table 3 baseline: two independently trained networks (semantic-only and
 instance-only JSISNet, each with its own backbone) whose outputs are merged with the same
 heuristics as the joint network."""
+
 import torch
-from detectron2.modeling.postprocessing import detector_postprocess
 from torch import nn
+
+from detectron2.modeling.postprocessing import detector_postprocess
 
 __all__ = ["SeparateNetworks"]
 

@@ -7,6 +7,7 @@ KeyboardInterrupt, an exception of the writer) removes the temporary file and le
 ``path`` as it was. A SIGKILL can leave only a hidden ``.<name>.tmp-*`` file, never a torn
 ``path``.
 """
+
 import contextlib
 import os
 import tempfile

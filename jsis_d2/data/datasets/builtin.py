@@ -18,6 +18,7 @@ Root: ``$DETECTRON2_DATASETS`` (default ``./datasets``), as in Detectron2. Expec
 Names (never Detectron2's own): jsis_coco_2017_{train,val}_panoptic,
 jsis_mapillary_vistas_{train,val}_panoptic, jsis_synthetic_{train,val}.
 """
+
 import json
 import os
 from typing import Dict, List, Optional, Sequence, Union
@@ -130,8 +131,12 @@ def register_synthetic_datasets(
     for split, name in (names or SYNTHETIC_DATASET_NAMES).items():
         p = synthetic_split_paths(root, split)
         register_panoptic_dataset(
-            name, p["image_root"], p["panoptic_root"], p["panoptic_json"],
-            SYNTHETIC_CATEGORIES, missing_hint=SYNTHETIC_HINT,
+            name,
+            p["image_root"],
+            p["panoptic_root"],
+            p["panoptic_json"],
+            SYNTHETIC_CATEGORIES,
+            missing_hint=SYNTHETIC_HINT,
         )
 
 

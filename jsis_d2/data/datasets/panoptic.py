@@ -9,15 +9,17 @@ all go through :func:`register_panoptic_dataset`.
 Dataset dicts (loader output) use CONTIGUOUS category indices (see
 :mod:`jsis_d2.data.label_space`); dataset category ids stay in the files.
 """
+
 import functools
 import json
 import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
+from PIL import Image
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.file_io import PathManager
-from PIL import Image
 
 from ..dataset_mapper import BadSampleError
 from ..label_space import LabelSpace, check_categories
@@ -81,11 +83,21 @@ def _check_entries(data: Dict, panoptic_json: str) -> None:
                     f"{panoptic_json}: segment #{i} of image_id {ann['image_id']!r} "
                     f"({ann['file_name']}) needs 'id' and 'category_id' (got {seg!r:.80})"
                 )
-    first_duplicate(images, "id", lambda v, o: (
-        f"{panoptic_json}: image id {v!r} appears in {len(o)} 'images' entries "
-        "(each image needs its own id)"))
-    first_duplicate(images, "file_name", lambda v, o: (
-        f"{panoptic_json}: image file {v} is used by images {' and '.join(map(repr, o))}"))
+    first_duplicate(
+        images,
+        "id",
+        lambda v, o: (
+            f"{panoptic_json}: image id {v!r} appears in {len(o)} 'images' entries "
+            "(each image needs its own id)"
+        ),
+    )
+    first_duplicate(
+        images,
+        "file_name",
+        lambda v, o: (
+            f"{panoptic_json}: image file {v} is used by images {' and '.join(map(repr, o))}"
+        ),
+    )
 
 
 def load_panoptic_json(
@@ -148,7 +160,9 @@ def load_panoptic_json(
         logger.warning(
             "Skipped %d of %d images of %s with unknown category ids "
             "(DATALOADER.SKIP_BAD_SAMPLES=True)%s",
-            len(unknown), len(data["annotations"]), panoptic_json,
+            len(unknown),
+            len(data["annotations"]),
+            panoptic_json,
             f"; the first {_LOG_FIRST} are listed above" if len(unknown) > _LOG_FIRST else "",
         )
     if not ret and unknown:
@@ -159,7 +173,7 @@ def load_panoptic_json(
         )
     if not ret:
         raise ValueError(f"panoptic JSON {panoptic_json} has no annotations")
-    logger.info(f"Loaded {len(ret)} images in COCO panoptic format from {panoptic_json}")
+    logger.info("Loaded %d images in COCO panoptic format from %s", len(ret), panoptic_json)
     return ret
 
 
@@ -272,8 +286,13 @@ def register_panoptic_dataset(
     DatasetCatalog.register(
         name,
         functools.partial(
-            load_panoptic_json, panoptic_json, image_root, panoptic_root, label_space,
-            missing_hint, dataset_name=name,
+            load_panoptic_json,
+            panoptic_json,
+            image_root,
+            panoptic_root,
+            label_space,
+            missing_hint,
+            dataset_name=name,
         ),
     )
     MetadataCatalog.get(name).set(**md)

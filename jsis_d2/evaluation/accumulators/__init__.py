@@ -11,6 +11,7 @@ Each consumes one key of the model's output dict (its class attribute ``key``) a
 Id spaces: ground truth and outputs carry CONTIGUOUS class indices in [0, K) (things first,
 ``k < T``); panoptic maps carry segment ids (0 = void).
 """
+
 from jsis_d2.evaluation.accumulators.ground_truth import ImageGroundTruth, read_ground_truth
 from jsis_d2.evaluation.accumulators.instances import CocoInstancesAccumulator, coco_ap
 from jsis_d2.evaluation.accumulators.panoptic import PANOPTIC_DIRNAME, PanopticAccumulator

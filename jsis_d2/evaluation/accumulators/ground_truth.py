@@ -4,6 +4,7 @@ Id spaces: ``ids`` holds the panoptic segment ids of the ground-truth PNG (0 = v
 ``segments`` and ``info`` carry CONTIGUOUS class indices in [0, K) (things first, ``k < T``),
 as the dataset dicts do.
 """
+
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
@@ -54,9 +55,11 @@ class ImageGroundTruth:
         """(segment id, contiguous class in [0, num_things), iscrowd) of the thing segments,
         by ascending id; ``crowd=False`` leaves the crowd segments out."""
         s = self.segments
-        return [(sid, k, c) for sid, k, c in zip(s.ids.tolist(), s.cats.tolist(),
-                                                s.iscrowd.tolist())
-                if k < num_things and (crowd or not c)]
+        return [
+            (sid, k, c)
+            for sid, k, c in zip(s.ids.tolist(), s.cats.tolist(), s.iscrowd.tolist())
+            if k < num_things and (crowd or not c)
+        ]
 
     def box_xywh(self, segment_id: int) -> List[float]:
         """Box [x, y, w, h] of a segment: its ``bbox`` in segments_info, else the tight box

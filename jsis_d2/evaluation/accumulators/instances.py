@@ -5,6 +5,7 @@ non-crowd thing segments of the ground-truth PNG as RLE, crowd segments as ``isc
 Id space: COCO "category_id" here is the CONTIGUOUS thing class index in [0, T), for the
 ground truth and the predictions alike.
 """
+
 import contextlib
 import io
 import logging
@@ -64,8 +65,7 @@ class CocoInstancesAccumulator:
             gt.check_shape(masks.shape[1:], "instances.pred_masks")
             rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
         for i in range(n):
-            d = {"image_id": gt.image_id, "category_id": int(classes[i]),
-                 "score": float(scores[i])}
+            d = {"image_id": gt.image_id, "category_id": int(classes[i]), "score": float(scores[i])}
             if rles[i] is not None:
                 d["segmentation"] = rles[i]
             if boxes is not None:
@@ -80,11 +80,16 @@ class CocoInstancesAccumulator:
         anns = []
         for sid, k, crowd in gt.things(len(self._names)):
             rle = mask_util.encode(np.asfortranarray((gt.ids == sid).astype(np.uint8)))
-            anns.append({
-                "image_id": gt.image_id, "category_id": k, "segmentation": rle,
-                "area": float(mask_util.area(rle)), "bbox": gt.box_xywh(sid),
-                "iscrowd": int(crowd),
-            })
+            anns.append(
+                {
+                    "image_id": gt.image_id,
+                    "category_id": k,
+                    "segmentation": rle,
+                    "area": float(mask_util.area(rle)),
+                    "bbox": gt.box_xywh(sid),
+                    "iscrowd": int(crowd),
+                }
+            )
         return anns
 
     def state(self) -> Dict[str, List[Dict]]:
@@ -106,8 +111,9 @@ class CocoInstancesAccumulator:
             if dts and not preds:
                 continue
             if not gt_anns:
-                logger.warning("%s AP: no ground-truth instances in %s", iou_type,
-                               self._dataset_name)
+                logger.warning(
+                    "%s AP: no ground-truth instances in %s", iou_type, self._dataset_name
+                )
                 out[iou_type] = {"AP": float("nan"), "AP50": float("nan"), "AP75": float("nan")}
             elif not preds:
                 logger.warning("%s AP: the model predicted no instances: AP = 0", iou_type)
@@ -117,8 +123,13 @@ class CocoInstancesAccumulator:
         return out
 
 
-def coco_ap(images: List[Dict], gt_anns: List[Dict], preds: List[Dict],
-            thing_names: Sequence[str], iou_type: str) -> Dict[str, float]:
+def coco_ap(
+    images: List[Dict],
+    gt_anns: List[Dict],
+    preds: List[Dict],
+    thing_names: Sequence[str],
+    iou_type: str,
+) -> Dict[str, float]:
     """{"AP", "AP50", "AP75"} in percent (NaN where COCOeval has none) of ``preds`` against
     ``gt_anns`` (COCO dicts, "category_id" in [0, T), numbered "id"s) with ``COCOeval``.
 
@@ -131,8 +142,11 @@ def coco_ap(images: List[Dict], gt_anns: List[Dict], preds: List[Dict],
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         coco_gt = COCO()
-        coco_gt.dataset = {"images": images, "annotations": [dict(a) for a in gt_anns],
-                           "categories": cats}
+        coco_gt.dataset = {
+            "images": images,
+            "annotations": [dict(a) for a in gt_anns],
+            "categories": cats,
+        }
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(preds)
         ev = COCOeval(coco_gt, coco_dt, iou_type)
@@ -142,5 +156,7 @@ def coco_ap(images: List[Dict], gt_anns: List[Dict], preds: List[Dict],
     summary = [ln for ln in buf.getvalue().splitlines() if ln.lstrip().startswith("Av")]
     logger.info("COCO %s evaluation:\n%s", iou_type, "\n".join(summary))
     s = ev.stats
-    return {name: (100 * float(v) if v >= 0 else float("nan"))
-            for name, v in (("AP", s[0]), ("AP50", s[1]), ("AP75", s[2]))}
+    return {
+        name: (100 * float(v) if v >= 0 else float("nan"))
+        for name, v in (("AP", s[0]), ("AP50", s[1]), ("AP75", s[2]))
+    }

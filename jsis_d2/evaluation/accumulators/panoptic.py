@@ -4,6 +4,7 @@
 Id spaces: predictions and ground truth carry CONTIGUOUS class indices in [0, K) (things
 first); the saved files carry DATASET category ids (converted with :class:`LabelSpace`).
 """
+
 import json
 import logging
 import os
@@ -45,8 +46,9 @@ class PanopticAccumulator:
 
     key = "panoptic_seg"
 
-    def __init__(self, labels: LabelSpace, label_divisor: int = 1000,
-                 output_dir: Optional[str] = None):
+    def __init__(
+        self, labels: LabelSpace, label_divisor: int = 1000, output_dir: Optional[str] = None
+    ):
         self._labels = labels
         self._label_divisor = int(label_divisor)
         self._output_dir = output_dir
@@ -71,7 +73,11 @@ class PanopticAccumulator:
         gt.check_shape(pan.shape, "panoptic_seg")
         pred = segment_table(segments_info, self._cat_index, f"{gt.where} (prediction)")
         hist = joint_histogram(  # [Ng + 1, Np + 1], row/column 0 = void
-            gt.ids, gt.segments.index, pan, pred.index, f"{gt.where} (ground truth)",
+            gt.ids,
+            gt.segments.index,
+            pan,
+            pred.index,
+            f"{gt.where} (ground truth)",
             f"{gt.where} (predicted panoptic_seg)",
         )
         stats = pq_stats_from_histogram(hist, gt.segments, pred, gt.where)
@@ -101,20 +107,27 @@ class PanopticAccumulator:
         segs = []
         for s in segments_info:
             k = int(s["category_id"])
-            d = {"id": int(s["id"]), "category_id": self._labels.to_dataset_id(k),
-                 "isthing": int(self._labels.is_thing[k])}
+            d = {
+                "id": int(s["id"]),
+                "category_id": self._labels.to_dataset_id(k),
+                "isthing": int(self._labels.is_thing[k]),
+            }
             if "area" in s:
                 d["area"] = int(s["area"])
             if "score" in s:
                 d["score"] = float(s["score"])
             segs.append(d)
-        self._annotations.append({"image_id": gt.image_id, "file_name": name,
-                                  "segments_info": segs})
+        self._annotations.append(
+            {"image_id": gt.image_id, "file_name": name, "segments_info": segs}
+        )
 
     def state(self) -> Dict:
         """Picklable: float64 [4, K] PQ sums, the saved annotations, the area mismatches."""
-        return {"pq": self._pq.to_array(), "annotations": self._annotations,
-                "area_mismatches": self._area_mismatches}
+        return {
+            "pq": self._pq.to_array(),
+            "annotations": self._annotations,
+            "area_mismatches": self._area_mismatches,
+        }
 
     def results(self, states: List[Dict]) -> Dict[str, Dict]:
         """{"panoptic_seg": PQ, SQ, RQ, N (percent; _th / _st for things / stuff) and
@@ -139,8 +152,10 @@ class PanopticAccumulator:
 
     def _write_json(self, annotations: List[Dict]) -> None:
         path = os.path.join(self._output_dir, PANOPTIC_DIRNAME + ".json")
-        cats = [{"id": c["id"], "name": c["name"], "isthing": int(bool(c["isthing"]))}
-                for c in self._labels.categories]
+        cats = [
+            {"id": c["id"], "name": c["name"], "isthing": int(bool(c["isthing"]))}
+            for c in self._labels.categories
+        ]
         with open(path, "w") as f:
             json.dump({"annotations": annotations, "categories": cats}, f)
         logger.info("Wrote %d panoptic predictions to %s", len(annotations), path)

@@ -4,13 +4,15 @@ Per image: the fraction of ground-truth non-crowd thing boxes that some proposal
 IoU >= ``iou_threshold``; averaged over images. Images without such boxes have no defined recall
 and are left out of the mean (counted as ``images_without_gt``).
 """
+
 from typing import Dict, List
 
 import numpy as np
 import torch
-from detectron2.structures import Boxes, pairwise_iou
 
 from jsis_d2.evaluation.accumulators.ground_truth import ImageGroundTruth
+
+from detectron2.structures import Boxes, pairwise_iou
 
 __all__ = ["ProposalRecallAccumulator", "rpn_recall"]
 
@@ -51,12 +53,14 @@ class ProposalRecallAccumulator:
         """{"rpn": {"mean_recall" (percent, NaN without images), "num_images",
         "images_without_gt", "iou_threshold"}} over all states."""
         total, n, empty = sum(states).tolist()
-        return {"rpn": {
-            "mean_recall": 100.0 * total / n if n else float("nan"),
-            "num_images": int(n),
-            "images_without_gt": int(empty),
-            "iou_threshold": self._iou,
-        }}
+        return {
+            "rpn": {
+                "mean_recall": 100.0 * total / n if n else float("nan"),
+                "num_images": int(n),
+                "images_without_gt": int(empty),
+                "iou_threshold": self._iou,
+            }
+        }
 
 
 def rpn_recall(gt_boxes: torch.Tensor, proposal_boxes: torch.Tensor, iou_threshold: float) -> float:

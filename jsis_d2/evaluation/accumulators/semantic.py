@@ -3,13 +3,14 @@ confusion matrix, with the definitions of Detectron2's ``SemSegEvaluator``.
 
 Id space: CONTIGUOUS class indices in [0, K) (things first), for prediction and ground truth.
 """
+
 from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 
-from jsis_d2.evaluation.accumulators.ground_truth import ImageGroundTruth
 from jsis_d2.data.ids import IdIndex
+from jsis_d2.evaluation.accumulators.ground_truth import ImageGroundTruth
 from jsis_d2.evaluation.pq import PanopticEvalError, joint_histogram
 
 __all__ = ["SemSegAccumulator", "sem_seg_metrics"]
@@ -45,7 +46,11 @@ class SemSegAccumulator:
         gt.check_shape(pred.shape, "sem_seg")
         seg = gt.segments
         hist = joint_histogram(  # [Ng + 1, K]: row 0 = void, then the GT segments
-            gt.ids, seg.index, pred, self._class_index, f"{gt.where} (ground truth)",
+            gt.ids,
+            seg.index,
+            pred,
+            self._class_index,
+            f"{gt.where} (ground truth)",
             f"{gt.where} (sem_seg)",
         )
         rows = ~seg.iscrowd if self._crowd_ignore else np.ones(len(seg.ids), dtype=bool)
@@ -82,7 +87,8 @@ def sem_seg_metrics(conf: np.ndarray, class_names: Sequence[str]) -> Dict[str, f
     res = {
         "mIoU": 100 * float(iou[iou_valid].mean()) if iou_valid.any() else float("nan"),
         "fwIoU": 100 * float((iou[acc_valid] * pos_gt[acc_valid]).sum() / total)
-        if total else float("nan"),
+        if total
+        else float("nan"),
         "mACC": 100 * float(acc[acc_valid].mean()) if acc_valid.any() else float("nan"),
         "pACC": 100 * float(tp.sum() / total) if total else float("nan"),
     }
