@@ -171,6 +171,24 @@ def test_parity_with_panopticapi_on_generated_images(tmp_path, seed):
     assert 0.05 < ours["All"]["pq"] < 0.95  # a real mix of matches and misses
 
 
+def test_rgba_pngs_with_varying_alpha_give_the_rgb_results(tmp_path):
+    """pq_compute reads raw 4-byte pixels and masks the id bits of its runs: an alpha channel
+    that changes inside segments (more runs, other high bytes) must not change a number."""
+    gt_json, pred_json = generate_panoptic_case(
+        str(tmp_path), num_images=3, size=(40, 56), segments=12, seed=3
+    )
+    ref = pq_compute(gt_json, pred_json)
+    rng = np.random.default_rng(0)
+    for folder in ("gt", "pred"):
+        for name in os.listdir(tmp_path / folder):
+            path = tmp_path / folder / name
+            rgb = np.asarray(Image.open(path).convert("RGB"))
+            alpha = rng.integers(0, 256, rgb.shape[:2], dtype=np.uint8)
+            Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(path)
+    assert Image.open(path).mode == "RGBA"
+    assert pq_compute(gt_json, pred_json) == ref
+
+
 def test_ground_truth_against_itself_is_exactly_100(tmp_path):
     gt_json, _ = generate_panoptic_case(str(tmp_path), num_images=3, size=(40, 50), segments=12)
     r = pq_compute(gt_json, gt_json)

@@ -64,12 +64,15 @@ def id2rgb(ids: np.ndarray) -> np.ndarray:
     return np.stack([u & 255, (u >> 8) & 255, u >> 16], axis=-1).astype(np.uint8)
 
 
-def read_panoptic_png(path: str, where: str = "") -> np.ndarray:
+def read_panoptic_png(path: str, where: str = "", raw: bool = False) -> np.ndarray:
     """Decode a COCO panoptic PNG to its segment ids.
 
     Args:
         path: the PNG (any path Detectron2's ``PathManager`` opens).
         where: prefixes error messages (e.g. "image 42").
+        raw: return Pillow's 4-byte pixels unmasked: uint32 words whose low 24 bits are the
+            id and whose high byte is padding or alpha. For callers that mask a few values
+            instead of every pixel (the PQ evaluation masks its runs: 12 % of its time here).
     Returns:
         uint32 [H, W] ids ``R + 256 * G + 256**2 * B`` (alpha ignored, palette converted).
     Raises:
@@ -98,7 +101,7 @@ def read_panoptic_png(path: str, where: str = "") -> np.ndarray:
         raise MissingPanopticPNGError(f"{prefix}panoptic PNG not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise PanopticPNGError(f"{prefix}cannot read panoptic PNG {path}: {e}") from e
-    return np.bitwise_and(words, ID_LIMIT - 1).reshape(shape)
+    return (words if raw else np.bitwise_and(words, ID_LIMIT - 1)).reshape(shape)
 
 
 def write_panoptic_png(path: str, ids: np.ndarray) -> None:

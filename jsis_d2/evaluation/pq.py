@@ -276,6 +276,7 @@ def joint_histogram(
     b_ids,
     a_name: str = "first map",
     b_name: str = "second map",
+    id_mask: Optional[int] = None,
 ) -> np.ndarray:
     """Pixel counts of every (a label, b label) pair of two label maps of the same size.
 
@@ -284,12 +285,17 @@ def joint_histogram(
         a_ids, b_ids: int [Na], [Nb] distinct labels (or their :class:`IdIndex`): every label
             allowed in ``a`` / ``b``, in the order of the histogram's rows / columns.
         a_name, b_name: used in the error message.
+        id_mask: if given, labels are ``value & id_mask`` (raw PNG words, whose high byte is
+            not part of the id; see :func:`read_segment_ids`).
     Returns:
         int64 [Na, Nb]: ``out[i, j] = #{pixels with a == a_ids[i] and b == b_ids[j]}``.
     Raises:
         UnknownSegmentError listing the labels of ``a`` (or ``b``) not in ``a_ids`` (``b_ids``).
     """
     av, bv, lengths = _runs(a, b)
+    if id_mask is not None:  # runs split at every raw change, so each run has one label
+        av &= id_mask
+        bv &= id_mask
     a_index = a_ids if isinstance(a_ids, IdIndex) else IdIndex(a_ids, with_void=False)
     b_index = b_ids if isinstance(b_ids, IdIndex) else IdIndex(b_ids, with_void=False)
     ai, a_bad = a_index.find(av)
@@ -550,10 +556,12 @@ def _default_folder(json_file: str) -> str:
     return json_file.replace(".json", "")
 
 
-def read_segment_ids(path: str, where: str) -> np.ndarray:
-    """Segment ids uint32 [H, W] of a panoptic PNG; the codec's errors as PanopticEvalError."""
+def read_segment_ids(path: str, where: str, raw: bool = False) -> np.ndarray:
+    """Segment ids uint32 [H, W] of a panoptic PNG (``raw``: unmasked, see
+    :func:`~jsis_d2.data.panoptic_png.read_panoptic_png`); the codec's errors as
+    PanopticEvalError."""
     try:
-        return read_panoptic_png(path, where)
+        return read_panoptic_png(path, where, raw=raw)
     except FileNotFoundError as e:
         raise MissingFileError(str(e)) from None
     except PanopticPNGError as e:
@@ -617,7 +625,8 @@ def _prefetch(pool, gt_json, gt_folder: str, n: int) -> Dict:
     for i, ann in enumerate(anns[:n]):
         if isinstance(ann, dict) and isinstance(ann.get("file_name"), str):
             path = os.path.join(gt_folder, ann["file_name"])
-            futures[i] = pool.submit(read_segment_ids, path, f"image {ann.get('image_id')!r}")
+            where = f"image {ann.get('image_id')!r}"
+            futures[i] = pool.submit(read_segment_ids, path, where, raw=True)
     return futures
 
 
@@ -672,11 +681,14 @@ def _image_stats(iid, gt_ann, pred_ann, gt_file, pred_file, cat_index, gt_future
     gt = segment_table(gt_ann["segments_info"], cat_index, where_gt, use_area=True)
     pred = segment_table(pred_ann["segments_info"], cat_index, where_pred)
     where = f"image {iid!r}"
-    gt_ids = gt_future.result() if gt_future is not None else read_segment_ids(gt_file, where)
-    pred_ids = read_segment_ids(pred_file, where)
+    # Raw PNG words: the histogram masks the id bits of its runs, not of every pixel.
+    gt_ids = gt_future.result() if gt_future is not None else read_segment_ids(gt_file, where, True)
+    pred_ids = read_segment_ids(pred_file, where, raw=True)
     where = f"image {iid!r} ({gt_file} vs {pred_file})"
     _check_same_size(gt_ids.shape, pred_ids.shape, where)
-    hist = joint_histogram(gt_ids, gt.index, pred_ids, pred.index, where_gt, where_pred)
+    hist = joint_histogram(
+        gt_ids, gt.index, pred_ids, pred.index, where_gt, where_pred, id_mask=ID_LIMIT - 1
+    )
     return pq_stats_from_histogram(hist, gt, pred, where)
 
 
