@@ -6,6 +6,9 @@
 #   tools/gpu_check.sh --prepare-wheels DIR   # CPU side, with network: the cp312 wheels
 #   tools/gpu_check.sh --wheels DIR [--out F] # GPU side: install from DIR (offline), run
 #   tools/gpu_check.sh --cpu [--out F]        # dry run here, tiny sizes, current python
+#   --lean (with --prepare-wheels and --wheels): only what the lent H200 image lacks (~4 MB
+#     instead of ~112 MB, under the device tool's 64 MiB carry limit); NumPy, Pillow, OpenCV,
+#     matplotlib, TensorBoard, PyYAML, tqdm, tabulate, ... come from the machine, unpinned.
 #
 # Options: --python PY (default python3.12 on the GPU side, python3 with --cpu),
 # --train-iters N, --skip-tests. Output: --out (default output/gpu_check.json). The run is
@@ -13,17 +16,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mode=gpu wheels= out=output/gpu_check.json py= extra=()
+mode=gpu wheels= out=output/gpu_check.json py= extra=() lean=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --prepare-wheels) mode=prepare; wheels=${2:?--prepare-wheels needs a folder}; shift ;;
     --wheels) wheels=${2:?--wheels needs a folder}; shift ;;
     --cpu) mode=cpu ;;
+    --lean) lean=1 ;;
     --out) out=${2:?--out needs a file}; shift ;;
     --python) py=${2:?--python needs an interpreter}; shift ;;
     --train-iters) extra+=(--train-iters "${2:?}"); shift ;;
     --skip-tests) extra+=(--skip-tests) ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -39,6 +43,9 @@ pins() { grep -vE '^\s*(#|$)|^(torch|torchvision|wheel)(==|$)' requirements/base
 # (panopticapi-lite goes in without its dependencies: scipy and scikit-image alone are ~50 MB
 # and only its pq_compute, which the GPU check does not run, needs them.)
 D2_RUNTIME=(termcolor yacs tabulate cloudpickle tqdm "omegaconf>=2.1" "hydra-core>=1.1" tensorboard)
+# --lean: the packages of the chain that the lent H200 image does not hold (its package list:
+# the device tool's KINDS.md), installed with --no-deps over the machine's own.
+LEAN=(termcolor yacs "omegaconf>=2.1" "hydra-core>=1.1" "pycocotools==2.0.11")
 
 if [ "$mode" = prepare ]; then
   py=${py:-python3}
@@ -55,6 +62,15 @@ if [ "$mode" = prepare ]; then
   # 2. Packages published only as sdists (pure Python): built here into py3 wheels.
   "$py" -m pip wheel -q --no-deps -w "$wheels" "fvcore==0.1.5.post20221221" \
     "antlr4-python3-runtime==4.9.3" "panopticapi-lite==0.2.0" "iopath==0.1.9"
+  if [ "$lean" = 1 ]; then
+    "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+      --implementation cp --abi cp312 --abi abi3 --abi none --platform manylinux2014_x86_64 \
+      --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any \
+      -d "$wheels" "${LEAN[@]}"
+    echo "gpu_check: $(ls "$wheels" | wc -l) wheels in $wheels ($(du -sh "$wheels" | cut -f1));"\
+         "run there: tools/gpu_check.sh --lean --wheels $wheels"
+    exit 0
+  fi
   # 3. Everything else as cp312 manylinux binaries, dependencies resolved for that target.
   mapfile -t base < <(pins | grep -v '^panopticapi')
   "$py" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -83,10 +99,14 @@ if [ ! -x "$venv/bin/python" ]; then
   [ -n "$wheels" ] || { echo "gpu_check: --wheels DIR is needed (make it with --prepare-wheels)" >&2; exit 2; }
   "$py" -m venv --system-site-packages "$venv"   # keeps the machine's own torch
   vpip=("$venv/bin/python" -m pip install -q --no-index --find-links "$wheels")
-  mapfile -t base < <(pins | grep -v '^panopticapi')
-  "$venv/bin/python" -c "import torchvision" 2>/dev/null \
-    || "$venv/bin/python" -m pip install -q --no-index --no-deps "$wheels"/torchvision/*.whl
-  "${vpip[@]}" "${base[@]}" "${D2_RUNTIME[@]}"
-  "${vpip[@]}" --no-deps pb1-detectron2 panopticapi-lite
+  if [ "$lean" = 1 ]; then
+    "${vpip[@]}" --no-deps "$wheels"/*.whl
+  else
+    mapfile -t base < <(pins | grep -v '^panopticapi')
+    "$venv/bin/python" -c "import torchvision" 2>/dev/null \
+      || "$venv/bin/python" -m pip install -q --no-index --no-deps "$wheels"/torchvision/*.whl
+    "${vpip[@]}" "${base[@]}" "${D2_RUNTIME[@]}"
+    "${vpip[@]}" --no-deps pb1-detectron2 panopticapi-lite
+  fi
 fi
 PYTHONPATH=$PWD "$venv/bin/python" tools/gpu_check.py --out "$out" "${extra[@]}"
