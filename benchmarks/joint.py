@@ -120,22 +120,28 @@ def _ratio(a, b):
     return None if not b else a / b
 
 
+def model_kwargs(s, size, branches, extra=()):
+    """``build_jsis`` keyword arguments of one network of a settings dict ``s`` (see
+    ``_settings``) at ``size`` (H, W); ``extra`` config overrides are appended."""
+    return dict(
+        depth=s["depth"],
+        size=size,
+        branches=branches,
+        post_nms_test=s["proposals"],
+        detections=s["detections"],
+        roi_batch=s["roi_batch"],
+        post_nms_train=s["post_nms_train"],
+        extra=list(s["extra"]) + list(extra),
+    )
+
+
 def _measure_rounds(size, s, args):
     """(network, mode) -> the per-round results of ``measure`` at ``size``, each in its own
     process, the networks in rotation."""
     raw = {}
     for rnd in range(args.rounds):
         for net, branches in NETWORKS.items():
-            kw = dict(
-                depth=s["depth"],
-                size=size,
-                branches=branches,
-                post_nms_test=s["proposals"],
-                detections=s["detections"],
-                roi_batch=s["roi_batch"],
-                post_nms_train=s["post_nms_train"],
-                extra=s["extra"],
-            )
+            kw = model_kwargs(s, size, branches)
             logger.info("joint: %s %dx%d inference (round %d) ...", net, *size, rnd)
             raw.setdefault((net, "infer"), []).append(
                 run_isolated(

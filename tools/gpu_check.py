@@ -240,19 +240,10 @@ def section_train(s, iters, tmp):
 
 def _build(s, size, branches=("semantic", "instance"), extra=()):
     from benchmarks.common import build_jsis
+    from benchmarks.joint import model_kwargs
 
     torch.manual_seed(0)
-    model, cfg = build_jsis(
-        depth=s["depth"],
-        size=size,
-        branches=branches,
-        post_nms_test=s["proposals"],
-        detections=s["detections"],
-        roi_batch=s["roi_batch"],
-        post_nms_train=s["post_nms_train"],
-        extra=list(s["extra"]) + ["MODEL.DEVICE", s["device"]] + list(extra),
-    )
-    return model, cfg
+    return build_jsis(**model_kwargs(s, size, branches, ["MODEL.DEVICE", s["device"], *extra]))
 
 
 def _timed(s, fn, repeats, warmup=2):
