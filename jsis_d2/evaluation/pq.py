@@ -337,6 +337,9 @@ def image_pq_stats(
     pred_ids: np.ndarray,
     pred: SegmentTable,
     where: str = "image",
+    gt_name: Optional[str] = None,
+    pred_name: Optional[str] = None,
+    id_mask: Optional[int] = None,
 ) -> ImagePQStats:
     """Match the segments of one image (panopticapi's rules, see the module docstring).
 
@@ -344,14 +347,17 @@ def image_pq_stats(
         gt_ids, pred_ids: integer id maps [H, W] (0 = void), same shape.
         gt, pred: their :class:`SegmentTable`; category indices in the same space.
         where: names the image/files in error messages.
+        gt_name, pred_name: name each map in unknown-segment errors (default: ``where``
+            plus "(ground truth)" / "(prediction)").
+        id_mask: see :func:`joint_histogram` (raw PNG words).
     Raises:
         PanopticEvalError on size mismatch; UnknownSegmentError when a map holds an id missing
         from its table or a table lists an id absent from its map.
     """
     _check_same_size(gt_ids.shape, pred_ids.shape, where)
-    hist = joint_histogram(
-        gt_ids, gt.index, pred_ids, pred.index, f"{where} (ground truth)", f"{where} (prediction)"
-    )
+    gt_name = gt_name or f"{where} (ground truth)"
+    pred_name = pred_name or f"{where} (prediction)"
+    hist = joint_histogram(gt_ids, gt.index, pred_ids, pred.index, gt_name, pred_name, id_mask)
     return pq_stats_from_histogram(hist, gt, pred, where)
 
 
@@ -685,11 +691,7 @@ def _image_stats(iid, gt_ann, pred_ann, gt_file, pred_file, cat_index, gt_future
     gt_ids = gt_future.result() if gt_future is not None else read_segment_ids(gt_file, where, True)
     pred_ids = read_segment_ids(pred_file, where, raw=True)
     where = f"image {iid!r} ({gt_file} vs {pred_file})"
-    _check_same_size(gt_ids.shape, pred_ids.shape, where)
-    hist = joint_histogram(
-        gt_ids, gt.index, pred_ids, pred.index, where_gt, where_pred, id_mask=ID_LIMIT - 1
-    )
-    return pq_stats_from_histogram(hist, gt, pred, where)
+    return image_pq_stats(gt_ids, gt, pred_ids, pred, where, where_gt, where_pred, ID_LIMIT - 1)
 
 
 def _sum_in_panopticapi_order(per_image: Sequence[ImagePQStats], num_categories: int) -> PQStats:

@@ -10,7 +10,12 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from jsis_d2.evaluation.pq import PanopticEvalError, read_segment_ids, segment_table
+from jsis_d2.evaluation.pq import (
+    PanopticEvalError,
+    SegmentTable,
+    read_segment_ids,
+    segment_table,
+)
 
 __all__ = ["ImageGroundTruth", "read_ground_truth"]
 
@@ -34,7 +39,7 @@ class ImageGroundTruth:
     file_name: str
     where: str
     ids: np.ndarray
-    segments: object
+    segments: SegmentTable
     info: Dict[int, Dict]
 
     @property

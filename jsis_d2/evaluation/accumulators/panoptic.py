@@ -18,9 +18,8 @@ from jsis_d2.data.panoptic_png import write_panoptic_png
 from jsis_d2.evaluation.accumulators.ground_truth import ImageGroundTruth
 from jsis_d2.evaluation.pq import (
     PQStats,
-    joint_histogram,
+    image_pq_stats,
     log_area_mismatches,
-    pq_stats_from_histogram,
     segment_table,
 )
 
@@ -72,15 +71,14 @@ class PanopticAccumulator:
             segments_info, pan = self._segments_from_labels(pan)
         gt.check_shape(pan.shape, "panoptic_seg")
         pred = segment_table(segments_info, self._cat_index, f"{gt.where} (prediction)")
-        hist = joint_histogram(  # [Ng + 1, Np + 1], row/column 0 = void
+        stats = image_pq_stats(
             gt.ids,
-            gt.segments.index,
+            gt.segments,
             pan,
-            pred.index,
-            f"{gt.where} (ground truth)",
-            f"{gt.where} (predicted panoptic_seg)",
+            pred,
+            gt.where,
+            pred_name=f"{gt.where} (predicted panoptic_seg)",
         )
-        stats = pq_stats_from_histogram(hist, gt.segments, pred, gt.where)
         self._pq.add_image(stats)
         if stats.area_mismatch is not None:
             self._area_mismatches.append(stats.area_mismatch)
