@@ -38,19 +38,23 @@ def _finite(x):
     return isinstance(x, float) and math.isfinite(x)
 
 
+#: ``build_jsis`` arguments of a tiny R18 model (64x64, K=5 / T=2) shared by the tests below.
+TINY_MODEL = dict(
+    depth=18,
+    size=(64, 64),
+    post_nms_test=4,
+    detections=2,
+    num_classes=5,
+    num_things=2,
+    extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8],
+)
+
+
 def test_run_isolated_measures_in_a_child_process():
     r = common.run_isolated(
         common.measure,
         common.build_jsis,
-        dict(
-            depth=18,
-            size=(64, 64),
-            post_nms_test=4,
-            detections=2,
-            num_classes=5,
-            num_things=2,
-            extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8],
-        ),
+        TINY_MODEL,
         mode="infer",
         size=(64, 64),
         warmup=0,
@@ -65,15 +69,7 @@ def test_run_isolated_measures_in_a_child_process():
 
 
 def test_count_flops_splits_by_module():
-    model, cfg = common.build_jsis(
-        depth=18,
-        size=(64, 64),
-        post_nms_test=4,
-        detections=2,
-        num_classes=5,
-        num_things=2,
-        extra=["MODEL.RESNETS.WIDTH_PER_GROUP", 8],
-    )
+    model, cfg = common.build_jsis(**TINY_MODEL)
     model.eval()
     inputs = common.random_inputs(64, 64, num_classes=5, num_things=2)
     with torch.no_grad():
