@@ -318,3 +318,67 @@ def test_fused_adamw_makes_the_same_update_as_the_loop():
         weights[fused] = [p.detach().clone() for p in model.parameters()]
     for a, b in zip(weights[True], weights[False]):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_low_precision_weights_are_cast_once_and_remade_when_a_weight_changes():
+    """Conv/linear weights and biases only (normalization stays float32), the same copies on
+    every call, new copies after an in-place update (optimizer step, load_state_dict) and after
+    a parameter is replaced; clear() drops them."""
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.GroupNorm(2, 4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    )
+    cache = precision.LowPrecisionWeights(torch.bfloat16)
+    first = cache.for_module(m)
+    assert sorted(first) == ["0.bias", "0.weight", "3.bias", "3.weight"]
+    assert all(t.dtype == torch.bfloat16 for t in first.values())
+    assert torch.equal(first["0.weight"], m[0].weight.detach().to(torch.bfloat16))
+    assert cache.for_module(m) is first
+    with torch.no_grad():
+        m[0].weight.add_(1.0)  # what an optimizer step does
+    second = cache.for_module(m)
+    assert second is not first
+    assert torch.equal(second["0.weight"], m[0].weight.detach().to(torch.bfloat16))
+    m.load_state_dict({k: torch.zeros_like(v) for k, v in m.state_dict().items()})
+    assert cache.for_module(m)["3.weight"].abs().sum() == 0
+    m[3].weight = torch.nn.Parameter(torch.ones(2, 4))
+    assert cache.for_module(m)["3.weight"].sum() == 8
+    third = cache.for_module(m)
+    cache.clear()
+    assert cache.for_module(m) is not third
+
+
+@needs_bf16
+def test_bf16_inference_uses_the_cast_once_weights_and_gives_autocasts_outputs():
+    """Inference runs the convolutions on the bf16 copies (the parameters stay float32), and the
+    outputs are bit-identical to casting at every call (plain autocast); a training step in
+    between makes inference use the updated weights; train() drops the copies."""
+    torch.set_num_threads(1)
+    model = _model(["TEST.PRECISION", "bfloat16"])
+    seen = []
+    model.backbone.stem.conv1.register_forward_pre_hook(lambda m, i: seen.append(m.weight.dtype))
+    images = random_inputs(64, 64, 1, num_classes=9, num_things=4)
+    batch = random_inputs(64, 64, 1, train=True, num_classes=9, num_things=4, gt_per_image=2)
+
+    def infer(cast_once):
+        model.eval()
+        cache = model._lowp_weights
+        if not cast_once:
+            model._lowp_weights = None
+        with torch.no_grad():
+            out = model(images)[0]
+        model._lowp_weights = cache
+        return out
+
+    for _ in range(2):
+        a, b = infer(True), infer(False)
+        assert torch.equal(a["sem_seg"], b["sem_seg"])
+        assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0])
+        assert torch.equal(a["instances"].scores, b["instances"].scores)
+        _overfit(model, batch, 1)  # in-place weight update; train() cleared the copies
+        assert not model._lowp_weights._copies
+    # per round: cast-once inference, per-call inference, training step
+    assert seen == [torch.bfloat16, torch.float32, torch.float32] * 2
+    assert model.backbone.stem.conv1.weight.dtype == torch.float32

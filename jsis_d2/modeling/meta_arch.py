@@ -35,7 +35,7 @@ from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_pos
 from detectron2.structures import ImageList, Instances
 
 from ..postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
-from ..precision import autocast, inference_dtype, training_dtype
+from ..precision import LowPrecisionWeights, autocast, inference_dtype, training_dtype
 
 __all__ = ["JSISNet", "LOSS_KEY_TO_WEIGHT", "paste_mask_probs"]
 
@@ -205,6 +205,10 @@ class JSISNet(GeneralizedRCNN):
         self.register_buffer("is_thing", torch.arange(num_classes) < num_things, persistent=False)
         self.train_dtype = train_dtype
         self.test_dtype = test_dtype
+        # Inference weights cast once, not at every call (None: float32 inference).
+        self._lowp_weights = (
+            None if test_dtype == torch.float32 else LowPrecisionWeights(test_dtype)
+        )
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D weights only
@@ -278,11 +282,24 @@ class JSISNet(GeneralizedRCNN):
             losses = self._losses(batched_inputs)
         return self._weight_losses(losses)
 
+    def train(self, mode: bool = True):
+        if mode and getattr(self, "_lowp_weights", None) is not None:
+            self._lowp_weights.clear()  # the weights will change
+        return super().train(mode)
+
+    def _run(self, module: nn.Module, *args, **kwargs):
+        """``module(*args, **kwargs)``; at low-precision inference with its convolution and
+        linear weights replaced by the cast-once copies (:class:`LowPrecisionWeights`)."""
+        if self.training or self._lowp_weights is None:
+            return module(*args, **kwargs)
+        weights = self._lowp_weights.for_module(module)
+        return torch.func.functional_call(module, weights, args, kwargs)
+
     def _backbone(self, images: ImageList) -> Dict[str, torch.Tensor]:
         x = images.tensor
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone(x)
+        return self._run(self.backbone, x)
 
     def _losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         """Unweighted Detectron2 losses of the enabled branches (see :meth:`forward`)."""
@@ -359,12 +376,12 @@ class JSISNet(GeneralizedRCNN):
         with autocast(self.device, self.test_dtype):
             features = self._backbone(images)
             if self.semantic_on:
-                sem_seg_results, _ = self.sem_seg_head(
-                    features, None, output_size=tuple(images.tensor.shape[-2:])
+                sem_seg_results, _ = self._run(
+                    self.sem_seg_head, features, None, output_size=tuple(images.tensor.shape[-2:])
                 )
             if self.instance_on:
-                proposals, _ = self.proposal_generator(images, features, None)
-                detector_results, _ = self.roi_heads(images, features, proposals, None)
+                proposals, _ = self._run(self.proposal_generator, images, features, None)
+                detector_results, _ = self._run(self.roi_heads, images, features, proposals, None)
         if self.test_dtype != torch.float32:  # the boundary: everything after is float32
             sem_seg_results = _float_fields(sem_seg_results)
             proposals = _float_fields(proposals)
