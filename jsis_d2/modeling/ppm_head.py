@@ -168,7 +168,9 @@ class PPMHead(nn.Module):
         else:
             feat = features[self.in_feature]
             size = tuple(int(s) * self.feature_stride for s in feat.shape[-2:])
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        # float32 from here on (a no-op in float32): under autocast, casting the small map
+        # before the resize is cheaper than casting the full-size logits after it.
+        x = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
         if self.training:
             if targets is None:
                 raise ValueError("PPMHead: training needs the semantic targets (sem_seg)")
