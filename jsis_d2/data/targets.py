@@ -3,17 +3,13 @@
 Shape legend: H, W = size of the id map (after any resize); S = number of segments in
 ``segments_info``; N = number of instance targets (non-crowd things present in the map).
 
-Id spaces: ``pan_ids`` holds panoptic SEGMENT ids (``R + 256 G + 256^2 B`` of the PNG, 0 =
-void/unlabeled, see :mod:`jsis_d2.data.panoptic_png`); ``segments_info[i]["category_id"]`` is a
-CONTIGUOUS class index ``k`` in ``[0, K)`` (things first, see :mod:`jsis_d2.data.label_space`),
-so ``gt_classes`` are thing indices in ``[0, T)`` directly.
+Id spaces: ``pan_ids`` holds panoptic SEGMENT ids (0 = void, :mod:`jsis_d2.data.panoptic_png`);
+``segments_info[i]["category_id"]`` is a CONTIGUOUS class index ``k`` in ``[0, K)`` (things
+first, :mod:`jsis_d2.data.label_space`), so ``gt_classes`` are thing indices in ``[0, T)``.
 
-Crowd regions (``iscrowd=1``, always things in COCO) are handled explicitly:
-
-- they NEVER become instance targets (no box, no mask, no class);
-- their semantic target is their category (``crowd_sem_seg="class"``, default: a crowd of
-  people is people pixels) or ``ignore_label`` (``crowd_sem_seg="ignore"``: the semantic loss
-  skips them). Config key ``INPUT.JSIS.CROWD_SEM_SEG``.
+Crowd regions (``iscrowd=1``, things) NEVER become instance targets; their semantic target is
+their class (``INPUT.JSIS.CROWD_SEM_SEG: "class"``, default: a crowd of people is people
+pixels) or ``ignore_label`` (``"ignore"``: the semantic loss skips them).
 """
 
 from typing import Dict, List, NamedTuple, Sequence, Tuple
@@ -26,7 +22,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from .ids import IdIndex
 
 __all__ = [
-    "CROWD_SEM_SEG_MODES",
+    "check_crowd_sem_seg",
     "PanopticTargets",
     "segment_index_map",
     "checked_index_map",
@@ -35,6 +31,15 @@ __all__ = [
 ]
 
 CROWD_SEM_SEG_MODES = ("class", "ignore")
+
+
+def check_crowd_sem_seg(mode: str) -> str:
+    """``mode`` if it is a ``CROWD_SEM_SEG_MODES``, else ValueError naming the config key."""
+    if mode not in CROWD_SEM_SEG_MODES:
+        raise ValueError(
+            f"INPUT.JSIS.CROWD_SEM_SEG must be one of {CROWD_SEM_SEG_MODES}, got {mode!r}"
+        )
+    return mode
 
 
 class PanopticTargets(NamedTuple):
@@ -124,10 +129,7 @@ def targets_from_index_map(
         crowd_sem_seg: "class" or "ignore" (see module docstring); ValueError otherwise.
         ignore_label: value of void pixels in ``sem_seg``.
     """
-    if crowd_sem_seg not in CROWD_SEM_SEG_MODES:
-        raise ValueError(
-            f"INPUT.JSIS.CROWD_SEM_SEG must be one of {CROWD_SEM_SEG_MODES}, got {crowd_sem_seg!r}"
-        )
+    check_crowd_sem_seg(crowd_sem_seg)
     h, w = index.shape
     seg_ids = np.array([int(s["id"]) for s in segments_info], dtype=np.int64)
     seg_cls = np.array([int(s["category_id"]) for s in segments_info], dtype=np.int64)
@@ -146,19 +148,10 @@ def targets_from_index_map(
     cols = masks.any(axis=1)  # [N, W]
     keep = rows.any(axis=1)
     masks, rows, cols, inst_idx = masks[keep], rows[keep], cols[keep], inst_idx[keep]
-    boxes = (
-        np.stack(
-            [
-                cols.argmax(axis=1),
-                rows.argmax(axis=1),
-                w - cols[:, ::-1].argmax(axis=1),
-                h - rows[:, ::-1].argmax(axis=1),
-            ],
-            axis=1,
-        )
-        .astype(np.float32)
-        .reshape(-1, 4)
-    )
+    # XYXY: the first row/column with a pixel, and one past the last one
+    x0, y0 = cols.argmax(axis=1), rows.argmax(axis=1)
+    x1, y1 = w - cols[:, ::-1].argmax(axis=1), h - rows[:, ::-1].argmax(axis=1)
+    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
     return PanopticTargets(sem_seg, masks, seg_cls[inst_idx], seg_ids[inst_idx], boxes)
 
 
