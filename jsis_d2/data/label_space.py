@@ -60,12 +60,9 @@ class LabelSpace:
         return self.dataset_ids[int(index)]
 
     def metadata(self) -> Dict:
-        """The fields jsis_d2 puts into ``MetadataCatalog`` (Detectron2 conventions).
-
-        ``thing_classes`` has T names (index = thing index = contiguous index);
-        ``stuff_classes`` has all K names (index = contiguous index), so Detectron2's
-        Visualizer draws semantic maps and panoptic segments of both kinds by contiguous index.
-        """
+        """The ``MetadataCatalog`` fields (Detectron2 conventions): ``thing_classes`` has T
+        names, ``stuff_classes`` all K (index = contiguous index), so Detectron2's Visualizer
+        draws semantic maps and panoptic segments of both kinds by contiguous index."""
         things = range(self.num_things)
         return {
             "thing_classes": [self.names[k] for k in things],
@@ -93,12 +90,8 @@ class LabelSpace:
 
 def check_categories(categories: Sequence[Dict]) -> None:
     """ValueError (one line, naming the category) unless ``categories`` is a non-empty list of
-    dicts, each with an ``id`` (an integer or what ``int`` accepts), a ``name`` and an
-    ``isthing``; ids unique.
-
-    A missing ``isthing`` is an error, not "stuff": guessing would silently turn every thing
-    class into stuff (no instances trained, PQ Things empty).
-    """
+    dicts with unique ``id`` (what ``int`` accepts), ``name`` and ``isthing``. A missing
+    ``isthing`` is an error, not "stuff": that would silently turn thing classes into stuff."""
     if not categories or isinstance(categories, (str, bytes, dict)):
         raise ValueError(f"the category list is empty or not a list: {categories!r:.80}")
     categories = list(categories)

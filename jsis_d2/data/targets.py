@@ -65,16 +65,9 @@ class PanopticTargets(NamedTuple):
 def segment_index_map(
     pan_ids: np.ndarray, segment_ids: Sequence[int]
 ) -> Tuple[np.ndarray, List[int]]:
-    """Replace segment ids by their position in ``segment_ids``.
-
-    Args:
-        pan_ids: int [H, W] panoptic segment ids (0 = void).
-        segment_ids: the S segment ids of ``segments_info``, in order.
-
-    Returns:
-        (index map int32 [H, W]: 0 = void, i + 1 = ``segment_ids[i]``; sorted list of the ids
-        > 0 in ``pan_ids`` that are not in ``segment_ids`` (their pixels get 0)).
-    """
+    """int [H, W] segment ids (0 = void) -> (index map int32 [H, W]: 0 = void, i + 1 =
+    ``segment_ids[i]`` (the S ids of ``segments_info``); sorted list of the ids > 0 of
+    ``pan_ids`` that are not in ``segment_ids`` (their pixels get 0))."""
     rows, unknown = IdIndex(segment_ids).find(pan_ids)  # void: row 0, always found
     index = rows.astype(np.int32)
     index[unknown] = 0
@@ -82,20 +75,9 @@ def segment_index_map(
 
 
 def checked_index_map(pan_ids: np.ndarray, segment_ids: Sequence[int], png: str) -> np.ndarray:
-    """:func:`segment_index_map` of a map that must agree with its ``segments_info``.
-
-    Args:
-        pan_ids: int [H, W] panoptic segment ids (0 = void), decoded from ``png``.
-        segment_ids: the S segment ids of its ``segments_info``, in order.
-        png: file name of the panoptic PNG, named in the errors.
-
-    Returns:
-        index map int32 [H, W]: 0 = void, i + 1 = ``segment_ids[i]``.
-
-    Raises:
-        ValueError (one line naming ``png``): an id > 0 in the map that no segment describes,
-            or a segment id absent from the map.
-    """
+    """The index map of :func:`segment_index_map`, of ids decoded from the PNG ``png`` that
+    must agree with its ``segments_info``: ValueError (one line naming ``png``) for an id > 0
+    in the map that no segment describes, or a segment id absent from the map."""
     index, not_in_json = segment_index_map(pan_ids, segment_ids)
     if not_in_json:
         raise ValueError(
