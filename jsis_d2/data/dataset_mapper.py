@@ -60,14 +60,9 @@ def _read_image(file_name: str, image_format: str) -> np.ndarray:
 
 
 def _read_index_map(pan_file: str, seg_ids: List[int], image_file: str, size):
-    """Read a training sample's panoptic PNG and check it against its image and segments_info.
-
-    Returns:
-        (segment ids uint32 [H, W], index map int32 [H, W]: 0 = void, i + 1 = ``seg_ids[i]``).
-    Raises:
-        BadSampleError naming the PNG: unreadable, not of the image's ``size`` (H, W), an id
-        missing from ``seg_ids`` or a ``seg_ids`` id absent from the PNG.
-    """
+    """Read a training sample's panoptic PNG and check it against its image (of ``size``
+    (H, W)) and segments_info: (segment ids uint32 [H, W], index map int32 [H, W]: 0 = void,
+    i + 1 = ``seg_ids[i]``); BadSampleError naming the PNG."""
     try:
         pan_ids = read_panoptic_png(pan_file)
     except PanopticPNGError as e:
@@ -77,11 +72,7 @@ def _read_index_map(pan_file: str, seg_ids: List[int], image_file: str, size):
             f"panoptic PNG {pan_file} is {pan_ids.shape[0]}x{pan_ids.shape[1]} but its "
             f"image {image_file} is {size[0]}x{size[1]}"
         )
-    try:
-        index = checked_index_map(pan_ids, seg_ids, pan_file)
-    except ValueError as e:
-        raise BadSampleError(str(e)) from None
-    return pan_ids, index
+    return pan_ids, checked_index_map(pan_ids, seg_ids, pan_file, BadSampleError)
 
 
 class JSISDatasetMapper:

@@ -115,5 +115,4 @@ def check_categories(categories: Sequence[Dict]) -> None:
 
 
 def _fallback_color(k: int) -> List[int]:
-    rng = np.random.RandomState(k)
-    return [int(x) for x in rng.randint(0, 256, size=3)]
+    return np.random.RandomState(k).randint(0, 256, size=3).tolist()

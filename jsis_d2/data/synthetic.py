@@ -298,7 +298,6 @@ class SyntheticSplitMismatch(ValueError):
         changes = ", ".join(
             f"{k} {old.get(k)!r} on disk vs {new[k]!r} asked" for k in new if old.get(k) != new[k]
         )
-        self.split_dir = split_dir
         self.reason = f"{split_dir} holds a synthetic split made with other arguments ({changes})"
         super().__init__(
             f"{self.reason}; it was left as is. Regenerate it with overwrite=True, or use "

@@ -74,20 +74,22 @@ def segment_index_map(
     return index, np.unique(pan_ids[unknown]).tolist() if unknown.any() else []
 
 
-def checked_index_map(pan_ids: np.ndarray, segment_ids: Sequence[int], png: str) -> np.ndarray:
+def checked_index_map(
+    pan_ids: np.ndarray, segment_ids: Sequence[int], png: str, error=ValueError
+) -> np.ndarray:
     """The index map of :func:`segment_index_map`, of ids decoded from the PNG ``png`` that
-    must agree with its ``segments_info``: ValueError (one line naming ``png``) for an id > 0
+    must agree with its ``segments_info``: ``error`` (one line naming ``png``) for an id > 0
     in the map that no segment describes, or a segment id absent from the map."""
     index, not_in_json = segment_index_map(pan_ids, segment_ids)
     if not_in_json:
-        raise ValueError(
+        raise error(
             f"panoptic PNG {png} contains segment id(s) {not_in_json[:10]} that are not in its "
             "segments_info (JSON)"
         )
     counts = np.bincount(index.ravel(), minlength=len(segment_ids) + 1)[1:]
     not_in_png = [i for i, c in zip(segment_ids, counts) if c == 0]
     if not_in_png:
-        raise ValueError(
+        raise error(
             f"segments_info (JSON) of {png} lists segment id(s) {not_in_png[:10]} that do not "
             "appear in the PNG"
         )

@@ -124,9 +124,9 @@ def load_panoptic_json(
             if not skip_unknown_categories:
                 raise ValueError(f"{panoptic_json}: {e}") from None
             unknown.append(f"{panoptic_json}: {e}")
+            if len(unknown) <= _LOG_FIRST:
+                logger.warning("Skipping an image: %s", unknown[-1])
     if unknown:
-        for msg in unknown[:_LOG_FIRST]:
-            logger.warning("Skipping an image: %s", msg)
         logger.warning(
             "Skipped %d of %d images of %s with unknown category ids "
             "(DATALOADER.SKIP_BAD_SAMPLES=True)%s",
