@@ -45,12 +45,8 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"panoptic colors must be RGB [H, W, 3], got shape {rgb.shape}")
-    ids = rgb[..., 2].astype(np.uint32)
-    ids <<= 8
-    ids |= rgb[..., 1]
-    ids <<= 8
-    ids |= rgb[..., 0]
-    return ids
+    r, g, b = (rgb[..., c].astype(np.uint32) for c in range(3))
+    return r | (g << 8) | (b << 16)
 
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:

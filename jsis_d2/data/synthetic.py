@@ -124,12 +124,10 @@ def _smooth_noise(rng, grid: int, h: int, w: int) -> np.ndarray:
 
 def _stuff_layout(rng, h: int, w: int, n: int) -> np.ndarray:
     """int [h, w] region index in [0, n): argmax of smooth random fields, regions >= 5%."""
-    fields = []
-    for _ in range(n):
-        coarse = _smooth_noise(rng, 3, h, w)
-        fine = _smooth_noise(rng, 12, h, w)
-        fields.append(coarse + 0.2 * fine)
-    fields = np.stack(fields)
+    # coarse + 0.2 fine, one field per region
+    fields = np.stack(
+        [_smooth_noise(rng, 3, h, w) + 0.2 * _smooth_noise(rng, 12, h, w) for _ in range(n)]
+    )
     alive = np.ones(n, dtype=bool)
     while True:
         scores = np.where(alive[:, None, None], fields, -np.inf)

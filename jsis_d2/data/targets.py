@@ -120,9 +120,7 @@ def targets_from_index_map(
     crowd = np.array([bool(s.get("iscrowd", 0)) for s in segments_info], dtype=bool)
     thing = np.array([bool(s["isthing"]) for s in segments_info], dtype=bool)
 
-    sem_of_segment = seg_cls.copy()
-    if crowd_sem_seg == "ignore":
-        sem_of_segment[crowd] = ignore_label
+    sem_of_segment = np.where(crowd & (crowd_sem_seg == "ignore"), ignore_label, seg_cls)
     lut = np.concatenate([[ignore_label], sem_of_segment]).astype(np.int64)
     sem_seg = lut[index]
 
