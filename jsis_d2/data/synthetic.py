@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import zlib
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -278,15 +278,6 @@ def _segment_stats(pan: np.ndarray, seg_id: int) -> Tuple[int, List[int]]:
 
 
 # ------------------------------------------------------------------------------ dataset files
-def _read_json(json_file: str) -> Optional[Dict]:
-    try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 class SyntheticSplitMismatch(ValueError):
     """A split folder holds this generator's output made with other arguments; nothing was
     changed. ``reason`` names the folder and the differing arguments (the tools add which
@@ -310,8 +301,12 @@ def _reuse_existing_split(paths: Dict[str, str], params: Dict, overwrite: bool) 
     split_dir = os.path.dirname(paths["panoptic_json"])
     if not (os.path.isdir(split_dir) and os.listdir(split_dir)):
         return False
-    data = _read_json(paths["panoptic_json"]) or {}
-    old = data.get("info", {}).get("jsis_synthetic")
+    try:
+        with open(paths["panoptic_json"]) as f:
+            data = json.load(f)
+    except (OSError, ValueError):  # none, or not JSON: not this generator's
+        data = None
+    old = data.get("info", {}).get("jsis_synthetic") if isinstance(data, dict) else None
     if old is None:
         raise ValueError(
             f"{split_dir} exists and was not written by the synthetic generator (no "

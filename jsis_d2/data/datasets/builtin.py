@@ -1,22 +1,14 @@
-"""Built-in datasets, registered at import (lazily: nothing is read until DatasetCatalog.get).
+"""Built-in datasets, registered at import (lazily: nothing is read until DatasetCatalog.get),
+under ``$DETECTRON2_DATASETS`` (default ``./datasets``) as in Detectron2; never d2's names:
 
-Root: ``$DETECTRON2_DATASETS`` (default ``./datasets``), as in Detectron2. Expected layout::
-
-    coco/
-      train2017/  val2017/                          images (*.jpg)
-      panoptic_train2017/  panoptic_val2017/        panoptic PNGs
-      annotations/panoptic_{train,val}2017.json
-    mapillary_vistas/                               Mapillary Vistas v1.2
-      training/images/*.jpg
-      training/panoptic/panoptic_2018.json
-      training/panoptic/*.png
-      validation/...                                (same)
-    jsis_synthetic/                                 python tools/make_synthetic_dataset.py
-      {train,val}/images/*.png, {train,val}/panoptic/*.png,
-      {train,val}/panoptic_{train,val}.json
-
-Names (never Detectron2's own): jsis_coco_2017_{train,val}_panoptic,
-jsis_mapillary_vistas_{train,val}_panoptic, jsis_synthetic_{train,val}.
+- ``jsis_coco_2017_{train,val}_panoptic``: ``coco/{train,val}2017/*.jpg``,
+  ``coco/panoptic_{train,val}2017/*.png``, ``coco/annotations/panoptic_{train,val}2017.json``
+- ``jsis_mapillary_vistas_{train,val}_panoptic`` (v1.2): in
+  ``mapillary_vistas/{training,validation}/``: ``images/*.jpg``, ``panoptic/*.png``,
+  ``panoptic/panoptic_2018.json``
+- ``jsis_synthetic_{train,val}`` (``tools/make_synthetic_dataset.py``): in
+  ``jsis_synthetic/{train,val}/``: ``images/*.png``, ``panoptic/*.png``,
+  ``panoptic_{train,val}.json``
 """
 
 import json
