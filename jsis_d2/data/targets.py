@@ -69,8 +69,7 @@ def segment_index_map(
     ``segment_ids[i]`` (the S ids of ``segments_info``); sorted list of the ids > 0 of
     ``pan_ids`` that are not in ``segment_ids`` (their pixels get 0))."""
     rows, unknown = IdIndex(segment_ids).find(pan_ids)  # void: row 0, always found
-    index = rows.astype(np.int32)
-    index[unknown] = 0
+    index = np.where(unknown, 0, rows).astype(np.int32)
     return index, np.unique(pan_ids[unknown]).tolist() if unknown.any() else []
 
 
