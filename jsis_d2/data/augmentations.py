@@ -21,13 +21,11 @@ class FixedSizeResize(T.Resize):
 
 
 def build_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
-    """Augmentations from the config, applied to the image, the panoptic map and the masks.
-
-    - ``INPUT.JSIS.FIXED_SIZE = [H, W]``: resize every image to exactly H x W (aspect ratio not
-      kept; paper: COCO 400x400, Mapillary 512x1024). Image bilinear, labels nearest.
-    - ``INPUT.JSIS.FIXED_SIZE = []``: Detectron2's ``ResizeShortestEdge`` from
-      ``INPUT.MIN_SIZE_{TRAIN,TEST}`` / ``MAX_SIZE_{TRAIN,TEST}`` / ``MIN_SIZE_TRAIN_SAMPLING``.
-    - Training only: ``RandomFlip`` per ``INPUT.RANDOM_FLIP`` ("horizontal", "vertical", "none").
+    """Augmentations from the config, applied to the image, the panoptic map and the masks:
+    Detectron2's (``ResizeShortestEdge`` from ``INPUT.MIN/MAX_SIZE_*``, and when training a
+    ``RandomFlip`` per ``INPUT.RANDOM_FLIP``), with ``INPUT.JSIS.FIXED_SIZE = [H, W]`` (unless
+    ``[]``) resizing every image to exactly H x W instead (aspect ratio not kept; paper: COCO
+    400x400, Mapillary 512x1024). Image bilinear, labels nearest. ConfigError on bad values.
     """
     size = list(cfg.INPUT.JSIS.FIXED_SIZE)
     if size and (len(size) != 2 or any(int(s) <= 0 for s in size)):

@@ -22,12 +22,9 @@ __all__ = ["LabelSpace", "check_categories"]
 
 
 class LabelSpace:
-    """Maps dataset category ids <-> contiguous indices (things first, then stuff).
-
-    Args:
-        categories: dataset categories, each a dict with at least ``id`` (int), ``name`` (str)
-            and ``isthing`` (0/1 or bool); ``color`` ([r, g, b]) optional.
-    """
+    """Maps dataset category ids <-> contiguous indices (things first, then stuff), from dataset
+    ``categories``: dicts with ``id`` (int), ``name`` (str), ``isthing`` (0/1 or bool) and
+    optionally ``color`` ([r, g, b])."""
 
     def __init__(self, categories: Sequence[Dict]):
         check_categories(categories)

@@ -173,9 +173,8 @@ def _sample_size(rng, h: int, w: int) -> float:
     hi = max(_MIN_THING_PX + 1.0, _MAX_THING_FRACTION * min(h, w))
     lo = float(_MIN_THING_PX)
     mid = min(2.0 * lo, hi)
-    if rng.random() < 0.25:  # small objects
-        return float(np.exp(rng.uniform(np.log(lo), np.log(mid))))
-    return float(np.exp(rng.uniform(np.log(mid), np.log(hi))))
+    a, b = (lo, mid) if rng.random() < 0.25 else (mid, hi)  # 1 in 4: small objects
+    return float(np.exp(rng.uniform(np.log(a), np.log(b))))
 
 
 def render_synthetic_image(rng, h: int, w: int) -> Tuple[np.ndarray, np.ndarray, List[Dict]]:
