@@ -3,7 +3,6 @@
 Importing this package registers every built-in dataset (lazily) with Detectron2.
 """
 
-from . import datasets  # noqa: F401  (registers jsis_* datasets)
 from .augmentations import build_augmentations  # noqa: F401
 from .dataset_mapper import BadSampleError, JSISDatasetMapper  # noqa: F401
 from .datasets import make_synthetic_datasets, register_synthetic_datasets  # noqa: F401

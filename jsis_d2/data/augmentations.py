@@ -1,15 +1,13 @@
 """Geometric augmentations of JSIS-Net: fixed-size resize (paper) and horizontal flip."""
 
-import logging
 from typing import List
 
+from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 
 from ..config import ConfigError
 
 __all__ = ["build_augmentations", "FixedSizeResize"]
-
-logger = logging.getLogger(__name__)
 
 
 class FixedSizeResize(T.Resize):
@@ -23,35 +21,21 @@ class FixedSizeResize(T.Resize):
 
 
 def build_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
-    """Augmentations from the config, applied to the image, the panoptic map and the masks.
-
-    - ``INPUT.JSIS.FIXED_SIZE = [H, W]``: resize every image to exactly H x W (aspect ratio not
-      kept; paper: COCO 400x400, Mapillary 512x1024). Image bilinear, labels nearest.
-    - ``INPUT.JSIS.FIXED_SIZE = []``: Detectron2's ``ResizeShortestEdge`` from
-      ``INPUT.MIN_SIZE_{TRAIN,TEST}`` / ``MAX_SIZE_{TRAIN,TEST}`` / ``MIN_SIZE_TRAIN_SAMPLING``.
-    - Training only: ``RandomFlip`` per ``INPUT.RANDOM_FLIP`` ("horizontal", "vertical", "none").
+    """Augmentations from the config, applied to the image, the panoptic map and the masks:
+    Detectron2's (``ResizeShortestEdge`` from ``INPUT.MIN/MAX_SIZE_*``, and when training a
+    ``RandomFlip`` per ``INPUT.RANDOM_FLIP``), with ``INPUT.JSIS.FIXED_SIZE = [H, W]`` (unless
+    ``[]``) resizing every image to exactly H x W instead (aspect ratio not kept; paper: COCO
+    400x400, Mapillary 512x1024). Image bilinear, labels nearest. ConfigError on bad values.
     """
     size = list(cfg.INPUT.JSIS.FIXED_SIZE)
+    if size and (len(size) != 2 or any(int(s) <= 0 for s in size)):
+        raise ConfigError(f"INPUT.JSIS.FIXED_SIZE must be [H, W] with H, W > 0, got {size}")
+    flip = cfg.INPUT.RANDOM_FLIP
+    if is_train and flip not in ("horizontal", "vertical", "none"):
+        raise ConfigError(
+            f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got {flip!r}"
+        )
+    augs = d2_utils.build_augmentation(cfg, is_train)  # [ResizeShortestEdge, RandomFlip?]
     if size:
-        if len(size) != 2 or any(int(s) <= 0 for s in size):
-            raise ConfigError(f"INPUT.JSIS.FIXED_SIZE must be [H, W] with H, W > 0, got {size}")
-        augs: List[T.Augmentation] = [FixedSizeResize((int(size[0]), int(size[1])))]
-    elif is_train:
-        augs = [
-            T.ResizeShortestEdge(
-                cfg.INPUT.MIN_SIZE_TRAIN,
-                cfg.INPUT.MAX_SIZE_TRAIN,
-                cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
-            )
-        ]
-    else:
-        augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
-    if is_train:
-        flip = cfg.INPUT.RANDOM_FLIP
-        if flip not in ("horizontal", "vertical", "none"):
-            raise ConfigError(
-                f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got {flip!r}"
-            )
-        if flip != "none":
-            augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+        augs[0] = FixedSizeResize((int(size[0]), int(size[1])))
     return augs

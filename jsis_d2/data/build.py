@@ -1,10 +1,9 @@
 """The training dataset dicts, as Detectron2 loads them, plus what SKIP_BAD_SAMPLES promises.
 
-``DATALOADER.SKIP_BAD_SAMPLES`` skips bad training samples. Most are found by the mapper when
-it reads the files (:class:`~jsis_d2.data.dataset_mapper.BadSampleError`); a segment with an
-unknown category id is found when the JSON loads, so there the loader drops the image (a
-warning names and counts them). Evaluation never skips: ``DatasetCatalog.get`` keeps refusing
-such a dataset with an error naming the file.
+Most bad samples are found by the mapper (:class:`~jsis_d2.data.dataset_mapper.
+BadSampleError`); an unknown category id is found when the JSON loads, so with
+``DATALOADER.SKIP_BAD_SAMPLES`` the loader drops those images (logged, counted). Evaluation
+never skips: ``DatasetCatalog.get`` keeps refusing such a dataset.
 """
 
 import functools

@@ -3,31 +3,21 @@
 Shape legend: H, W = original image size (dataset dict "height"/"width"); H', W' = network
 input size (``INPUT.JSIS.FIXED_SIZE``); N = number of instance targets.
 
-Nothing is preprocessed offline: the mapper reads the image and the COCO-format panoptic PNG,
-applies the same geometric transforms to both (image bilinear, panoptic map nearest, so the
-semantic map and the masks stay aligned), then derives the targets with
-:func:`jsis_d2.data.targets.targets_from_index_map`:
-
-- ``sem_seg`` over all K classes: contiguous index per pixel; void (id 0, unlabeled) ->
-  ``ignore_label`` (``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``, 255); crowd pixels -> their class
-  (``INPUT.JSIS.CROWD_SEM_SEG: "class"``, default) or ``ignore_label`` ("ignore").
-- ``instances``: every non-crowd thing segment with at least one pixel after the resize;
-  boxes are tight around the resized masks (the JSON bbox is not used). Crowd regions never
-  become instances.
+Nothing is preprocessed offline: the image and the panoptic PNG go through the same geometric
+transforms (image bilinear, panoptic map nearest, so semantic map and masks stay aligned),
+then :mod:`jsis_d2.data.targets` derives ``sem_seg`` over all K classes (void ->
+``ignore_label``) and the instances (non-crowd things with a pixel left after the resize;
+boxes tight around the resized masks, the JSON bbox unused).
 
 Bad samples raise :class:`BadSampleError` naming the file: missing/corrupt image or PNG, an
-image whose size differs from the dataset dict, a PNG whose size differs from its image, a
-PNG segment id missing from segments_info or a segments_info id absent from the PNG.
-Grayscale, palette and RGBA images are converted to ``INPUT.FORMAT`` (not errors); 16-bit
-grayscale images are scaled to 8 bits by the type's range (:mod:`jsis_d2.data.image_io`).
-With ``DATALOADER.SKIP_BAD_SAMPLES: True`` a TRAINING mapper logs the file, the reason and a
-running count (per data-loader worker) and returns ``None``, so Detectron2's ``MapDataset``
-draws another sample. Given ``num_samples`` (the training loader passes it), a mapper that has
-seen every distinct sample fail raises ``BadSampleError`` "no usable training sample in
-<dataset>" instead: MapDataset would otherwise run out of candidates and fail inside
-``random.sample`` ("Sample larger than population"), in detectron2 0.6 as in later versions.
-Test-mode mappers always raise: evaluating on a silently different image set would give wrong
-numbers.
+image of another size than its dataset dict or its PNG, a PNG id missing from segments_info or
+the reverse. (Grayscale, palette, RGBA and 16-bit images are converted, :mod:`.image_io`.)
+With ``DATALOADER.SKIP_BAD_SAMPLES`` a TRAINING mapper logs the file, the reason and a running
+count (per worker) and returns None, so Detectron2's ``MapDataset`` draws another sample; once
+all ``num_samples`` distinct samples failed it raises "no usable training sample in
+<dataset>", as MapDataset would otherwise fail in ``random.sample`` ("Sample larger than
+population"). Test-mode mappers always raise: evaluating on a silently different image set
+would give wrong numbers.
 """
 
 import copy
@@ -36,7 +26,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import UnidentifiedImageError
 
 from detectron2.config import configurable
 from detectron2.data import transforms as T
@@ -45,7 +34,7 @@ from .augmentations import build_augmentations
 from .image_io import read_image
 from .panoptic_png import PanopticPNGError, id2rgb, read_panoptic_png, rgb2id
 from .targets import (
-    CROWD_SEM_SEG_MODES,
+    check_crowd_sem_seg,
     checked_index_map,
     segment_index_map,
     targets_from_index_map,
@@ -66,19 +55,14 @@ def _read_image(file_name: str, image_format: str) -> np.ndarray:
         return read_image(file_name, format=image_format)
     except FileNotFoundError:
         raise BadSampleError(f"image file not found: {file_name}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError) as e:  # incl. PIL's UnidentifiedImageError
         raise BadSampleError(f"cannot read image {file_name}: {e}") from e
 
 
 def _read_index_map(pan_file: str, seg_ids: List[int], image_file: str, size):
-    """Read a training sample's panoptic PNG and check it against its image and segments_info.
-
-    Returns:
-        (segment ids uint32 [H, W], index map int32 [H, W]: 0 = void, i + 1 = ``seg_ids[i]``).
-    Raises:
-        BadSampleError naming the PNG: unreadable, not of the image's ``size`` (H, W), an id
-        missing from ``seg_ids`` or a ``seg_ids`` id absent from the PNG.
-    """
+    """Read a training sample's panoptic PNG and check it against its image (of ``size``
+    (H, W)) and segments_info: (segment ids uint32 [H, W], index map int32 [H, W]: 0 = void,
+    i + 1 = ``seg_ids[i]``); BadSampleError naming the PNG."""
     try:
         pan_ids = read_panoptic_png(pan_file)
     except PanopticPNGError as e:
@@ -88,11 +72,7 @@ def _read_index_map(pan_file: str, seg_ids: List[int], image_file: str, size):
             f"panoptic PNG {pan_file} is {pan_ids.shape[0]}x{pan_ids.shape[1]} but its "
             f"image {image_file} is {size[0]}x{size[1]}"
         )
-    try:
-        index = checked_index_map(pan_ids, seg_ids, pan_file)
-    except ValueError as e:
-        raise BadSampleError(str(e)) from None
-    return pan_ids, index
+    return pan_ids, checked_index_map(pan_ids, seg_ids, pan_file, BadSampleError)
 
 
 class JSISDatasetMapper:
@@ -123,25 +103,18 @@ class JSISDatasetMapper:
         """
         Args:
             is_train: training mode (targets, flip) or test mode (image only).
-            augmentations: Detectron2 augmentations/transforms (see ``build_augmentations``).
-            image_format: ``INPUT.FORMAT`` ("BGR", "RGB", ...).
+            augmentations: Detectron2 augmentations/transforms (``build_augmentations``).
             crowd_sem_seg: "class" or "ignore": semantic target of crowd pixels.
             ignore_label: semantic target of void pixels.
             skip_bad_samples: training only: return None (logged) instead of raising.
-            num_samples: number of distinct samples (:meth:`sample_key`) of the dataset it maps;
-                with ``skip_bad_samples``, once that many distinct samples failed in this
-                worker, raise "no usable training sample". None: never (MapDataset fails).
-            dataset_names: named in that error.
+            num_samples: distinct samples (:meth:`sample_key`) of the dataset; with
+                ``skip_bad_samples``, once that many failed in this worker, raise "no usable
+                training sample" naming ``dataset_names``. None: never (MapDataset fails).
         """
-        if crowd_sem_seg not in CROWD_SEM_SEG_MODES:
-            raise ValueError(
-                f"INPUT.JSIS.CROWD_SEM_SEG must be one of {CROWD_SEM_SEG_MODES}, "
-                f"got {crowd_sem_seg!r}"
-            )
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
-        self.crowd_sem_seg = crowd_sem_seg
+        self.crowd_sem_seg = check_crowd_sem_seg(crowd_sem_seg)
         self.ignore_label = int(ignore_label)
         self.skip_bad_samples = bool(skip_bad_samples) and is_train
         self.num_skipped = 0

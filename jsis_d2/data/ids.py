@@ -1,8 +1,5 @@
-"""IdIndex: the one lookup from ids to rows of an id list, vectorized.
-
-Used for panoptic segment ids (PNG ids -> rows of ``segments_info``, in the dataset mapper and
-the PQ evaluation) and for class indices (the evaluator's semantic confusion). Pure numpy.
-"""
+"""IdIndex: the one vectorized lookup from ids to rows of an id list (panoptic segment ids ->
+rows of ``segments_info``; class indices of the semantic confusion). Pure numpy."""
 
 import numpy as np
 

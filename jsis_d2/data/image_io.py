@@ -1,21 +1,13 @@
 """Reading an image file as the uint8 array the model takes, including 16-bit files.
 
-Detectron2's ``read_image`` converts with PIL's ``Image.convert("RGB")``, which clips
-high-bit-depth grayscale modes ("I;16", "I;16B", "I", "F", ...) at 255: a 16-bit image
-becomes (nearly) all white. Here those modes are scaled to 8 bits first:
-
-- unsigned 16-bit ("I;16" and its byte orders), and 32-bit integer ("I", which Pillow uses
-  for some 16-bit files) whose values lie in 0..65535: divided by 257 (rounded), i.e. by the
-  TYPE's range, 65535 -> 255. The mapping does not depend on the image's content, so the
-  same sensor value gives the same input at training and at inference, and a dark image
-  stays dark (a per-image min-max stretch would give every image its own contrast). Data
-  that uses only part of the range (12-bit values in a 16-bit file) comes out dark:
-  rescale it yourself if that is not wanted.
-- anything else in those modes ("F" floats, whose range has no convention, or "I" values
-  outside 0..65535) is refused with :class:`UnsupportedImageError` naming the file.
-
-Every other mode (RGB, L, P, RGBA, CMYK, 16-bit RGB PNGs, which Pillow already reads as
-8-bit RGB, ...) goes through Detectron2's own conversion unchanged.
+Detectron2's ``read_image`` converts with PIL's ``convert("RGB")``, which clips high-bit-depth
+grayscale modes ("I;16", "I", "F", ...) at 255: a 16-bit image becomes (nearly) all white.
+Here 16-bit and 32-bit integer ("I", which Pillow uses for some 16-bit files) values in
+0..65535 are divided by 257 (rounded): by the TYPE's range, not the image's, so a sensor value
+gives the same input at training and at inference and a dark image stays dark (12-bit data in
+a 16-bit file comes out dark). "F" floats (no range convention) and "I" values outside
+0..65535 raise :class:`UnsupportedImageError` naming the file. Every other mode (RGB, L, P,
+RGBA, 16-bit RGB PNGs, ...) goes through Detectron2's own conversion unchanged.
 """
 
 import numpy as np

@@ -22,12 +22,9 @@ __all__ = ["LabelSpace", "check_categories"]
 
 
 class LabelSpace:
-    """Maps dataset category ids <-> contiguous indices (things first, then stuff).
-
-    Args:
-        categories: dataset categories, each a dict with at least ``id`` (int), ``name`` (str)
-            and ``isthing`` (0/1 or bool); ``color`` ([r, g, b]) optional.
-    """
+    """Maps dataset category ids <-> contiguous indices (things first, then stuff), from dataset
+    ``categories``: dicts with ``id`` (int), ``name`` (str), ``isthing`` (0/1 or bool) and
+    optionally ``color`` ([r, g, b])."""
 
     def __init__(self, categories: Sequence[Dict]):
         check_categories(categories)
@@ -60,12 +57,9 @@ class LabelSpace:
         return self.dataset_ids[int(index)]
 
     def metadata(self) -> Dict:
-        """The fields jsis_d2 puts into ``MetadataCatalog`` (Detectron2 conventions).
-
-        ``thing_classes`` has T names (index = thing index = contiguous index);
-        ``stuff_classes`` has all K names (index = contiguous index), so Detectron2's
-        Visualizer draws semantic maps and panoptic segments of both kinds by contiguous index.
-        """
+        """The ``MetadataCatalog`` fields (Detectron2 conventions): ``thing_classes`` has T
+        names, ``stuff_classes`` all K (index = contiguous index), so Detectron2's Visualizer
+        draws semantic maps and panoptic segments of both kinds by contiguous index."""
         things = range(self.num_things)
         return {
             "thing_classes": [self.names[k] for k in things],
@@ -93,12 +87,8 @@ class LabelSpace:
 
 def check_categories(categories: Sequence[Dict]) -> None:
     """ValueError (one line, naming the category) unless ``categories`` is a non-empty list of
-    dicts, each with an ``id`` (an integer or what ``int`` accepts), a ``name`` and an
-    ``isthing``; ids unique.
-
-    A missing ``isthing`` is an error, not "stuff": guessing would silently turn every thing
-    class into stuff (no instances trained, PQ Things empty).
-    """
+    dicts with unique ``id`` (what ``int`` accepts), ``name`` and ``isthing``. A missing
+    ``isthing`` is an error, not "stuff": that would silently turn thing classes into stuff."""
     if not categories or isinstance(categories, (str, bytes, dict)):
         raise ValueError(f"the category list is empty or not a list: {categories!r:.80}")
     categories = list(categories)
@@ -122,5 +112,4 @@ def check_categories(categories: Sequence[Dict]) -> None:
 
 
 def _fallback_color(k: int) -> List[int]:
-    rng = np.random.RandomState(k)
-    return [int(x) for x in rng.randint(0, 256, size=3)]
+    return np.random.RandomState(k).randint(0, 256, size=3).tolist()

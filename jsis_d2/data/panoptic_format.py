@@ -1,22 +1,18 @@
 """Checks of the COCO panoptic JSON format shared by the dataset loader and the PQ evaluation:
 one home for what makes an ``annotations`` list usable (pure Python, no detectron2)."""
 
-from typing import Callable, Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["check_annotations", "first_duplicate"]
 
 
-def first_duplicate(
-    entries: Sequence[Dict], key: str, what: Callable, other: str = "id", error=ValueError
-) -> None:
-    """Raise ``error(what(value, [other of each entry]))`` for the first ``key`` value shared
-    by several entries."""
+def first_duplicate(entries: Sequence[Dict], key: str, other: str = "id") -> Optional[Tuple]:
+    """(value, [``other`` of each entry with it]) of the first ``key`` value shared by several
+    entries; None if there is none."""
     seen = {}
     for e in entries:
         seen.setdefault(e.get(key), []).append(e.get(other))
-    for value, owners in seen.items():
-        if len(owners) > 1:
-            raise error(what(value, owners))
+    return next(((v, owners) for v, owners in seen.items() if len(owners) > 1), None)
 
 
 def check_annotations(annotations, path: str, error=ValueError) -> List[Dict]:
@@ -41,24 +37,16 @@ def check_annotations(annotations, path: str, error=ValueError) -> List[Dict]:
                     f"{ann.get('file_name')}) has no {key!r} "
                     f"{'list' if key == 'segments_info' else 'field'} (got {ann.get(key)!r:.60})"
                 )
-    first_duplicate(
-        annotations,
-        "image_id",
-        lambda v, o: (
-            f"{path}: image_id {v!r} has {len(o)} annotations (PNGs {', '.join(map(str, o))}); "
-            "one per image"
-        ),
-        other="file_name",
-        error=error,
-    )
-    first_duplicate(
-        annotations,
-        "file_name",
-        lambda v, o: (
-            f"{path}: panoptic PNG {v} is used by the annotations of image_id "
-            f"{' and '.join(map(repr, o))}"
-        ),
-        other="image_id",
-        error=error,
-    )
+    dup = first_duplicate(annotations, "image_id", other="file_name")
+    if dup:
+        raise error(
+            f"{path}: image_id {dup[0]!r} has {len(dup[1])} annotations (PNGs "
+            f"{', '.join(map(str, dup[1]))}); one per image"
+        )
+    dup = first_duplicate(annotations, "file_name", other="image_id")
+    if dup:
+        raise error(
+            f"{path}: panoptic PNG {dup[0]} is used by the annotations of image_id "
+            f"{' and '.join(map(repr, dup[1]))}"
+        )
     return annotations

@@ -1,15 +1,10 @@
 """COCO panoptic PNG codec: the one home for reading, writing and RGB <-> id.
 
-Id space: a panoptic PNG stores one SEGMENT id per pixel as its color,
-``id = R + 256 * G + 256**2 * B`` (``R, G, B`` in [0, 255], so ids are in [0, 2**24));
-``VOID`` (0) is void / unlabeled. The ids index the image's ``segments_info`` by their ``id``
-field (not by position). As in panopticapi, palette PNGs are converted to RGB first and the
-alpha channel of RGBA PNGs is ignored; every other mode (grayscale, 16 bit, ...) is an error.
-
-Errors are one line naming the file: :class:`PanopticPNGError` (a ``ValueError``) for a file
-that is not a readable panoptic PNG, :class:`MissingPanopticPNGError` (also a
-``FileNotFoundError``) for a missing one. Callers turn them into their own error type
-(the dataset mapper's ``BadSampleError``, the PQ evaluation's ``PanopticEvalError``).
+Id space: one SEGMENT id per pixel, ``id = R + 256 * G + 256**2 * B`` (in [0, 2**24)),
+``VOID`` (0) = unlabeled; ids name ``segments_info`` entries by their ``id`` field. As in
+panopticapi, palette PNGs are converted to RGB and RGBA alpha is ignored; other modes are
+errors. Errors are one line naming the file: :class:`PanopticPNGError` (a ``ValueError``),
+:class:`MissingPanopticPNGError` (also a ``FileNotFoundError``) for a missing file.
 """
 
 import numpy as np
@@ -50,12 +45,8 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"panoptic colors must be RGB [H, W, 3], got shape {rgb.shape}")
-    ids = rgb[..., 2].astype(np.uint32)
-    ids <<= 8
-    ids |= rgb[..., 1]
-    ids <<= 8
-    ids |= rgb[..., 0]
-    return ids
+    r, g, b = (rgb[..., c].astype(np.uint32) for c in range(3))
+    return r | (g << 8) | (b << 16)
 
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:
@@ -68,8 +59,7 @@ def read_panoptic_png(path: str, where: str = "", raw: bool = False) -> np.ndarr
     """Decode a COCO panoptic PNG to its segment ids.
 
     Args:
-        path: the PNG (any path Detectron2's ``PathManager`` opens).
-        where: prefixes error messages (e.g. "image 42").
+        path: the PNG (any path ``PathManager`` opens). where: error prefix ("image 42").
         raw: return Pillow's 4-byte pixels unmasked: uint32 words whose low 24 bits are the
             id and whose high byte is padding or alpha. For callers that mask a few values
             instead of every pixel (the PQ evaluation masks its runs: 12 % of its time here).

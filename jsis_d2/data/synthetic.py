@@ -1,25 +1,14 @@
 """Deterministic synthetic panoptic dataset in COCO panoptic format (the demo's default data).
 
-Each image is a real (if small) panoptic task:
+- 5 STUFF classes, told apart by texture and colour statistics, in large irregular regions
+  covering the image: sky, grass, bricks, tiles, sand (see ``_stuff_texture``).
+- 4 THING classes, told apart by SHAPE only (disc, triangle, square, cross): random colours,
+  8 px to 1/3 of the image, occluding each other (each keeps >= 30% of its area visible).
+- Crowd regions (iscrowd=1: a cluster of tiny shapes of one class, one segment) and void
+  pixels (thin unlabeled rings around some objects, as in COCO).
 
-- 5 STUFF classes, decided by texture and colour statistics, covering the whole image in
-  large regions with irregular boundaries (argmax of smooth random fields; every stuff region
-  starts at >= 5% of the image): "sky" (smooth bluish gradient), "grass" (green per-pixel
-  noise), "bricks" (reddish oriented stripes, period 5-9 px), "tiles" (grey checkerboard,
-  period 8-14 px, rotated), "sand" (yellowish with sparse dark dots).
-- 4 THING classes, decided by SHAPE only ("disc", "triangle", "square", "cross"); colours are
-  random (not tied to the class) with shading and noise, rotated, 8 px to 1/3 of the image,
-  overlapping and occluding each other (every instance keeps >= 30% of its area visible).
-- A few crowd regions (iscrowd=1: a cluster of tiny shapes of one class, one segment), and
-  void pixels (thin unlabeled rings around some objects, as in COCO's annotations).
-
-Layout written under ``root`` (one folder per split)::
-
-    root/<split>/images/000000.png ...          RGB images
-    root/<split>/panoptic/000000.png ...        panoptic PNGs, id = R + 256 G + 256^2 B
-    root/<split>/panoptic_<split>.json          COCO panoptic JSON (images, annotations with
-                                                segments_info incl. area, bbox, iscrowd,
-                                                categories)
+Layout: ``root/<split>/images/000000.png``, ``root/<split>/panoptic/000000.png`` (id = R +
+256 G + 256^2 B) and ``root/<split>/panoptic_<split>.json`` (COCO panoptic JSON).
 
 Segment ids: stuff ``category_id * 1000``, things ``category_id * 1000 + n`` (n >= 1).
 Dataset category ids: things 1..4, stuff 11..15 (deliberately not contiguous: the label
@@ -33,7 +22,7 @@ import json
 import logging
 import os
 import zlib
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -135,12 +124,10 @@ def _smooth_noise(rng, grid: int, h: int, w: int) -> np.ndarray:
 
 def _stuff_layout(rng, h: int, w: int, n: int) -> np.ndarray:
     """int [h, w] region index in [0, n): argmax of smooth random fields, regions >= 5%."""
-    fields = []
-    for _ in range(n):
-        coarse = _smooth_noise(rng, 3, h, w)
-        fine = _smooth_noise(rng, 12, h, w)
-        fields.append(coarse + 0.2 * fine)
-    fields = np.stack(fields)
+    # coarse + 0.2 fine, one field per region
+    fields = np.stack(
+        [_smooth_noise(rng, 3, h, w) + 0.2 * _smooth_noise(rng, 12, h, w) for _ in range(n)]
+    )
     alive = np.ones(n, dtype=bool)
     while True:
         scores = np.where(alive[:, None, None], fields, -np.inf)
@@ -166,22 +153,10 @@ def _shape_polygon(cls: int, rng, cx: float, cy: float, size: float) -> List[Tup
         pts = np.array([[-s, -s], [s, -s], [s, s], [-s, s]]) * [1.0, rng.uniform(0.85, 1.0)]
     else:  # cross
         t = r * 0.33
-        pts = np.array(
-            [
-                [-t, -r],
-                [t, -r],
-                [t, -t],
-                [r, -t],
-                [r, t],
-                [t, t],
-                [t, r],
-                [-t, r],
-                [-t, t],
-                [-r, t],
-                [-r, -t],
-                [-t, -t],
-            ]
-        )
+        arm = [(-t, -r), (t, -r), (t, -t)]  # one arm; the others: turned by 90 degrees
+        for _ in range(3):
+            arm += [(-y, x) for x, y in arm[-3:]]
+        pts = np.array(arm)
     ang = rng.uniform(0, 2 * np.pi)
     rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
     pts = pts @ rot.T + [cx, cy]
@@ -198,9 +173,8 @@ def _sample_size(rng, h: int, w: int) -> float:
     hi = max(_MIN_THING_PX + 1.0, _MAX_THING_FRACTION * min(h, w))
     lo = float(_MIN_THING_PX)
     mid = min(2.0 * lo, hi)
-    if rng.random() < 0.25:  # small objects
-        return float(np.exp(rng.uniform(np.log(lo), np.log(mid))))
-    return float(np.exp(rng.uniform(np.log(mid), np.log(hi))))
+    a, b = (lo, mid) if rng.random() < 0.25 else (mid, hi)  # 1 in 4: small objects
+    return float(np.exp(rng.uniform(np.log(a), np.log(b))))
 
 
 def render_synthetic_image(rng, h: int, w: int) -> Tuple[np.ndarray, np.ndarray, List[Dict]]:
@@ -226,13 +200,34 @@ def render_synthetic_image(rng, h: int, w: int) -> Tuple[np.ndarray, np.ndarray,
         pan[m] = cat * 1000
         segments.append({"id": cat * 1000, "category_id": cat, "iscrowd": 0})
 
-    # ---- things (and at most one crowd), painted in order: later ones occlude earlier ones
-    owner = np.zeros((h, w), np.int32)  # index + 1 of the painted object owning each pixel
-    objects = []  # dicts: cls, mask (full), crowd
-    plans = []
-    if rng.random() < _CROWD_PROB:
-        plans.append(True)
-    plans += [False] * int(rng.integers(2, 8))
+    objects, owner = _paint_things(rng, image)
+    ring_kernel = np.ones((3, 3), np.uint8)
+    void = np.zeros((h, w), bool)
+    for i, o in enumerate(objects):
+        cat = SYNTHETIC_CATEGORIES[o["cls"]]["id"]
+        seg_id = cat * 1000 + i + 1
+        vis = owner == i + 1
+        pan[vis] = seg_id
+        segments.append({"id": seg_id, "category_id": cat, "iscrowd": int(o["crowd"])})
+        if not o["crowd"] and rng.random() < _VOID_RING_PROB:
+            void |= cv2.dilate(o["mask"].astype(np.uint8), ring_kernel).astype(bool) & ~o["mask"]
+    pan[void & (owner == 0)] = 0
+
+    image = image + rng.normal(0, 3.0, image.shape).astype(np.float32)
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    present = set(np.unique(pan).tolist())
+    segments = [s for s in segments if s["id"] in present]
+    return image, pan, segments
+
+
+def _paint_things(rng, image: np.ndarray) -> Tuple[List[Dict], np.ndarray]:
+    """Paint things (and at most one crowd) into float32 ``image`` [h, w, 3], in order: later
+    ones occlude earlier ones. Returns the painted objects ({"cls", "mask" (full, bool
+    [h, w]), "crowd"}) and int32 [h, w] owner (index + 1 of the object owning each pixel)."""
+    h, w = image.shape[:2]
+    owner = np.zeros((h, w), np.int32)
+    objects = []
+    plans = [True] * (rng.random() < _CROWD_PROB) + [False] * int(rng.integers(2, 8))
     attempts = 0
     while plans and attempts < 40:
         attempts += 1
@@ -272,24 +267,7 @@ def render_synthetic_image(rng, h: int, w: int) -> Tuple[np.ndarray, np.ndarray,
         owner = new_owner
         objects.append({"cls": cls, "mask": mask, "crowd": crowd})
         plans.pop(0)
-
-    ring_kernel = np.ones((3, 3), np.uint8)
-    void = np.zeros((h, w), bool)
-    for i, o in enumerate(objects):
-        cat = SYNTHETIC_CATEGORIES[o["cls"]]["id"]
-        seg_id = cat * 1000 + i + 1
-        vis = owner == i + 1
-        pan[vis] = seg_id
-        segments.append({"id": seg_id, "category_id": cat, "iscrowd": int(o["crowd"])})
-        if not o["crowd"] and rng.random() < _VOID_RING_PROB:
-            void |= cv2.dilate(o["mask"].astype(np.uint8), ring_kernel).astype(bool) & ~o["mask"]
-    pan[void & (owner == 0)] = 0
-
-    image = image + rng.normal(0, 3.0, image.shape).astype(np.float32)
-    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
-    present = set(np.unique(pan).tolist())
-    segments = [s for s in segments if s["id"] in present]
-    return image, pan, segments
+    return objects, owner
 
 
 def _segment_stats(pan: np.ndarray, seg_id: int) -> Tuple[int, List[int]]:
@@ -299,30 +277,6 @@ def _segment_stats(pan: np.ndarray, seg_id: int) -> Tuple[int, List[int]]:
 
 
 # ------------------------------------------------------------------------------ dataset files
-def _params(split, num_images, image_size, seed, image_format) -> Dict:
-    return {
-        "version": GENERATOR_VERSION,
-        "split": split,
-        "num_images": int(num_images),
-        "image_size": [int(s) for s in image_size],
-        "seed": int(seed),
-        "image_format": image_format,
-    }
-
-
-def _read_json(json_file: str) -> Optional[Dict]:
-    try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _existing_params(json_file: str) -> Optional[Dict]:
-    return (_read_json(json_file) or {}).get("info", {}).get("jsis_synthetic")
-
-
 class SyntheticSplitMismatch(ValueError):
     """A split folder holds this generator's output made with other arguments; nothing was
     changed. ``reason`` names the folder and the differing arguments (the tools add which
@@ -332,7 +286,6 @@ class SyntheticSplitMismatch(ValueError):
         changes = ", ".join(
             f"{k} {old.get(k)!r} on disk vs {new[k]!r} asked" for k in new if old.get(k) != new[k]
         )
-        self.split_dir = split_dir
         self.reason = f"{split_dir} holds a synthetic split made with other arguments ({changes})"
         super().__init__(
             f"{self.reason}; it was left as is. Regenerate it with overwrite=True, or use "
@@ -340,10 +293,30 @@ class SyntheticSplitMismatch(ValueError):
         )
 
 
-def _remove_generated_files(paths: Dict[str, str]) -> None:
-    """Delete the files the generator wrote into a split (those its JSON lists, and the
-    JSON); anything else in the folder stays."""
-    data = _read_json(paths["panoptic_json"]) or {}
+def _reuse_existing_split(paths: Dict[str, str], params: Dict, overwrite: bool) -> bool:
+    """Whether the split folder already holds this generator's output made with ``params``
+    (then it is reused). Errors and ``overwrite``: see :func:`generate_synthetic_dataset`;
+    overwriting deletes the files the JSON lists, and the JSON, not the others."""
+    split_dir = os.path.dirname(paths["panoptic_json"])
+    if not (os.path.isdir(split_dir) and os.listdir(split_dir)):
+        return False
+    try:
+        with open(paths["panoptic_json"]) as f:
+            data = json.load(f)
+    except (OSError, ValueError):  # none, or not JSON: not this generator's
+        data = None
+    old = data.get("info", {}).get("jsis_synthetic") if isinstance(data, dict) else None
+    if old is None:
+        raise ValueError(
+            f"{split_dir} exists and was not written by the synthetic generator (no "
+            f"{os.path.basename(paths['panoptic_json'])} from it); choose another root or "
+            "empty that folder"
+        )
+    if old == params and not overwrite:
+        logger.info("Synthetic split %r already at %s (same arguments)", params["split"], split_dir)
+        return True
+    if not overwrite:
+        raise SyntheticSplitMismatch(split_dir, old, params)
     generated = [
         os.path.join(paths["image_root"], im["file_name"]) for im in data.get("images", [])
     ]
@@ -354,10 +327,10 @@ def _remove_generated_files(paths: Dict[str, str]) -> None:
     for f in generated:
         if os.path.isfile(f):
             os.remove(f)
-    split_dir = os.path.dirname(paths["panoptic_json"])
     kept = sum(len(files) for _, _, files in os.walk(split_dir))
     if kept:
         logger.info("Kept %d file(s) in %s that the generator did not write", kept, split_dir)
+    return False
 
 
 def generate_synthetic_dataset(
@@ -369,27 +342,15 @@ def generate_synthetic_dataset(
     image_format: str = "png",
     overwrite: bool = False,
 ) -> Dict[str, str]:
-    """Write one split of the synthetic dataset under ``root/<split>`` (layout: module doc).
+    """Write ``num_images`` images of ``image_size`` (H or [H, W] px, >= 32; "png" or "jpg")
+    as split ``split`` under ``root/<split>`` (layout: module doc); returns its paths
+    (:func:`synthetic_split_paths`). The split name is part of every image's RNG seed.
 
-    Args:
-        root: dataset root folder.
-        split: split name ("train", "val", ...); part of every image's RNG seed.
-        num_images: number of images.
-        image_size: H (square) or [H, W], pixels.
-        seed: base seed. Same arguments -> byte-identical files.
-        image_format: "png" (lossless, default) or "jpg".
-        overwrite: regenerate the split when it exists (with the same or other arguments),
-            deleting the files this generator wrote there before.
-
-    Returns:
-        {"image_root", "panoptic_root", "panoptic_json"}.
-
-    A split folder that already holds this generator's output with the same arguments is
-    reused as is (unless ``overwrite``). With other arguments it is left alone
-    (:class:`SyntheticSplitMismatch`) unless ``overwrite``, which deletes the files the
-    generator wrote there (other files stay). A non-empty folder that this generator did not
-    write is never touched (ValueError). The JSON is written last, atomically: a split whose
-    generation was interrupted has none.
+    A split already written with the same arguments is reused (unless ``overwrite``). One
+    written with other arguments raises :class:`SyntheticSplitMismatch`, or with
+    ``overwrite`` has the files this generator wrote deleted (others stay). A non-empty
+    folder it did not write is never touched (ValueError). The JSON is written last,
+    atomically: an interrupted split has none.
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
@@ -399,22 +360,16 @@ def generate_synthetic_dataset(
     if image_format not in ("png", "jpg"):
         raise ValueError(f"synthetic image_format must be 'png' or 'jpg', got {image_format!r}")
     paths = synthetic_split_paths(root, split)
-    params = _params(split, num_images, (h, w), seed, image_format)
-    split_dir = os.path.dirname(paths["panoptic_json"])
-    if os.path.isdir(split_dir) and os.listdir(split_dir):
-        old = _existing_params(paths["panoptic_json"])
-        if old is None:
-            raise ValueError(
-                f"{split_dir} exists and was not written by the synthetic generator (no "
-                f"{os.path.basename(paths['panoptic_json'])} from it); choose another root or "
-                "empty that folder"
-            )
-        if old == params and not overwrite:
-            logger.info("Synthetic split %r already at %s (same arguments)", split, split_dir)
-            return paths
-        if not overwrite:
-            raise SyntheticSplitMismatch(split_dir, old, params)
-        _remove_generated_files(paths)
+    params = {
+        "version": GENERATOR_VERSION,
+        "split": split,
+        "num_images": int(num_images),
+        "image_size": [h, w],
+        "seed": int(seed),
+        "image_format": image_format,
+    }
+    if _reuse_existing_split(paths, params, overwrite):
+        return paths
     os.makedirs(paths["image_root"], exist_ok=True)
     os.makedirs(paths["panoptic_root"], exist_ok=True)
 
@@ -425,10 +380,8 @@ def generate_synthetic_dataset(
         image, pan, segments = render_synthetic_image(rng, h, w)
         stem = f"{i:06d}"
         image_name = f"{stem}.{image_format}"
-        if image_format == "png":
-            Image.fromarray(image).save(os.path.join(paths["image_root"], image_name))
-        else:
-            Image.fromarray(image).save(os.path.join(paths["image_root"], image_name), quality=95)
+        # quality: JPEG only (the PNG writer ignores it)
+        Image.fromarray(image).save(os.path.join(paths["image_root"], image_name), quality=95)
         write_panoptic_png(os.path.join(paths["panoptic_root"], f"{stem}.png"), pan)
         for s in segments:
             s["area"], s["bbox"] = _segment_stats(pan, s["id"])
@@ -443,5 +396,6 @@ def generate_synthetic_dataset(
     }
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     atomic_write_text(paths["panoptic_json"], text)  # last: marks the split complete
+    split_dir = os.path.dirname(paths["panoptic_json"])
     logger.info("Wrote %d synthetic %dx%d images (%s) to %s", num_images, h, w, split, split_dir)
     return paths

@@ -3,17 +3,13 @@
 Shape legend: H, W = size of the id map (after any resize); S = number of segments in
 ``segments_info``; N = number of instance targets (non-crowd things present in the map).
 
-Id spaces: ``pan_ids`` holds panoptic SEGMENT ids (``R + 256 G + 256^2 B`` of the PNG, 0 =
-void/unlabeled, see :mod:`jsis_d2.data.panoptic_png`); ``segments_info[i]["category_id"]`` is a
-CONTIGUOUS class index ``k`` in ``[0, K)`` (things first, see :mod:`jsis_d2.data.label_space`),
-so ``gt_classes`` are thing indices in ``[0, T)`` directly.
+Id spaces: ``pan_ids`` holds panoptic SEGMENT ids (0 = void, :mod:`jsis_d2.data.panoptic_png`);
+``segments_info[i]["category_id"]`` is a CONTIGUOUS class index ``k`` in ``[0, K)`` (things
+first, :mod:`jsis_d2.data.label_space`), so ``gt_classes`` are thing indices in ``[0, T)``.
 
-Crowd regions (``iscrowd=1``, always things in COCO) are handled explicitly:
-
-- they NEVER become instance targets (no box, no mask, no class);
-- their semantic target is their category (``crowd_sem_seg="class"``, default: a crowd of
-  people is people pixels) or ``ignore_label`` (``crowd_sem_seg="ignore"``: the semantic loss
-  skips them). Config key ``INPUT.JSIS.CROWD_SEM_SEG``.
+Crowd regions (``iscrowd=1``, things) NEVER become instance targets; their semantic target is
+their class (``INPUT.JSIS.CROWD_SEM_SEG: "class"``, default: a crowd of people is people
+pixels) or ``ignore_label`` (``"ignore"``: the semantic loss skips them).
 """
 
 from typing import Dict, List, NamedTuple, Sequence, Tuple
@@ -26,7 +22,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from .ids import IdIndex
 
 __all__ = [
-    "CROWD_SEM_SEG_MODES",
+    "check_crowd_sem_seg",
     "PanopticTargets",
     "segment_index_map",
     "checked_index_map",
@@ -35,6 +31,15 @@ __all__ = [
 ]
 
 CROWD_SEM_SEG_MODES = ("class", "ignore")
+
+
+def check_crowd_sem_seg(mode: str) -> str:
+    """``mode`` if it is a ``CROWD_SEM_SEG_MODES``, else ValueError naming the config key."""
+    if mode not in CROWD_SEM_SEG_MODES:
+        raise ValueError(
+            f"INPUT.JSIS.CROWD_SEM_SEG must be one of {CROWD_SEM_SEG_MODES}, got {mode!r}"
+        )
+    return mode
 
 
 class PanopticTargets(NamedTuple):
@@ -60,47 +65,30 @@ class PanopticTargets(NamedTuple):
 def segment_index_map(
     pan_ids: np.ndarray, segment_ids: Sequence[int]
 ) -> Tuple[np.ndarray, List[int]]:
-    """Replace segment ids by their position in ``segment_ids``.
-
-    Args:
-        pan_ids: int [H, W] panoptic segment ids (0 = void).
-        segment_ids: the S segment ids of ``segments_info``, in order.
-
-    Returns:
-        (index map int32 [H, W]: 0 = void, i + 1 = ``segment_ids[i]``; sorted list of the ids
-        > 0 in ``pan_ids`` that are not in ``segment_ids`` (their pixels get 0)).
-    """
+    """int [H, W] segment ids (0 = void) -> (index map int32 [H, W]: 0 = void, i + 1 =
+    ``segment_ids[i]`` (the S ids of ``segments_info``); sorted list of the ids > 0 of
+    ``pan_ids`` that are not in ``segment_ids`` (their pixels get 0))."""
     rows, unknown = IdIndex(segment_ids).find(pan_ids)  # void: row 0, always found
-    index = rows.astype(np.int32)
-    index[unknown] = 0
+    index = np.where(unknown, 0, rows).astype(np.int32)
     return index, np.unique(pan_ids[unknown]).tolist() if unknown.any() else []
 
 
-def checked_index_map(pan_ids: np.ndarray, segment_ids: Sequence[int], png: str) -> np.ndarray:
-    """:func:`segment_index_map` of a map that must agree with its ``segments_info``.
-
-    Args:
-        pan_ids: int [H, W] panoptic segment ids (0 = void), decoded from ``png``.
-        segment_ids: the S segment ids of its ``segments_info``, in order.
-        png: file name of the panoptic PNG, named in the errors.
-
-    Returns:
-        index map int32 [H, W]: 0 = void, i + 1 = ``segment_ids[i]``.
-
-    Raises:
-        ValueError (one line naming ``png``): an id > 0 in the map that no segment describes,
-            or a segment id absent from the map.
-    """
+def checked_index_map(
+    pan_ids: np.ndarray, segment_ids: Sequence[int], png: str, error=ValueError
+) -> np.ndarray:
+    """The index map of :func:`segment_index_map`, of ids decoded from the PNG ``png`` that
+    must agree with its ``segments_info``: ``error`` (one line naming ``png``) for an id > 0
+    in the map that no segment describes, or a segment id absent from the map."""
     index, not_in_json = segment_index_map(pan_ids, segment_ids)
     if not_in_json:
-        raise ValueError(
+        raise error(
             f"panoptic PNG {png} contains segment id(s) {not_in_json[:10]} that are not in its "
             "segments_info (JSON)"
         )
     counts = np.bincount(index.ravel(), minlength=len(segment_ids) + 1)[1:]
     not_in_png = [i for i, c in zip(segment_ids, counts) if c == 0]
     if not_in_png:
-        raise ValueError(
+        raise error(
             f"segments_info (JSON) of {png} lists segment id(s) {not_in_png[:10]} that do not "
             "appear in the PNG"
         )
@@ -124,19 +112,14 @@ def targets_from_index_map(
         crowd_sem_seg: "class" or "ignore" (see module docstring); ValueError otherwise.
         ignore_label: value of void pixels in ``sem_seg``.
     """
-    if crowd_sem_seg not in CROWD_SEM_SEG_MODES:
-        raise ValueError(
-            f"INPUT.JSIS.CROWD_SEM_SEG must be one of {CROWD_SEM_SEG_MODES}, got {crowd_sem_seg!r}"
-        )
+    check_crowd_sem_seg(crowd_sem_seg)
     h, w = index.shape
     seg_ids = np.array([int(s["id"]) for s in segments_info], dtype=np.int64)
     seg_cls = np.array([int(s["category_id"]) for s in segments_info], dtype=np.int64)
     crowd = np.array([bool(s.get("iscrowd", 0)) for s in segments_info], dtype=bool)
     thing = np.array([bool(s["isthing"]) for s in segments_info], dtype=bool)
 
-    sem_of_segment = seg_cls.copy()
-    if crowd_sem_seg == "ignore":
-        sem_of_segment[crowd] = ignore_label
+    sem_of_segment = np.where(crowd & (crowd_sem_seg == "ignore"), ignore_label, seg_cls)
     lut = np.concatenate([[ignore_label], sem_of_segment]).astype(np.int64)
     sem_seg = lut[index]
 
@@ -146,19 +129,10 @@ def targets_from_index_map(
     cols = masks.any(axis=1)  # [N, W]
     keep = rows.any(axis=1)
     masks, rows, cols, inst_idx = masks[keep], rows[keep], cols[keep], inst_idx[keep]
-    boxes = (
-        np.stack(
-            [
-                cols.argmax(axis=1),
-                rows.argmax(axis=1),
-                w - cols[:, ::-1].argmax(axis=1),
-                h - rows[:, ::-1].argmax(axis=1),
-            ],
-            axis=1,
-        )
-        .astype(np.float32)
-        .reshape(-1, 4)
-    )
+    # XYXY: the first row/column with a pixel, and one past the last one
+    x0, y0 = cols.argmax(axis=1), rows.argmax(axis=1)
+    x1, y1 = w - cols[:, ::-1].argmax(axis=1), h - rows[:, ::-1].argmax(axis=1)
+    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
     return PanopticTargets(sem_seg, masks, seg_cls[inst_idx], seg_ids[inst_idx], boxes)
 
 

@@ -1,22 +1,14 @@
-"""Built-in datasets, registered at import (lazily: nothing is read until DatasetCatalog.get).
+"""Built-in datasets, registered at import (lazily: nothing is read until DatasetCatalog.get),
+under ``$DETECTRON2_DATASETS`` (default ``./datasets``) as in Detectron2; never d2's names:
 
-Root: ``$DETECTRON2_DATASETS`` (default ``./datasets``), as in Detectron2. Expected layout::
-
-    coco/
-      train2017/  val2017/                          images (*.jpg)
-      panoptic_train2017/  panoptic_val2017/        panoptic PNGs
-      annotations/panoptic_{train,val}2017.json
-    mapillary_vistas/                               Mapillary Vistas v1.2
-      training/images/*.jpg
-      training/panoptic/panoptic_2018.json
-      training/panoptic/*.png
-      validation/...                                (same)
-    jsis_synthetic/                                 python tools/make_synthetic_dataset.py
-      {train,val}/images/*.png, {train,val}/panoptic/*.png,
-      {train,val}/panoptic_{train,val}.json
-
-Names (never Detectron2's own): jsis_coco_2017_{train,val}_panoptic,
-jsis_mapillary_vistas_{train,val}_panoptic, jsis_synthetic_{train,val}.
+- ``jsis_coco_2017_{train,val}_panoptic``: ``coco/{train,val}2017/*.jpg``,
+  ``coco/panoptic_{train,val}2017/*.png``, ``coco/annotations/panoptic_{train,val}2017.json``
+- ``jsis_mapillary_vistas_{train,val}_panoptic`` (v1.2): in
+  ``mapillary_vistas/{training,validation}/``: ``images/*.jpg``, ``panoptic/*.png``,
+  ``panoptic/panoptic_2018.json``
+- ``jsis_synthetic_{train,val}`` (``tools/make_synthetic_dataset.py``): in
+  ``jsis_synthetic/{train,val}/``: ``images/*.png``, ``panoptic/*.png``,
+  ``panoptic_{train,val}.json``
 """
 
 import json
@@ -54,23 +46,6 @@ SYNTHETIC_HINT = (
 )
 SYNTHETIC_DATASET_NAMES = {"train": "jsis_synthetic_train", "val": "jsis_synthetic_val"}
 
-_COCO_SPLITS = {
-    "jsis_coco_2017_train_panoptic": (
-        "coco/train2017",
-        "coco/panoptic_train2017",
-        "coco/annotations/panoptic_train2017.json",
-    ),
-    "jsis_coco_2017_val_panoptic": (
-        "coco/val2017",
-        "coco/panoptic_val2017",
-        "coco/annotations/panoptic_val2017.json",
-    ),
-}
-_MAPILLARY_SPLITS = {
-    "jsis_mapillary_vistas_train_panoptic": "mapillary_vistas/training",
-    "jsis_mapillary_vistas_val_panoptic": "mapillary_vistas/validation",
-}
-
 
 def datasets_root() -> str:
     """``$DETECTRON2_DATASETS`` or ``datasets`` (the one home of the dataset root)."""
@@ -99,20 +74,20 @@ def register_all(root: Optional[str] = None) -> None:
     coco_categories = [
         {k: c[k] for k in ("id", "name", "isthing", "color")} for c in COCO_CATEGORIES
     ]
-    for name, (images, panoptic, js) in _COCO_SPLITS.items():
+    mapillary = mapillary_vistas_categories()
+    coco = os.path.join(root, "coco")
+    for split, mapillary_split in (("train", "training"), ("val", "validation")):
         register_panoptic_dataset(
-            name,
-            os.path.join(root, images),
-            os.path.join(root, panoptic),
-            os.path.join(root, js),
+            f"jsis_coco_2017_{split}_panoptic",
+            os.path.join(coco, f"{split}2017"),
+            os.path.join(coco, f"panoptic_{split}2017"),
+            os.path.join(coco, "annotations", f"panoptic_{split}2017.json"),
             coco_categories,
             missing_hint=COCO_HINT,
         )
-    mapillary = mapillary_vistas_categories()
-    for name, split_dir in _MAPILLARY_SPLITS.items():
-        d = os.path.join(root, split_dir)
+        d = os.path.join(root, "mapillary_vistas", mapillary_split)
         register_panoptic_dataset(
-            name,
+            f"jsis_mapillary_vistas_{split}_panoptic",
             os.path.join(d, "images"),
             os.path.join(d, "panoptic"),
             os.path.join(d, "panoptic", "panoptic_2018.json"),
@@ -129,14 +104,9 @@ def register_synthetic_datasets(
     (default :func:`default_synthetic_root`). Lazy: the files may not exist yet."""
     root = root or default_synthetic_root()
     for split, name in (names or SYNTHETIC_DATASET_NAMES).items():
-        p = synthetic_split_paths(root, split)
+        paths = synthetic_split_paths(root, split)  # image_root, panoptic_root, panoptic_json
         register_panoptic_dataset(
-            name,
-            p["image_root"],
-            p["panoptic_root"],
-            p["panoptic_json"],
-            SYNTHETIC_CATEGORIES,
-            missing_hint=SYNTHETIC_HINT,
+            name, categories=SYNTHETIC_CATEGORIES, missing_hint=SYNTHETIC_HINT, **paths
         )
 
 
@@ -150,19 +120,14 @@ def make_synthetic_datasets(
     overwrite: bool = False,
     register: bool = True,
 ) -> Dict[str, Dict[str, str]]:
-    """Generate the train and val splits with :func:`jsis_d2.data.synthetic.
-    generate_synthetic_dataset` (different images: the split is part of the seed) and register
-    them as ``jsis_synthetic_train`` / ``jsis_synthetic_val``.
-
-    Returns {"train": paths, "val": paths} (see :func:`~jsis_d2.data.synthetic.
-    synthetic_split_paths`).
-    """
+    """Generate the train and val splits (:func:`~jsis_d2.data.synthetic.
+    generate_synthetic_dataset`) and register them as ``jsis_synthetic_{train,val}``.
+    Returns {"train": paths, "val": paths}."""
     root = root or default_synthetic_root()
-    out = {}
-    for split, n in (("train", num_train), ("val", num_val)):
-        out[split] = generate_synthetic_dataset(
-            root, split, n, image_size, seed, image_format, overwrite=overwrite
-        )
+    out = {
+        split: generate_synthetic_dataset(root, split, n, image_size, seed, image_format, overwrite)
+        for split, n in (("train", num_train), ("val", num_val))
+    }
     if register:
         register_synthetic_datasets(root)
     return out

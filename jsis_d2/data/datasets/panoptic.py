@@ -1,13 +1,10 @@
-"""COCO-panoptic-format datasets: one loader and one registration function for all of them.
+"""COCO-panoptic-format datasets (COCO, Mapillary Vistas, synthetic, custom): one loader and
+one registration function. On disk: a folder of images, a folder of panoptic PNGs (segment
+id = R + 256 G + 256^2 B, 0 = void) and a JSON with ``images``, ``annotations`` (one per
+image: ``image_id``, ``file_name`` of the PNG, ``segments_info``) and ``categories``.
 
-A dataset in COCO panoptic format is three things: a folder of images, a folder of panoptic
-PNGs (segment id = R + 256 G + 256^2 B, 0 = void) and a JSON with ``images``,
-``annotations`` (one per image: ``image_id``, ``file_name`` of the PNG, ``segments_info``) and
-``categories``. COCO panoptic, Mapillary Vistas, the synthetic dataset and any custom dataset
-all go through :func:`register_panoptic_dataset`.
-
-Dataset dicts (loader output) use CONTIGUOUS category indices (see
-:mod:`jsis_d2.data.label_space`); dataset category ids stay in the files.
+Dataset dicts use CONTIGUOUS category indices (:mod:`jsis_d2.data.label_space`); dataset
+category ids stay in the files.
 """
 
 import functools
@@ -22,24 +19,14 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.file_io import PathManager
 
 from ..dataset_mapper import BadSampleError
-from ..label_space import LabelSpace, check_categories
+from ..label_space import LabelSpace
 from ..panoptic_format import check_annotations, first_duplicate
 
-__all__ = [
-    "IGNORE_LABEL",
-    "LABEL_DIVISOR",
-    "EVALUATOR_TYPE",
-    "DatasetNotFoundError",
-    "load_panoptic_json",
-    "panoptic_metadata",
-    "register_panoptic_dataset",
-]
+__all__ = ["DatasetNotFoundError", "load_panoptic_json", "register_panoptic_dataset"]
 
 logger = logging.getLogger(__name__)
-
-IGNORE_LABEL = 255  # semantic target of void pixels (MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
-LABEL_DIVISOR = 1000  # panoptic id = category * LABEL_DIVISOR + instance (d2 convention)
-EVALUATOR_TYPE = "jsis_panoptic"
+#: Images skipped for unknown category ids that are logged one by one (then only counted).
+_LOG_FIRST = 10
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -66,12 +53,9 @@ def _read_json(panoptic_json: str) -> Dict:
 
 
 def _check_entries(data: Dict, panoptic_json: str) -> None:
-    """Refuse what would pair a PNG with the wrong image: duplicate ids or file names.
-
-    Each image id appears once in ``images`` and once in ``annotations``; no two images share
-    an image file and no two annotations share a PNG; every annotation has ``image_id``,
-    ``file_name`` and a ``segments_info`` list. Errors are one line naming ``panoptic_json``.
-    """
+    """ValueError (one line naming ``panoptic_json``) for what would pair a PNG with the wrong
+    image: an image id or image file used twice in ``images``, and the annotation checks
+    (:func:`~jsis_d2.data.panoptic_format.check_annotations`); segments need id, category_id."""
     images = data.get("images", [])
     if not isinstance(images, list) or not all(isinstance(e, dict) for e in images):
         raise ValueError(f"panoptic JSON {panoptic_json}: 'images' must be a list of objects")
@@ -83,21 +67,16 @@ def _check_entries(data: Dict, panoptic_json: str) -> None:
                     f"{panoptic_json}: segment #{i} of image_id {ann['image_id']!r} "
                     f"({ann['file_name']}) needs 'id' and 'category_id' (got {seg!r:.80})"
                 )
-    first_duplicate(
-        images,
-        "id",
-        lambda v, o: (
-            f"{panoptic_json}: image id {v!r} appears in {len(o)} 'images' entries "
+    dup = first_duplicate(images, "id")
+    if dup:
+        raise ValueError(
+            f"{panoptic_json}: image id {dup[0]!r} appears in {len(dup[1])} 'images' entries "
             "(each image needs its own id)"
-        ),
-    )
-    first_duplicate(
-        images,
-        "file_name",
-        lambda v, o: (
-            f"{panoptic_json}: image file {v} is used by images {' and '.join(map(repr, o))}"
-        ),
-    )
+        )
+    dup = first_duplicate(images, "file_name")
+    if dup:
+        owners = " and ".join(map(repr, dup[1]))
+        raise ValueError(f"{panoptic_json}: image file {dup[0]} is used by images {owners}")
 
 
 def load_panoptic_json(
@@ -111,26 +90,21 @@ def load_panoptic_json(
 ) -> List[Dict]:
     """Load a COCO-panoptic-format dataset as Detectron2 dataset dicts.
 
-    Image files come from the JSON ``images`` entries (``file_name``, ``height``,
-    ``width``), so any image extension works; an image without such an entry falls back to
-    the PNG's stem + ".jpg" and reads its size from the file header.
+    Image files and sizes come from the JSON ``images`` entries (any extension); an image
+    without one is the PNG's stem + ".jpg", its size read from the file header.
+    ``skip_unknown_categories`` (the training loader's, under ``DATALOADER.SKIP_BAD_SAMPLES``)
+    drops, with a warning counting them, the images with a segment of a category id not in
+    ``label_space`` instead of raising; ``dataset_name`` is named when it drops them all.
 
-    Args:
-        skip_unknown_categories: drop (with a warning counting them) the images that have a
-            segment whose category id is not in ``label_space``, instead of raising. The
-            training loader does this under ``DATALOADER.SKIP_BAD_SAMPLES``.
-        dataset_name: names the dataset in the error raised when every image is dropped.
     Returns:
         list of dicts: "file_name", "image_id" (as in the JSON), "height", "width" (original),
         "pan_seg_file_name", "segments_info": list of {"id", "category_id" (contiguous),
         "iscrowd", "isthing", plus "area" and "bbox" (XYWH) copied from the JSON when present}.
-
     Raises:
         DatasetNotFoundError: the JSON or a folder is missing (message: path + ``missing_hint``).
         ValueError (one line naming ``panoptic_json``): the JSON does not parse or has no
-            "annotations"; a segment with a category id unknown to ``label_space`` (names the
-            PNG and the ids); an image id, image file or PNG used twice; an annotation without
-            ``image_id``, ``file_name`` or ``segments_info``.
+            "annotations"; an unknown category id (names the PNG and the ids); see
+            :func:`_check_entries`.
         BadSampleError: ``skip_unknown_categories`` dropped every image.
     """
     _require(panoptic_json, "panoptic JSON", missing_hint, isdir=False)
@@ -147,16 +121,12 @@ def load_panoptic_json(
         try:
             ret.append(_dataset_dict(ann, images, image_root, panoptic_root, label_space))
         except _UnknownCategory as e:
-            msg = (
-                f"{panoptic_json}: segment {e.segment_id} of {e.pan_file} has unknown category "
-                f"id {e.category_id} (known ids: {sorted(label_space.dataset_ids)})"
-            )
             if not skip_unknown_categories:
-                raise ValueError(msg) from None
-            unknown.append(msg)
+                raise ValueError(f"{panoptic_json}: {e}") from None
+            unknown.append(f"{panoptic_json}: {e}")
+            if len(unknown) <= _LOG_FIRST:
+                logger.warning("Skipping an image: %s", unknown[-1])
     if unknown:
-        for msg in unknown[:_LOG_FIRST]:
-            logger.warning("Skipping an image: %s", msg)
         logger.warning(
             "Skipped %d of %d images of %s with unknown category ids "
             "(DATALOADER.SKIP_BAD_SAMPLES=True)%s",
@@ -177,42 +147,33 @@ def load_panoptic_json(
     return ret
 
 
-#: Images skipped for unknown category ids that are logged one by one (then only counted).
-_LOG_FIRST = 10
-
-
 class _UnknownCategory(Exception):
-    def __init__(self, segment_id, category_id, pan_file):
-        super().__init__(segment_id, category_id, pan_file)
-        self.segment_id, self.category_id, self.pan_file = segment_id, category_id, pan_file
+    pass
 
 
 def _dataset_dict(ann, images, image_root, panoptic_root, label_space) -> Dict:
     """One annotation -> one dataset dict (see :func:`load_panoptic_json`)."""
     image_id = ann["image_id"]
     pan_file = os.path.join(panoptic_root, ann["file_name"])
-    img = images.get(image_id)
-    if img is not None:
-        image_file = os.path.join(image_root, img["file_name"])
-        height, width = img.get("height"), img.get("width")
-    else:
-        image_file = os.path.join(image_root, os.path.splitext(ann["file_name"])[0] + ".jpg")
-        height = width = None
+    img = images.get(image_id) or {"file_name": os.path.splitext(ann["file_name"])[0] + ".jpg"}
+    image_file = os.path.join(image_root, img["file_name"])
+    height, width = img.get("height"), img.get("width")
     segments = []
     for s in ann["segments_info"]:
         try:
             k = label_space.to_contiguous(s["category_id"])
         except KeyError:
-            raise _UnknownCategory(s.get("id"), s["category_id"], pan_file) from None
+            raise _UnknownCategory(
+                f"segment {s.get('id')} of {pan_file} has unknown category id "
+                f"{s['category_id']} (known ids: {sorted(label_space.dataset_ids)})"
+            ) from None
         seg = {
             "id": int(s["id"]),
             "category_id": k,
             "iscrowd": int(s.get("iscrowd", 0)),
             "isthing": label_space.is_thing[k],
         }
-        for key in ("area", "bbox"):
-            if key in s:
-                seg[key] = s[key]
+        seg.update({key: s[key] for key in ("area", "bbox") if key in s})
         segments.append(seg)
     if height is None or width is None:
         with PathManager.open(image_file, "rb") as fi:
@@ -227,22 +188,6 @@ def _dataset_dict(ann, images, image_root, panoptic_root, label_space) -> Dict:
     }
 
 
-def panoptic_metadata(
-    categories: Sequence[Dict], image_root: str, panoptic_root: str, panoptic_json: str
-) -> Dict:
-    """The MetadataCatalog fields of a jsis_d2 panoptic dataset (see LabelSpace.metadata)."""
-    md = LabelSpace(categories).metadata()
-    md.update(
-        image_root=image_root,
-        panoptic_root=panoptic_root,
-        panoptic_json=panoptic_json,
-        ignore_label=IGNORE_LABEL,
-        label_divisor=LABEL_DIVISOR,
-        evaluator_type=EVALUATOR_TYPE,
-    )
-    return md
-
-
 def register_panoptic_dataset(
     name: str,
     image_root: str,
@@ -251,18 +196,16 @@ def register_panoptic_dataset(
     categories: Optional[Sequence[Dict]] = None,
     missing_hint: str = "",
 ) -> None:
-    """Register a COCO-panoptic-format dataset with Detectron2 (loading stays lazy).
+    """Register a COCO-panoptic-format dataset as ``name`` with Detectron2 (loading is lazy);
+    registering a name again replaces its registration.
 
     Args:
-        name: dataset name for ``DATASETS.TRAIN/TEST``.
-        image_root: folder of the images.
-        panoptic_root: folder of the panoptic PNGs.
-        panoptic_json: COCO panoptic JSON.
         categories: dataset categories (dicts with ``id``, ``name``, ``isthing``, optional
             ``color``). None: read them from ``panoptic_json`` now (the file must exist).
         missing_hint: appended to the error raised when the files are missing at load time.
-
-    Registering a name again replaces its previous registration (same arguments: no change).
+    Metadata: :meth:`LabelSpace.metadata`, the three paths, ``ignore_label`` 255 (semantic
+    target of void pixels), ``label_divisor`` 1000 (Detectron2's panoptic id = class * 1000
+    + instance) and ``evaluator_type`` "jsis_panoptic".
     """
     where = "categories"
     if categories is None:
@@ -273,11 +216,9 @@ def register_panoptic_dataset(
             raise ValueError(f"panoptic JSON {panoptic_json} has no 'categories'")
         where = panoptic_json
     try:
-        check_categories(categories)
+        label_space = LabelSpace(categories)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
-    label_space = LabelSpace(categories)
-    md = panoptic_metadata(categories, image_root, panoptic_root, panoptic_json)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
@@ -295,4 +236,12 @@ def register_panoptic_dataset(
             dataset_name=name,
         ),
     )
-    MetadataCatalog.get(name).set(**md)
+    MetadataCatalog.get(name).set(
+        **label_space.metadata(),
+        image_root=image_root,
+        panoptic_root=panoptic_root,
+        panoptic_json=panoptic_json,
+        ignore_label=255,
+        label_divisor=1000,
+        evaluator_type="jsis_panoptic",
+    )
