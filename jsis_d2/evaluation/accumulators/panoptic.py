@@ -77,7 +77,8 @@ class PanopticAccumulator:
             pan,
             pred,
             gt.where,
-            pred_name=f"{gt.where} (predicted panoptic_seg)",
+            f"{gt.where} (ground truth)",
+            f"{gt.where} (predicted panoptic_seg)",
         )
         self._pq.add_image(stats)
         if stats.area_mismatch is not None:
@@ -122,7 +123,7 @@ class PanopticAccumulator:
     def state(self) -> Dict:
         """Picklable: float64 [4, K] PQ sums, the saved annotations, the area mismatches."""
         return {
-            "pq": self._pq.to_array(),
+            "pq": self._pq.sums,
             "annotations": self._annotations,
             "area_mismatches": self._area_mismatches,
         }
@@ -134,7 +135,8 @@ class PanopticAccumulator:
         log_area_mismatches([m for s in states for m in s["area_mismatches"]])
         if self._output_dir:
             self._write_json([a for s in states for a in s["annotations"]])
-        pq = PQStats.from_array(sum(s["pq"] for s in states))
+        pq = PQStats(self._labels.num_classes)
+        pq.sums += sum(s["pq"] for s in states)
         isthing = self._labels.is_thing
         res = {}
         for suffix, which in (("", None), ("_th", True), ("_st", False)):
