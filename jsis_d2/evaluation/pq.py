@@ -493,29 +493,26 @@ def compute_pq_stats(
     """
     num_threads = num_threads or max(1, min(8, os.cpu_count() or 1))
     gt_json = _load_json(gt_json_file, "ground-truth")
+    pred_json = _load_json(pred_json_file, "prediction")
     # panopticapi's default folders: ``json_file.replace('.json', '')`` (every occurrence)
     gt_folder = gt_json_file.replace(".json", "") if gt_folder is None else gt_folder
     pred_folder = pred_json_file.replace(".json", "") if pred_folder is None else pred_folder
-    pool = ThreadPoolExecutor(max_workers=num_threads) if num_threads > 1 else None
-    try:
-        prefetched = _prefetch(pool, gt_json, gt_folder, _PREFETCH_PER_THREAD * num_threads)
-        pred_json = _load_json(pred_json_file, "prediction")
-        categories, pairs = _image_pairs(
-            gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder
-        )
-        cat_index = {c["id"]: k for k, c in enumerate(categories)}
+    categories, pairs = _image_pairs(
+        gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder
+    )
+    cat_index = {c["id"]: k for k, c in enumerate(categories)}
 
-        def one(i):
-            return _image_stats(*pairs[i], cat_index, prefetched.pop(i, None))
+    def one(pair):
+        return _image_stats(*pair, cat_index)
 
-        if pool is not None and len(pairs) > 1:
-            # The prefetch tasks were queued first: a task waiting on one never blocks the pool.
-            per_image = list(pool.map(one, range(len(pairs))))
-        else:
-            per_image = [one(i) for i in range(len(pairs))]
-    finally:
-        if pool is not None:
+    if num_threads > 1 and len(pairs) > 1:
+        pool = ThreadPoolExecutor(max_workers=num_threads)
+        try:
+            per_image = list(pool.map(one, pairs))
+        finally:  # on an error, the images not started yet are not decoded
             pool.shutdown(wait=True, cancel_futures=True)
+    else:
+        per_image = [one(p) for p in pairs]
     log_area_mismatches([s.area_mismatch for s in per_image])
     # panopticapi's pool splits the images into cpu_count() chunks, sums each chunk in image
     # order, then adds the chunk totals in chunk order: the same float sums, bit-identical.
@@ -526,28 +523,6 @@ def compute_pq_stats(
             part.add_image(per_image[i])
         total.sums += part.sums
     return total, categories
-
-
-#: Ground-truth PNGs decoded ahead per thread while the prediction JSON is parsed.
-_PREFETCH_PER_THREAD = 8
-
-
-def _prefetch(pool, gt_json, gt_folder: str, n: int) -> Dict:
-    """Start decoding the first ``n`` ground-truth PNGs in ``pool`` (None: serial, nothing).
-
-    json holds the GIL while the prediction JSON parses, Pillow's decoder releases it. Returns
-    {annotation index: future of the ids}; errors surface when each image's turn comes.
-    """
-    anns = gt_json.get("annotations") if isinstance(gt_json, dict) else None
-    if pool is None or not os.path.isdir(gt_folder) or not isinstance(anns, list):
-        return {}
-    futures = {}
-    for i, ann in enumerate(anns[:n]):
-        if isinstance(ann, dict) and isinstance(ann.get("file_name"), str):
-            path = os.path.join(gt_folder, ann["file_name"])
-            where = f"image {ann.get('image_id')!r}"
-            futures[i] = pool.submit(read_segment_ids, path, where, raw=True)
-    return futures
 
 
 def _image_pairs(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder):
@@ -586,15 +561,15 @@ def _image_pairs(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pr
     return categories, pairs
 
 
-def _image_stats(iid, gt_ann, pred_ann, gt_file, pred_file, cat_index, gt_future=None):
-    """:class:`ImagePQStats` of one image pair (``gt_future``: its prefetched ground truth)."""
+def _image_stats(iid, gt_ann, pred_ann, gt_file, pred_file, cat_index):
+    """:class:`ImagePQStats` of one image pair."""
     where_gt = f"image {iid!r}, ground truth {gt_file}"
     where_pred = f"image {iid!r}, prediction {pred_file}"
     gt = segment_table(gt_ann["segments_info"], cat_index, where_gt, use_area=True)
     pred = segment_table(pred_ann["segments_info"], cat_index, where_pred)
     where = f"image {iid!r}"
     # Raw PNG words: the histogram masks the id bits of its runs, not of every pixel.
-    gt_ids = gt_future.result() if gt_future is not None else read_segment_ids(gt_file, where, True)
+    gt_ids = read_segment_ids(gt_file, where, raw=True)
     pred_ids = read_segment_ids(pred_file, where, raw=True)
     where = f"image {iid!r} ({gt_file} vs {pred_file})"
     return image_pq_stats(gt_ids, gt, pred_ids, pred, where, where_gt, where_pred, ID_LIMIT - 1)
