@@ -31,6 +31,7 @@ from jsis_d2.data.ids import IdIndex
 from jsis_d2.data.label_space import LabelSpace
 from jsis_d2.data.panoptic_png import write_panoptic_png
 from jsis_d2.evaluation.pq import (
+    GROUPS,
     PanopticEvalError,
     PQStats,
     SegmentTable,
@@ -247,7 +248,7 @@ class PanopticAccumulator:
         pq = PQStats(self._labels.num_classes)
         pq.sums += sum(s["pq"] for s in states)
         res = {}
-        for suffix, which in (("", None), ("_th", True), ("_st", False)):
+        for _, suffix, which in GROUPS:
             avg = pq.average(self._labels.is_thing, which)
             for key in ("pq", "sq", "rq"):
                 res[key.upper() + suffix] = 100 * avg[key]

@@ -33,6 +33,7 @@ from jsis_d2.evaluation.accumulators import (
     SemSegAccumulator,
     read_ground_truth,
 )
+from jsis_d2.evaluation.pq import GROUPS
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
@@ -142,32 +143,19 @@ class JSISEvaluator(DatasetEvaluator):
 
     def _log(self, results: Dict) -> None:
         """One table of PQ / SQ / RQ, one of the headline metrics."""
-        lines = []
+        tables = []
         if "panoptic_seg" in results:
             r = results["panoptic_seg"]
-            rows = [
-                [name, r["PQ" + s], r["SQ" + s], r["RQ" + s], r["N" + s]]
-                for name, s in (("All", ""), ("Things", "_th"), ("Stuff", "_st"))
-            ]
-            lines.append(
-                tabulate(
-                    rows,
-                    headers=["", "PQ", "SQ", "RQ", "#categories"],
-                    tablefmt="pipe",
-                    floatfmt=".3f",
-                )
-            )
-        other = []
-        if "sem_seg" in results:
-            other.append(["mIoU", results["sem_seg"]["mIoU"]])
-        for t in ("segm", "bbox"):
-            if t in results:
-                other.append([f"{t} AP50", results[t]["AP50"]])
+            rows = [[name] + [r[k + s] for k in ("PQ", "SQ", "RQ", "N")] for name, s, _ in GROUPS]
+            tables.append((rows, ["", "PQ", "SQ", "RQ", "#categories"]))
+        other = [["mIoU", results["sem_seg"]["mIoU"]]] if "sem_seg" in results else []
+        other += [[f"{t} AP50", results[t]["AP50"]] for t in ("segm", "bbox") if t in results]
         if "rpn" in results:
             r = results["rpn"]
             other.append([f"RPN mean recall @IoU{r['iou_threshold']:g}", r["mean_recall"]])
         if other:
-            lines.append(
-                tabulate(other, headers=["metric", "value"], tablefmt="pipe", floatfmt=".3f")
-            )
-        logger.info("JSIS evaluation on %s:\n%s", self._dataset_name, "\n\n".join(lines))
+            tables.append((other, ["metric", "value"]))
+        text = "\n\n".join(
+            tabulate(t, headers=h, tablefmt="pipe", floatfmt=".3f") for t, h in tables
+        )
+        logger.info("JSIS evaluation on %s:\n%s", self._dataset_name, text)

@@ -69,6 +69,7 @@ from ..data.panoptic_format import check_annotations
 from ..data.panoptic_png import ID_LIMIT, VOID, PanopticPNGError, read_panoptic_png
 
 __all__ = [
+    "GROUPS",
     "PanopticEvalError",
     "MissingPredictionError",
     "MissingFileError",
@@ -95,6 +96,8 @@ logger = logging.getLogger(__name__)
 MATCH_IOU = 0.5
 #: An unmatched prediction more than this fraction on void + crowd is not a false positive.
 IGNORE_FRACTION = 0.5
+#: The groups: panopticapi's name, Detectron2's key suffix, categories (None: all, True: things)
+GROUPS = (("All", "", None), ("Things", "_th", True), ("Stuff", "_st", False))
 
 
 class PanopticEvalError(ValueError):
@@ -454,16 +457,12 @@ class PQStats:
 
     def results(self, category_ids: Sequence, isthing: Sequence[bool]) -> Dict:
         """The result dict of panopticapi's ``pq_compute`` (per_class keyed by category id)."""
-        out = {name: self.average(isthing, w) for name, w in _GROUPS}
+        out = {name: self.average(isthing, which) for name, _, which in GROUPS}
         out["per_class"] = {
             cid: r or {"pq": 0.0, "sq": 0.0, "rq": 0.0}
             for cid, r in zip(category_ids, self.per_class())
         }
         return out
-
-
-#: panopticapi's groups: name, which categories (None: all, True: things, False: stuff)
-_GROUPS = (("All", None), ("Things", True), ("Stuff", False))
 
 
 # ----------------------------------------------------------------------------- files
@@ -624,7 +623,7 @@ def format_pq_table(results: Dict, per_class: Optional[Dict] = None) -> str:
     {"pq", "sq", "rq"} or None for no TP, FP or FN: shown as ``n/a``)}) then every class."""
     row = "{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}"
     lines = [row.format("", "PQ", "SQ", "RQ", "N"), "-" * 38]
-    for name, _ in _GROUPS:
+    for name, _, _ in GROUPS:
         lines.append(row.format(name, *_percent(results[name]), str(results[name]["n"])))
     if per_class is not None:
         row = "{:>6} {:24.24s} {:>5s}  {:>5s}  {:>5s}"
