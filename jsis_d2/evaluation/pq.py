@@ -242,26 +242,6 @@ def check_size(where: str, what: str, shape, gt_shape) -> None:
 # ----------------------------------------------------------------------------- counting
 
 
-def _runs(a: np.ndarray, b: np.ndarray):
-    """Runs of equal (a, b) along the raster order of two arrays of the same size.
-
-    Returns (a values [R], b values [R], lengths int64 [R]); R is about the number of
-    segment boundaries crossed by the rows, far below H*W on segmentation maps.
-    """
-    a = a.reshape(-1)
-    b = b.reshape(-1)
-    n = a.size
-    if n == 0:
-        return a[:0], b[:0], np.zeros(0, dtype=np.int64)
-    change = np.not_equal(a[1:], a[:-1])
-    change |= np.not_equal(b[1:], b[:-1])
-    starts = np.flatnonzero(change)
-    starts += 1
-    starts = np.concatenate((np.zeros(1, dtype=starts.dtype), starts))
-    lengths = np.diff(starts, append=n)
-    return a[starts], b[starts], lengths
-
-
 def joint_histogram(
     a: np.ndarray,
     a_index: IdIndex,
@@ -285,7 +265,20 @@ def joint_histogram(
     Raises:
         UnknownSegmentError listing the labels of ``a`` (or ``b``) not in its index.
     """
-    av, bv, lengths = _runs(a, b)
+    # Runs of equal (a, b) along the raster order: about the number of segment boundaries
+    # crossed by the rows, far below H*W on segmentation maps.
+    a = a.reshape(-1)
+    b = b.reshape(-1)
+    na, nb = len(a_index.ids), len(b_index.ids)
+    if a.size == 0:
+        return np.zeros((na, nb), dtype=np.int64)
+    change = np.not_equal(a[1:], a[:-1])
+    change |= np.not_equal(b[1:], b[:-1])
+    starts = np.flatnonzero(change)
+    starts += 1
+    starts = np.concatenate((np.zeros(1, dtype=starts.dtype), starts))
+    lengths = np.diff(starts, append=a.size)
+    av, bv = a[starts], b[starts]
     if id_mask is not None:  # runs split at every raw change, so each run has one label
         av &= id_mask
         bv &= id_mask
@@ -298,7 +291,6 @@ def joint_histogram(
                 f"{name}: segment id(s) {unknown[:20]} present in the PNG/map but not in "
                 "segments_info"
             )
-    na, nb = len(a_index.ids), len(b_index.ids)
     key = ai * nb
     key += bi
     counts = np.bincount(key, weights=lengths, minlength=na * nb)
