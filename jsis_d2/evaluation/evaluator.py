@@ -13,10 +13,8 @@ the matching model output, to one accumulator per output key
 
 A section is reported only when its output key was present (a disabled branch gives no key).
 Distributed: each process accumulates; ``evaluate()`` gathers the accumulators' states on the
-main process, which returns the results; other processes return ``{}``.
-
-Id spaces: inputs (dataset dicts) and outputs carry CONTIGUOUS category indices in [0, K)
-(things first, ``k < T``); files carry dataset ids (converted with :class:`LabelSpace`).
+main process, which returns the results; other processes return ``{}``. Id spaces: see
+:mod:`jsis_d2.evaluation.accumulators`.
 """
 
 import logging

@@ -410,12 +410,11 @@ class PQStats:
     def __init__(self, num_categories: int):
         self.sums = np.zeros((4, num_categories), dtype=np.float64)
 
-    def add_image(self, s: ImagePQStats) -> "PQStats":
+    def add_image(self, s: ImagePQStats) -> None:
         """Accumulate one image. IoUs are added one by one in order (panopticapi's sums)."""
         np.add.at(self.sums[0], s.match_cat, s.match_iou)
         for row, cats in ((1, s.match_cat), (2, s.fp_cat), (3, s.fn_cat)):
             self.sums[row] += np.bincount(cats, minlength=self.sums.shape[1])
-        return self
 
     def per_class(self) -> List[Optional[Dict[str, float]]]:
         """Per category: {"pq", "sq", "rq"} (fractions), or None when TP + FP + FN == 0."""
