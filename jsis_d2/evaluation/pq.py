@@ -29,14 +29,12 @@
   its process pool does), so on the same machine the numbers are bit-identical.
 
 Differences, all on input panopticapi cannot evaluate: a group without any category with
-TP/FP/FN gets pq/sq/rq 0.0 and ``n = 0`` (panopticapi divides by zero); and bad input raises a
-:class:`PanopticEvalError` (a ``ValueError``; some also ``KeyError`` / ``FileNotFoundError``)
-naming the image, file and ids: a missing prediction, a missing or unreadable PNG, an unknown
-category, duplicate segment ids, an id in a PNG but not in ``segments_info`` or the reverse
-(ground truth too), different sizes; in either JSON an image id or PNG with several
-annotations, a malformed annotation; a category without ``id`` or ``isthing`` (guessing
-"stuff" would move every such thing class to the Stuff group). The command line prints such
-an error as one line, exit code 2.
+TP/FP/FN gets pq/sq/rq 0.0 and ``n = 0`` (panopticapi divides by zero); bad input (see each
+function's Raises; in either JSON also an image id or PNG with several annotations, a
+malformed annotation, a category without ``id`` or ``isthing``) raises a
+:class:`PanopticEvalError` (a ``ValueError``; its subclasses also ``KeyError`` /
+``FileNotFoundError``) naming the image, file and ids; the command line prints it as one line,
+exit code 2.
 
 Speed: no process pool. PNGs are decoded with Pillow (panopticapi's decoder) in a small thread
 pool (Pillow releases the GIL), and each image pair is reduced to runs of equal (ground-truth
