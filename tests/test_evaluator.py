@@ -11,13 +11,12 @@ import torch
 
 from jsis_d2.data.label_space import LabelSpace
 from jsis_d2.data.panoptic_png import write_panoptic_png
-from jsis_d2.evaluation import JSISEvaluator, pq_compute, rpn_recall
+from jsis_d2.evaluation import JSISEvaluator, accumulators, pq_compute, rpn_recall
 from jsis_d2.evaluation.accumulators import (
     CocoInstancesAccumulator,
     PanopticAccumulator,
     ProposalRecallAccumulator,
     SemSegAccumulator,
-    ground_truth,
     read_ground_truth,
 )
 from jsis_d2.evaluation.pq import PanopticEvalError, UnknownSegmentError
@@ -336,9 +335,9 @@ def test_ground_truth_area_disagreeing_with_the_png_is_not_inf(dataset, caplog):
 def test_ground_truth_png_read_once_per_image(dataset, monkeypatch):
     name, dicts, _, gt_ids = dataset
     reads = []
-    real = ground_truth.read_segment_ids
+    real = accumulators.read_segment_ids
     monkeypatch.setattr(
-        ground_truth,
+        accumulators,
         "read_segment_ids",
         lambda path, where="": reads.append(path) or real(path, where),
     )
@@ -380,7 +379,7 @@ def test_pickled_states_of_two_shards_give_the_results_of_one(dataset):
     """What comm.gather does: states pickled per shard, results(states) on the main process."""
     name, dicts, _, gt_ids = dataset
 
-    def accumulators(images):
+    def accumulate(images):
         accs = [
             PanopticAccumulator(LS),
             SemSegAccumulator(LS.names),
@@ -403,8 +402,8 @@ def test_pickled_states_of_two_shards_give_the_results_of_one(dataset):
                 acc.process(gt, out[acc.key])
         return accs
 
-    whole = accumulators(dicts)
-    shards = [accumulators(dicts[:1]), accumulators(dicts[1:])]
+    whole = accumulate(dicts)
+    shards = [accumulate(dicts[:1]), accumulate(dicts[1:])]
     for i, acc in enumerate(whole):
         states = [pickle.loads(pickle.dumps(s[i].state())) for s in shards]
         merged, single = acc.results(states), acc.results([acc.state()])

@@ -301,8 +301,8 @@ def test_error_unreadable_png(good_case, content):
     assert P.main([gt_json, pred_json]) == 2
 
 
-def test_error_missing_ground_truth_png_decoded_ahead(good_case):
-    """Ground-truth PNGs are decoded while the prediction JSON parses: errors keep their order."""
+def test_error_missing_ground_truth_png_in_threads(good_case):
+    """Serial or in the decoding threads, errors keep their order."""
     tmp, gt, segs, gt_json = good_case
     pred_json = _pred(tmp, [(1, gt, segs), (2, gt, segs)])
     os.remove(str(tmp / "gt" / "2.png"))

@@ -6,16 +6,7 @@ Names are imported lazily so that ``python -m jsis_d2.evaluation.pq`` runs the m
 
 import importlib
 
-__all__ = [
-    "pq_compute",
-    "PQStats",
-    "PanopticEvalError",
-    "JSISEvaluator",
-    "rpn_recall",
-    "roi_confusion_matrix",
-]
-
-_WHERE = {
+_WHERE = {  # name -> its submodule
     "pq_compute": "pq",
     "PQStats": "pq",
     "PanopticEvalError": "pq",
@@ -23,6 +14,7 @@ _WHERE = {
     "rpn_recall": "accumulators",
     "roi_confusion_matrix": "roi_confusion",
 }
+__all__ = list(_WHERE)
 
 
 def __getattr__(name):

@@ -1,28 +1,20 @@
 """One-pass JSIS-Net evaluation as a Detectron2 ``DatasetEvaluator``.
 
-For each image it reads the ground truth once (panoptic PNG + segments_info,
-:func:`read_ground_truth`) and hands it, with the matching model output, to one accumulator per
-output key (:mod:`jsis_d2.evaluation.accumulators`):
+For each image it reads the ground truth once (:func:`read_ground_truth`) and hands it, with
+the matching model output, to one accumulator per output key
+(:mod:`jsis_d2.evaluation.accumulators`), each reporting its sections:
 
 - ``"panoptic_seg"`` -> ``"panoptic_seg"``: PQ / SQ / RQ for all, things, stuff and per class
-  (panopticapi's rules, same core as :func:`pq_compute`), in percent.
-- ``"sem_seg"`` -> ``"sem_seg"``: mIoU, fwIoU, mACC, pACC, per-class IoU over all K classes
-  (Detectron2's ``SemSegEvaluator`` definitions; void ignored; crowd pixels count with their
-  category unless ``crowd_sem_seg="ignore"``).
+  (panopticapi's rules, same core as :func:`pq_compute`), in percent; with ``output_dir`` and
+  ``save_panoptic`` the predictions are also saved in COCO panoptic format.
+- ``"sem_seg"`` -> ``"sem_seg"``: mIoU, fwIoU, mACC, pACC, per-class IoU over all K classes.
 - ``"instances"`` -> ``"segm"`` / ``"bbox"``: COCO AP, AP50, AP75 (pycocotools).
 - ``"proposals"`` -> ``"rpn"``: mean recall of the ground-truth thing boxes (paper Table 4).
 
 A section is reported only when its output key was present (a disabled branch gives no key).
 Distributed: each process accumulates; ``evaluate()`` gathers the accumulators' states on the
-main process, which returns the results; other processes return ``{}``.
-
-When ``output_dir`` is given and ``save_panoptic`` is on, panoptic predictions are written in
-COCO panoptic format with DATASET category ids: ``output_dir/panoptic_predictions/<name>.png``
-(name of the ground-truth PNG) and ``output_dir/panoptic_predictions.json``, so
-``pq_compute(gt_json, output_dir + "/panoptic_predictions.json")`` re-evaluates them.
-
-Id spaces: inputs (dataset dicts) and outputs carry CONTIGUOUS category indices in [0, K)
-(things first, ``k < T``); files carry dataset ids (converted with :class:`LabelSpace`).
+main process, which returns the results; other processes return ``{}``. Id spaces: see
+:mod:`jsis_d2.evaluation.accumulators`.
 """
 
 import logging
@@ -39,6 +31,7 @@ from jsis_d2.evaluation.accumulators import (
     SemSegAccumulator,
     read_ground_truth,
 )
+from jsis_d2.evaluation.pq import GROUPS
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
@@ -103,7 +96,7 @@ class JSISEvaluator(DatasetEvaluator):
             CocoInstancesAccumulator(labels.names[: labels.num_things], self._dataset_name),
             ProposalRecallAccumulator(labels.num_things, self._rpn_iou),
         ]
-        self._seen = {acc.key: 0 for acc in self._accumulators}  # images per output key
+        self._seen = set()  # output keys processed
 
     def process(self, inputs, outputs):
         """Accumulate one batch.
@@ -120,12 +113,12 @@ class JSISEvaluator(DatasetEvaluator):
             gt = read_ground_truth(inp, self._labels.num_classes)
             for acc in self._accumulators:
                 if acc.key in out:
-                    self._seen[acc.key] += 1
+                    self._seen.add(acc.key)
                     acc.process(gt, out[acc.key])
 
     def _state(self) -> Dict:
         """{output key: accumulator state} of the keys seen by this process."""
-        return {acc.key: acc.state() for acc in self._accumulators if self._seen[acc.key]}
+        return {acc.key: acc.state() for acc in self._accumulators if acc.key in self._seen}
 
     def evaluate(self):
         if self._distributed:
@@ -148,32 +141,19 @@ class JSISEvaluator(DatasetEvaluator):
 
     def _log(self, results: Dict) -> None:
         """One table of PQ / SQ / RQ, one of the headline metrics."""
-        lines = []
+        tables = []
         if "panoptic_seg" in results:
             r = results["panoptic_seg"]
-            rows = [
-                [name, r["PQ" + s], r["SQ" + s], r["RQ" + s], r["N" + s]]
-                for name, s in (("All", ""), ("Things", "_th"), ("Stuff", "_st"))
-            ]
-            lines.append(
-                tabulate(
-                    rows,
-                    headers=["", "PQ", "SQ", "RQ", "#categories"],
-                    tablefmt="pipe",
-                    floatfmt=".3f",
-                )
-            )
-        other = []
-        if "sem_seg" in results:
-            other.append(["mIoU", results["sem_seg"]["mIoU"]])
-        for t in ("segm", "bbox"):
-            if t in results:
-                other.append([f"{t} AP50", results[t]["AP50"]])
+            rows = [[name] + [r[k + s] for k in ("PQ", "SQ", "RQ", "N")] for name, s, _ in GROUPS]
+            tables.append((rows, ["", "PQ", "SQ", "RQ", "#categories"]))
+        other = [["mIoU", results["sem_seg"]["mIoU"]]] if "sem_seg" in results else []
+        other += [[f"{t} AP50", results[t]["AP50"]] for t in ("segm", "bbox") if t in results]
         if "rpn" in results:
             r = results["rpn"]
             other.append([f"RPN mean recall @IoU{r['iou_threshold']:g}", r["mean_recall"]])
         if other:
-            lines.append(
-                tabulate(other, headers=["metric", "value"], tablefmt="pipe", floatfmt=".3f")
-            )
-        logger.info("JSIS evaluation on %s:\n%s", self._dataset_name, "\n\n".join(lines))
+            tables.append((other, ["metric", "value"]))
+        text = "\n\n".join(
+            tabulate(t, headers=h, tablefmt="pipe", floatfmt=".3f") for t, h in tables
+        )
+        logger.info("JSIS evaluation on %s:\n%s", self._dataset_name, text)

@@ -28,23 +28,18 @@
 - Matched IoUs are summed in panopticapi's order (images split into ``cpu_count()`` chunks as
   its process pool does), so on the same machine the numbers are bit-identical.
 
-Differences, all on input panopticapi cannot evaluate: where it divides by zero (no category
-with any TP/FP/FN in a group) the group's pq/sq/rq are 0.0 with ``n = 0``; and bad input
-raises a :class:`PanopticEvalError` (a ``ValueError``; some are also ``KeyError`` /
-``FileNotFoundError``) naming the image, file and ids: a prediction missing for a ground-truth
-image, a missing or unreadable PNG, an unknown category id, duplicate segment ids, an id in a
-PNG absent from ``segments_info`` or the reverse (checked for ground truth too), different
-ground-truth and prediction sizes; in either JSON an image id with several annotations or a PNG
-used by several annotations (they would score one image against another's pixels), an
-annotation that is not an object with ``image_id``, ``file_name`` and a ``segments_info``
-list; a category without ``id`` or ``isthing`` (guessing "stuff" would move every such thing
-class to the Stuff group). The command line prints such an error as one line, exit code 2.
+Differences, all on input panopticapi cannot evaluate: a group without any category with
+TP/FP/FN gets pq/sq/rq 0.0 and ``n = 0`` (panopticapi divides by zero); bad input (see each
+function's Raises; in either JSON also an image id or PNG with several annotations, a
+malformed annotation, a category without ``id`` or ``isthing``) raises a
+:class:`PanopticEvalError` (a ``ValueError``; its subclasses also ``KeyError`` /
+``FileNotFoundError``) naming the image, file and ids; the command line prints it as one line,
+exit code 2.
 
-Speed: no process pool. PNGs are decoded with Pillow (the decoder panopticapi uses) in a small
-thread pool (Pillow releases the GIL), and each image pair is reduced to runs of equal
-(ground-truth id, predicted id) along the raster order, so the joint histogram costs a few
-vectorized passes over the pixels instead of a sort; run ids are looked up in each image's
-segment list with :class:`jsis_d2.data.ids.IdIndex` (binary search).
+Speed: no process pool. PNGs are decoded with Pillow (panopticapi's decoder) in a small thread
+pool (Pillow releases the GIL), and each image pair is reduced to runs of equal (ground-truth
+id, predicted id) along the raster order, so the joint histogram costs a few vectorized passes
+over the pixels instead of a sort.
 
 Array legend: ``H, W`` image size; ``Ng``/``Np`` ground-truth / predicted segments of one
 image; ``C`` categories (category *index* = position in the category list).
@@ -72,7 +67,7 @@ from ..data.panoptic_format import check_annotations
 from ..data.panoptic_png import ID_LIMIT, VOID, PanopticPNGError, read_panoptic_png
 
 __all__ = [
-    "VOID",
+    "GROUPS",
     "PanopticEvalError",
     "MissingPredictionError",
     "MissingFileError",
@@ -83,9 +78,9 @@ __all__ = [
     "PQStats",
     "segment_table",
     "read_segment_ids",
+    "check_size",
     "joint_histogram",
     "image_pq_stats",
-    "pq_stats_from_histogram",
     "log_area_mismatches",
     "compute_pq_stats",
     "pq_compute",
@@ -99,6 +94,8 @@ logger = logging.getLogger(__name__)
 MATCH_IOU = 0.5
 #: An unmatched prediction more than this fraction on void + crowd is not a false positive.
 IGNORE_FRACTION = 0.5
+#: The groups: panopticapi's name, Detectron2's key suffix, categories (None: all, True: things)
+GROUPS = (("All", "", None), ("Things", "_th", True), ("Stuff", "_st", False))
 
 
 class PanopticEvalError(ValueError):
@@ -147,19 +144,15 @@ class SegmentTable(NamedTuple):
 
 
 def segment_table(
-    segments_info: Sequence[Dict],
-    cat_index: Dict[int, int],
-    where: str,
-    use_area: bool = False,
+    segments_info: Sequence[Dict], cat_index: Dict[int, int], where: str, use_area: bool = False
 ) -> SegmentTable:
-    """Validate ``segments_info`` and turn it into a :class:`SegmentTable`.
+    """Validate ``segments_info`` (dicts with ``id``, ``category_id`` and, ground truth,
+    ``iscrowd`` / ``area``) into a :class:`SegmentTable`.
 
     Args:
-        segments_info: list of dicts with ``id``, ``category_id`` and (ground truth)
-            ``iscrowd`` / ``area``.
         cat_index: category id as it appears in ``segments_info`` -> category index.
         where: names the image and file in error messages.
-        use_area: keep ``area`` from the dicts when every segment has one (ground truth: checked
+        use_area: keep ``area`` when every segment has an integer one (ground truth: checked
             against the PNG, see :func:`log_area_mismatches`).
     Raises:
         PanopticEvalError for a missing key, a segment id out of [1, 2**24) or duplicate ids;
@@ -172,53 +165,30 @@ def segment_table(
     except (KeyError, TypeError, ValueError, OverflowError):
         _explain_bad_segment(segs, cat_index, where)
         raise
-    if len(cats) and cats.min() < 0:
+    if (cats < 0).any():
         _explain_bad_segment(segs, cat_index, where)
-    iscrowd = np.array([s.get("iscrowd", 0) == 1 for s in segs], dtype=bool)
-    area = _json_areas(segs) if use_area else None
-    order = _id_order(ids, where)
-    crowd_row_of_cat = {}
-    if iscrowd.any():
-        rank = np.empty(len(ids), dtype=np.int64)
-        rank[order] = np.arange(len(ids))
-        for i in np.flatnonzero(iscrowd).tolist():  # JSON order: the last one wins
-            crowd_row_of_cat[int(cats[i])] = int(rank[i])
-    ids = ids[order]
-    return SegmentTable(
-        ids=ids,
-        cats=cats[order],
-        iscrowd=iscrowd[order],
-        area=None if area is None else area[order],
-        crowd_row_of_cat=crowd_row_of_cat,
-        index=IdIndex(ids),
-    )
-
-
-def _json_areas(segs) -> Optional[np.ndarray]:
-    """int64 ``area`` of every segment, or None if one lacks it or it is not an integer
-    (unusable, and PQ uses the PNG's pixel counts anyway)."""
-    areas = [s.get("area") for s in segs]
-    if None in areas:
-        return None
-    try:
-        return np.array(areas, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _id_order(ids: np.ndarray, where: str) -> np.ndarray:
-    """The stable ascending order of segment ids [N], checked in [1, 2**24) and distinct."""
-    if len(ids) and (ids.min() <= VOID or ids.max() >= ID_LIMIT):
-        bad = ids[(ids <= VOID) | (ids >= ID_LIMIT)].tolist()
+    bad = ids[(ids <= VOID) | (ids >= ID_LIMIT)]
+    if len(bad):
         raise PanopticEvalError(
-            f"{where}: segment id(s) {bad} out of range (1 .. 2**24-1; {VOID} is void)"
+            f"{where}: segment id(s) {bad.tolist()} out of range (1 .. 2**24-1; {VOID} is void)"
         )
     order = np.argsort(ids, kind="stable")
-    s = ids[order]
-    if len(s) > 1 and (s[1:] == s[:-1]).any():
-        dup = np.unique(s[1:][s[1:] == s[:-1]]).tolist()
-        raise PanopticEvalError(f"{where}: duplicate segment id(s) {dup} in segments_info")
-    return order
+    ids = ids[order]
+    dup = ids[1:][ids[1:] == ids[:-1]]
+    if len(dup):
+        raise PanopticEvalError(
+            f"{where}: duplicate segment id(s) {np.unique(dup).tolist()} in segments_info"
+        )
+    area = None
+    if use_area and all(s.get("area") is not None for s in segs):
+        try:
+            area = np.array([s["area"] for s in segs], dtype=np.int64)[order]
+        except (TypeError, ValueError, OverflowError):
+            pass  # unusable, and PQ uses the PNG's pixel counts anyway
+    iscrowd = np.array([s.get("iscrowd", 0) == 1 for s in segs], dtype=bool)
+    rank = np.argsort(order)  # JSON position -> row; in JSON order the last crowd one wins
+    crowd_row_of_cat = {int(cats[i]): int(rank[i]) for i in np.flatnonzero(iscrowd)}
+    return SegmentTable(ids, cats[order], iscrowd[order], area, crowd_row_of_cat, IdIndex(ids))
 
 
 def _explain_bad_segment(segs, cat_index, where):
@@ -246,58 +216,70 @@ def _explain_bad_segment(segs, cat_index, where):
             )
 
 
+def read_segment_ids(path: str, where: str, raw: bool = False) -> np.ndarray:
+    """Segment ids uint32 [H, W] of a panoptic PNG (``raw``: unmasked, see
+    :func:`~jsis_d2.data.panoptic_png.read_panoptic_png`); the codec's errors as
+    PanopticEvalError."""
+    try:
+        return read_panoptic_png(path, where, raw=raw)
+    except FileNotFoundError as e:
+        raise MissingFileError(str(e)) from None
+    except PanopticPNGError as e:
+        raise PanopticEvalError(str(e)) from e
+
+
+def check_size(where: str, what: str, shape, gt_shape) -> None:
+    """PanopticEvalError unless ``shape`` (trailing dims H, W) is the ground truth's (H, W)."""
+    if tuple(shape) != tuple(gt_shape):
+        raise PanopticEvalError(
+            f"{where}: ground truth is {gt_shape[-1]}x{gt_shape[-2]} (WxH) but the {what} is "
+            f"{shape[-1]}x{shape[-2]}"
+        )
+
+
 # ----------------------------------------------------------------------------- counting
-
-
-def _runs(a: np.ndarray, b: np.ndarray):
-    """Runs of equal (a, b) along the raster order of two arrays of the same size.
-
-    Returns (a values [R], b values [R], lengths int64 [R]); R is about the number of
-    segment boundaries crossed by the rows, far below H*W on segmentation maps.
-    """
-    a = a.reshape(-1)
-    b = b.reshape(-1)
-    n = a.size
-    if n == 0:
-        return a[:0], b[:0], np.zeros(0, dtype=np.int64)
-    change = np.not_equal(a[1:], a[:-1])
-    change |= np.not_equal(b[1:], b[:-1])
-    starts = np.flatnonzero(change)
-    starts += 1
-    starts = np.concatenate((np.zeros(1, dtype=starts.dtype), starts))
-    lengths = np.diff(starts, append=n)
-    return a[starts], b[starts], lengths
 
 
 def joint_histogram(
     a: np.ndarray,
-    a_ids,
+    a_index: IdIndex,
     b: np.ndarray,
-    b_ids,
-    a_name: str = "first map",
-    b_name: str = "second map",
+    b_index: IdIndex,
+    a_name: str,
+    b_name: str,
     id_mask: Optional[int] = None,
 ) -> np.ndarray:
     """Pixel counts of every (a label, b label) pair of two label maps of the same size.
 
     Args:
         a, b: integer label maps (any shape, same number of pixels).
-        a_ids, b_ids: int [Na], [Nb] distinct labels (or their :class:`IdIndex`): every label
-            allowed in ``a`` / ``b``, in the order of the histogram's rows / columns.
-        a_name, b_name: used in the error message.
+        a_index, b_index: :class:`IdIndex` of every label allowed in ``a`` / ``b``, in the
+            order of the histogram's rows / columns (``Na`` / ``Nb`` ids).
+        a_name, b_name: name the maps in the error message.
         id_mask: if given, labels are ``value & id_mask`` (raw PNG words, whose high byte is
             not part of the id; see :func:`read_segment_ids`).
     Returns:
-        int64 [Na, Nb]: ``out[i, j] = #{pixels with a == a_ids[i] and b == b_ids[j]}``.
+        int64 [Na, Nb]: ``out[i, j] = #{pixels with a == a_index.ids[i], b == b_index.ids[j]}``.
     Raises:
-        UnknownSegmentError listing the labels of ``a`` (or ``b``) not in ``a_ids`` (``b_ids``).
+        UnknownSegmentError listing the labels of ``a`` (or ``b``) not in its index.
     """
-    av, bv, lengths = _runs(a, b)
+    # Runs of equal (a, b) along the raster order: about the number of segment boundaries
+    # crossed by the rows, far below H*W on segmentation maps.
+    a = a.reshape(-1)
+    b = b.reshape(-1)
+    na, nb = len(a_index.ids), len(b_index.ids)
+    if a.size == 0:
+        return np.zeros((na, nb), dtype=np.int64)
+    change = np.not_equal(a[1:], a[:-1])
+    change |= np.not_equal(b[1:], b[:-1])
+    starts = np.flatnonzero(change)
+    starts += 1
+    starts = np.concatenate((np.zeros(1, dtype=starts.dtype), starts))
+    lengths = np.diff(starts, append=a.size)
+    av, bv = a[starts], b[starts]
     if id_mask is not None:  # runs split at every raw change, so each run has one label
         av &= id_mask
         bv &= id_mask
-    a_index = a_ids if isinstance(a_ids, IdIndex) else IdIndex(a_ids, with_void=False)
-    b_index = b_ids if isinstance(b_ids, IdIndex) else IdIndex(b_ids, with_void=False)
     ai, a_bad = a_index.find(av)
     bi, b_bad = b_index.find(bv)
     for bad, vals, name in ((a_bad, av, a_name), (b_bad, bv, b_name)):
@@ -307,7 +289,6 @@ def joint_histogram(
                 f"{name}: segment id(s) {unknown[:20]} present in the PNG/map but not in "
                 "segments_info"
             )
-    na, nb = len(a_index.ids), len(b_index.ids)
     key = ai * nb
     key += bi
     counts = np.bincount(key, weights=lengths, minlength=na * nb)
@@ -336,9 +317,9 @@ def image_pq_stats(
     gt: SegmentTable,
     pred_ids: np.ndarray,
     pred: SegmentTable,
-    where: str = "image",
-    gt_name: Optional[str] = None,
-    pred_name: Optional[str] = None,
+    where: str,
+    gt_name: str,
+    pred_name: str,
     id_mask: Optional[int] = None,
 ) -> ImagePQStats:
     """Match the segments of one image (panopticapi's rules, see the module docstring).
@@ -346,41 +327,19 @@ def image_pq_stats(
     Args:
         gt_ids, pred_ids: integer id maps [H, W] (0 = void), same shape.
         gt, pred: their :class:`SegmentTable`; category indices in the same space.
-        where: names the image/files in error messages.
-        gt_name, pred_name: name each map in unknown-segment errors (default: ``where``
-            plus "(ground truth)" / "(prediction)").
+        where: names the image/files in error messages; gt_name, pred_name: each map in
+            unknown-segment errors.
         id_mask: see :func:`joint_histogram` (raw PNG words).
     Raises:
         PanopticEvalError on size mismatch; UnknownSegmentError when a map holds an id missing
         from its table or a table lists an id absent from its map.
     """
-    _check_same_size(gt_ids.shape, pred_ids.shape, where)
-    gt_name = gt_name or f"{where} (ground truth)"
-    pred_name = pred_name or f"{where} (prediction)"
+    check_size(where, "prediction", pred_ids.shape, gt_ids.shape)
+    # [Ng + 1, Np + 1] pixel counts; row/column 0 = void, then the segments by ascending id
     hist = joint_histogram(gt_ids, gt.index, pred_ids, pred.index, gt_name, pred_name, id_mask)
-    return pq_stats_from_histogram(hist, gt, pred, where)
-
-
-def _check_same_size(gt_shape, pred_shape, where):
-    if tuple(gt_shape) != tuple(pred_shape):
-        raise PanopticEvalError(
-            f"{where}: ground truth is {gt_shape[1]}x{gt_shape[0]} (WxH) but the prediction is "
-            f"{pred_shape[1]}x{pred_shape[0]}"
-        )
-
-
-def pq_stats_from_histogram(
-    hist: np.ndarray, gt: SegmentTable, pred: SegmentTable, where: str = "image"
-) -> ImagePQStats:
-    """:func:`image_pq_stats` from the joint histogram.
-
-    Args:
-        hist: int64 [Ng + 1, Np + 1] pixel counts; row/column 0 = void, then the segments in
-            the (ascending id) order of ``gt`` / ``pred``.
-    """
     pred_area = hist[:, 1:].sum(0)
-    gt_png_area = hist[1:, :].sum(1)
-    for area, table, name in ((pred_area, pred, "prediction"), (gt_png_area, gt, "ground truth")):
+    gt_area = hist[1:, :].sum(1)  # the PNG's pixel counts, used for PQ
+    for area, table, name in ((pred_area, pred, "prediction"), (gt_area, gt, "ground truth")):
         absent = area == 0
         if absent.any():
             raise UnknownSegmentError(
@@ -388,10 +347,9 @@ def pq_stats_from_histogram(
                 "segments_info but not present in the PNG/map"
             )
     mismatch = None
-    if gt.area is not None and (gt.area != gt_png_area).any():
-        bad = gt.area != gt_png_area
-        mismatch = (where, np.stack([gt.ids[bad], gt.area[bad], gt_png_area[bad]], axis=1))
-    gt_area = gt_png_area  # the PNG holds the pixels; equal to the JSON area on sound files
+    if gt.area is not None and (gt.area != gt_area).any():
+        bad = gt.area != gt_area
+        mismatch = (where, np.stack([gt.ids[bad], gt.area[bad], gt_area[bad]], axis=1))
     inter = hist[1:, 1:]  # [Ng, Np]
     void_p = hist[0, 1:]  # [Np] predicted pixels on ground-truth void
 
@@ -401,8 +359,7 @@ def pq_stats_from_histogram(
         cand &= ~gt.iscrowd[:, None]
     gi, pi = np.nonzero(cand)  # row-major: ascending (gt id, pred id), as panopticapi
     i = inter[gi, pi]
-    union = pred_area[pi] + gt_area[gi] - i - void_p[pi]
-    iou = i / union
+    iou = i / (pred_area[pi] + gt_area[gi] - i - void_p[pi])
     ok = iou > MATCH_IOU
     gi, pi, iou = gi[ok], pi[ok], iou[ok]
     gt_unmatched = ~gt.iscrowd
@@ -410,9 +367,8 @@ def pq_stats_from_histogram(
     pred_unmatched = np.ones(len(pred.ids), dtype=bool)
     pred_unmatched[pi] = False
 
-    ignored = void_p
+    ignored = void_p.copy()
     if gt.crowd_row_of_cat:
-        ignored = void_p.copy()
         for j in np.flatnonzero(pred_unmatched).tolist():
             row = gt.crowd_row_of_cat.get(int(pred.cats[j]))
             if row is not None:
@@ -421,91 +377,52 @@ def pq_stats_from_histogram(
     return ImagePQStats(gt.cats[gi], iou, pred.cats[fp], gt.cats[gt_unmatched], mismatch)
 
 
-def log_area_mismatches(mismatches: Sequence[Optional[tuple]]) -> int:
-    """Log one warning for ground-truth ``area`` values that disagree with their PNG.
-
-    Args:
-        mismatches: the ``area_mismatch`` of each image's :class:`ImagePQStats` (None: none).
-    PQ is computed from the PNG's pixel counts (panopticapi takes the JSON's ``area`` for the
-    ground truth; on consistent files the two are the same number). Returns the number of
-    disagreeing segments.
-    """
+def log_area_mismatches(mismatches: Sequence[Optional[tuple]]) -> None:
+    """One warning for the ground-truth ``area`` values that disagree with their PNG, given
+    the ``area_mismatch`` of each image's :class:`ImagePQStats` (None: none)."""
     found = [m for m in mismatches if m is not None]
     if not found:
-        return 0
-    n = sum(len(m) for _, m in found)
+        return
     where, m = found[0]
     sid, json_area, png_area = m[0].tolist()
     logger.warning(
         "ground truth: segments_info 'area' disagrees with the PNG for %d segment(s) in %d "
         "image(s); first: %s, segment %d: area %d in the JSON, %d pixels in the PNG. PQ uses "
         "the PNG's pixel counts (panopticapi would use the JSON areas: fix the JSON to compare)",
-        n,
+        sum(len(m) for _, m in found),
         len(found),
         where,
         sid,
         json_area,
         png_area,
     )
-    return n
 
 
 # ----------------------------------------------------------------------------- aggregation
 
 
 class PQStats:
-    """Per-category sums over images: matched IoU (float64), TP, FP, FN (int64), each [C]."""
+    """Per-category sums over images, ``sums`` float64 [4, C]: matched IoU, TP, FP, FN (the
+    counts are exact integers; a fixed-size array, gathered across processes as it is)."""
 
     def __init__(self, num_categories: int):
-        self.iou = np.zeros(num_categories, dtype=np.float64)
-        self.tp = np.zeros(num_categories, dtype=np.int64)
-        self.fp = np.zeros(num_categories, dtype=np.int64)
-        self.fn = np.zeros(num_categories, dtype=np.int64)
+        self.sums = np.zeros((4, num_categories), dtype=np.float64)
 
-    @property
-    def num_categories(self) -> int:
-        return len(self.tp)
-
-    def add_image(self, s: ImagePQStats) -> "PQStats":
+    def add_image(self, s: ImagePQStats) -> None:
         """Accumulate one image. IoUs are added one by one in order (panopticapi's sums)."""
-        c = self.num_categories
-        np.add.at(self.iou, s.match_cat, s.match_iou)
-        self.tp += np.bincount(s.match_cat, minlength=c)
-        self.fp += np.bincount(s.fp_cat, minlength=c)
-        self.fn += np.bincount(s.fn_cat, minlength=c)
-        return self
-
-    def __iadd__(self, other: "PQStats") -> "PQStats":
-        self.iou += other.iou
-        self.tp += other.tp
-        self.fp += other.fp
-        self.fn += other.fn
-        return self
-
-    def to_array(self) -> np.ndarray:
-        """float64 [4, C]: iou, tp, fp, fn (fixed size, for gathering across processes)."""
-        return np.stack([self.iou, self.tp, self.fp, self.fn]).astype(np.float64)
-
-    @classmethod
-    def from_array(cls, a: np.ndarray) -> "PQStats":
-        s = cls(a.shape[1])
-        s.iou[:] = a[0]
-        s.tp[:] = np.rint(a[1])
-        s.fp[:] = np.rint(a[2])
-        s.fn[:] = np.rint(a[3])
-        return s
+        np.add.at(self.sums[0], s.match_cat, s.match_iou)
+        for row, cats in ((1, s.match_cat), (2, s.fp_cat), (3, s.fn_cat)):
+            self.sums[row] += np.bincount(cats, minlength=self.sums.shape[1])
 
     def per_class(self) -> List[Optional[Dict[str, float]]]:
         """Per category: {"pq", "sq", "rq"} (fractions), or None when TP + FP + FN == 0."""
         out = []
-        for iou, tp, fp, fn in zip(
-            self.iou.tolist(), self.tp.tolist(), self.fp.tolist(), self.fn.tolist()
-        ):
+        for iou, tp, fp, fn in self.sums.T.tolist():
             if tp + fp + fn == 0:
                 out.append(None)
                 continue
             denom = tp + 0.5 * fp + 0.5 * fn
-            out.append({"pq": iou / denom, "sq": iou / tp if tp != 0 else 0.0, "rq": tp / denom})
+            out.append({"pq": iou / denom, "sq": iou / tp if tp else 0.0, "rq": tp / denom})
         return out
 
     def average(self, isthing: Sequence[bool], which: Optional[bool] = None) -> Dict:
@@ -518,33 +435,26 @@ class PQStats:
         """
         pq, sq, rq, n = 0, 0, 0, 0
         for r, th in zip(self.per_class(), isthing):
-            if (which is not None and bool(th) != which) or r is None:
-                continue
-            n += 1
-            pq += r["pq"]
-            sq += r["sq"]
-            rq += r["rq"]
+            if r is not None and (which is None or bool(th) == which):
+                n += 1
+                pq += r["pq"]  # in category order, as panopticapi (bit-identical sums)
+                sq += r["sq"]
+                rq += r["rq"]
         if n == 0:
             return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}
         return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}
 
     def results(self, category_ids: Sequence, isthing: Sequence[bool]) -> Dict:
         """The result dict of panopticapi's ``pq_compute`` (per_class keyed by category id)."""
-        out = {}
-        for name, which in (("All", None), ("Things", True), ("Stuff", False)):
-            out[name] = self.average(isthing, which)
+        out = {name: self.average(isthing, which) for name, _, which in GROUPS}
         out["per_class"] = {
-            cid: (r if r is not None else {"pq": 0.0, "sq": 0.0, "rq": 0.0})
+            cid: r or {"pq": 0.0, "sq": 0.0, "rq": 0.0}
             for cid, r in zip(category_ids, self.per_class())
         }
         return out
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def _default_threads() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _load_json(path: str, what: str) -> Dict:
@@ -555,23 +465,6 @@ def _load_json(path: str, what: str) -> Dict:
         raise MissingFileError(f"{what} JSON not found: {path}") from None
     except json.JSONDecodeError as e:
         raise PanopticEvalError(f"{what} JSON {path} does not parse: {e}") from e
-
-
-def _default_folder(json_file: str) -> str:
-    # panopticapi: ``json_file.replace('.json', '')`` (every occurrence, kept as is)
-    return json_file.replace(".json", "")
-
-
-def read_segment_ids(path: str, where: str, raw: bool = False) -> np.ndarray:
-    """Segment ids uint32 [H, W] of a panoptic PNG (``raw``: unmasked, see
-    :func:`~jsis_d2.data.panoptic_png.read_panoptic_png`); the codec's errors as
-    PanopticEvalError."""
-    try:
-        return read_panoptic_png(path, where, raw=raw)
-    except FileNotFoundError as e:
-        raise MissingFileError(str(e)) from None
-    except PanopticPNGError as e:
-        raise PanopticEvalError(str(e)) from e
 
 
 def compute_pq_stats(
@@ -586,54 +479,38 @@ def compute_pq_stats(
     Returns:
         (PQStats over the GT JSON's categories in file order, categories list of dicts).
     """
-    num_threads = num_threads or _default_threads()
+    num_threads = num_threads or max(1, min(8, os.cpu_count() or 1))
     gt_json = _load_json(gt_json_file, "ground-truth")
-    gt_folder = _default_folder(gt_json_file) if gt_folder is None else gt_folder
-    pred_folder = _default_folder(pred_json_file) if pred_folder is None else pred_folder
-    pool = ThreadPoolExecutor(max_workers=num_threads) if num_threads > 1 else None
-    try:
-        prefetched = _prefetch(pool, gt_json, gt_folder, _PREFETCH_PER_THREAD * num_threads)
-        pred_json = _load_json(pred_json_file, "prediction")
-        categories, pairs = _image_pairs(
-            gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder
-        )
-        cat_index = {c["id"]: k for k, c in enumerate(categories)}
+    pred_json = _load_json(pred_json_file, "prediction")
+    # panopticapi's default folders: ``json_file.replace('.json', '')`` (every occurrence)
+    gt_folder = gt_json_file.replace(".json", "") if gt_folder is None else gt_folder
+    pred_folder = pred_json_file.replace(".json", "") if pred_folder is None else pred_folder
+    categories, pairs = _image_pairs(
+        gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder
+    )
+    cat_index = {c["id"]: k for k, c in enumerate(categories)}
 
-        def one(i):
-            return _image_stats(*pairs[i], cat_index, prefetched.pop(i, None))
+    def one(pair):
+        return _image_stats(*pair, cat_index)
 
-        if pool is not None and len(pairs) > 1:
-            # The prefetch tasks were queued first: a task waiting on one never blocks the pool.
-            per_image = list(pool.map(one, range(len(pairs))))
-        else:
-            per_image = [one(i) for i in range(len(pairs))]
-    finally:
-        if pool is not None:
+    if num_threads > 1 and len(pairs) > 1:
+        pool = ThreadPoolExecutor(max_workers=num_threads)
+        try:
+            per_image = list(pool.map(one, pairs))
+        finally:  # on an error, the images not started yet are not decoded
             pool.shutdown(wait=True, cancel_futures=True)
+    else:
+        per_image = [one(p) for p in pairs]
     log_area_mismatches([s.area_mismatch for s in per_image])
-    return _sum_in_panopticapi_order(per_image, len(categories)), categories
-
-
-#: Ground-truth PNGs decoded ahead per thread while the prediction JSON is parsed.
-_PREFETCH_PER_THREAD = 8
-
-
-def _prefetch(pool, gt_json, gt_folder: str, n: int) -> Dict:
-    """Start decoding the first ``n`` ground-truth PNGs in ``pool`` (None: serial, nothing).
-
-    json holds the GIL while the prediction JSON parses, Pillow's decoder releases it. Returns
-    {annotation index: future of the ids}; errors surface when each image's turn comes.
-    """
-    anns = gt_json.get("annotations") if isinstance(gt_json, dict) else None
-    if pool is None or not os.path.isdir(gt_folder) or not isinstance(anns, list):
-        return {}
-    futures = {}
-    for i, ann in enumerate(anns[:n]):
-        if isinstance(ann, dict) and isinstance(ann.get("file_name"), str):
-            path = os.path.join(gt_folder, ann["file_name"])
-            where = f"image {ann.get('image_id')!r}"
-            futures[i] = pool.submit(read_segment_ids, path, where, raw=True)
-    return futures
+    # panopticapi's pool splits the images into cpu_count() chunks, sums each chunk in image
+    # order, then adds the chunk totals in chunk order: the same float sums, bit-identical.
+    total = PQStats(len(categories))
+    for chunk in np.array_split(np.arange(len(per_image)), multiprocessing.cpu_count()):
+        part = PQStats(len(categories))
+        for i in chunk.tolist():
+            part.add_image(per_image[i])
+        total.sums += part.sums
+    return total, categories
 
 
 def _image_pairs(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pred_folder):
@@ -655,10 +532,8 @@ def _image_pairs(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pr
             raise PanopticEvalError(f"{path} has no {key!r} list")
     categories = _checked_categories(gt_json["categories"], gt_json_file)
     gt_anns = check_annotations(gt_json["annotations"], gt_json_file, PanopticEvalError)
-    pred_by_image = {
-        ann["image_id"]: ann
-        for ann in check_annotations(pred_json["annotations"], pred_json_file, PanopticEvalError)
-    }
+    pred_anns = check_annotations(pred_json["annotations"], pred_json_file, PanopticEvalError)
+    pred_by_image = {ann["image_id"]: ann for ann in pred_anns}
     pairs = []
     for gt_ann in gt_anns:
         iid = gt_ann["image_id"]
@@ -668,43 +543,24 @@ def _image_pairs(gt_json, pred_json, gt_json_file, pred_json_file, gt_folder, pr
                 f"{gt_ann['file_name']}) in {pred_json_file}"
             )
         pred_ann = pred_by_image[iid]
-        pairs.append(
-            (
-                iid,
-                gt_ann,
-                pred_ann,
-                os.path.join(gt_folder, gt_ann["file_name"]),
-                os.path.join(pred_folder, pred_ann["file_name"]),
-            )
-        )
+        gt_file = os.path.join(gt_folder, gt_ann["file_name"])
+        pred_file = os.path.join(pred_folder, pred_ann["file_name"])
+        pairs.append((iid, gt_ann, pred_ann, gt_file, pred_file))
     return categories, pairs
 
 
-def _image_stats(iid, gt_ann, pred_ann, gt_file, pred_file, cat_index, gt_future=None):
-    """:class:`ImagePQStats` of one image pair (``gt_future``: its prefetched ground truth)."""
+def _image_stats(iid, gt_ann, pred_ann, gt_file, pred_file, cat_index):
+    """:class:`ImagePQStats` of one image pair."""
     where_gt = f"image {iid!r}, ground truth {gt_file}"
     where_pred = f"image {iid!r}, prediction {pred_file}"
     gt = segment_table(gt_ann["segments_info"], cat_index, where_gt, use_area=True)
     pred = segment_table(pred_ann["segments_info"], cat_index, where_pred)
     where = f"image {iid!r}"
     # Raw PNG words: the histogram masks the id bits of its runs, not of every pixel.
-    gt_ids = gt_future.result() if gt_future is not None else read_segment_ids(gt_file, where, True)
+    gt_ids = read_segment_ids(gt_file, where, raw=True)
     pred_ids = read_segment_ids(pred_file, where, raw=True)
     where = f"image {iid!r} ({gt_file} vs {pred_file})"
     return image_pq_stats(gt_ids, gt, pred_ids, pred, where, where_gt, where_pred, ID_LIMIT - 1)
-
-
-def _sum_in_panopticapi_order(per_image: Sequence[ImagePQStats], num_categories: int) -> PQStats:
-    """Sum as panopticapi does: its pool splits the images into ``cpu_count()`` chunks, sums
-    each chunk in image order, then adds the chunk totals in chunk order (bit-identical
-    float sums)."""
-    total = PQStats(num_categories)
-    for chunk in np.array_split(np.arange(len(per_image)), _cpu()):
-        part = PQStats(num_categories)
-        for i in chunk.tolist():
-            part.add_image(per_image[i])
-        total += part
-    return total
 
 
 def _checked_categories(categories, path: str) -> List[Dict]:
@@ -725,10 +581,6 @@ def _checked_categories(categories, path: str) -> List[Dict]:
         dup = sorted({c for c in cat_ids if cat_ids.count(c) > 1})
         raise PanopticEvalError(f"{path}: duplicate category id(s) {dup}")
     return list(categories)
-
-
-def _cpu() -> int:
-    return multiprocessing.cpu_count()
 
 
 def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
@@ -755,44 +607,23 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
     return results
 
 
-def format_pq_table(
-    results: Dict,
-    categories: Optional[Sequence[Dict]] = None,
-    per_class: bool = False,
-    absent: Sequence = (),
-) -> str:
-    """panopticapi's All/Things/Stuff table (percent), optionally followed by every class.
-
-    ``absent``: category ids with no TP, FP or FN (left out of the means): shown as ``n/a``.
-    """
-    lines = ["{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}".format("", "PQ", "SQ", "RQ", "N")]
-    lines.append("-" * (10 + 7 * 4))
-    for name in ("All", "Things", "Stuff"):
-        r = results[name]
-        lines.append(
-            "{:10s}| {:5.1f}  {:5.1f}  {:5.1f} {:5d}".format(
-                name, 100 * r["pq"], 100 * r["sq"], 100 * r["rq"], r["n"]
-            )
-        )
-    if per_class:
-        names = {c["id"]: c.get("name", str(c["id"])) for c in (categories or [])}
-        lines.append("")
-        lines.append("{:>6s} {:24s} {:>5s}  {:>5s}  {:>5s}".format("id", "class", "PQ", "SQ", "RQ"))
-        absent = set(absent)
-        for cid, r in results["per_class"].items():
-            if cid in absent:
-                lines.append(
-                    "{:>6} {:24.24s} {:>5s}  {:>5s}  {:>5s}".format(
-                        cid, names.get(cid, ""), "n/a", "n/a", "n/a"
-                    )
-                )
-                continue
-            lines.append(
-                "{:>6} {:24.24s} {:5.1f}  {:5.1f}  {:5.1f}".format(
-                    cid, names.get(cid, ""), 100 * r["pq"], 100 * r["sq"], 100 * r["rq"]
-                )
-            )
+def format_pq_table(results: Dict, per_class: Optional[Dict] = None) -> str:
+    """panopticapi's All/Things/Stuff table (percent); with ``per_class`` ({category id: (name,
+    {"pq", "sq", "rq"} or None for no TP, FP or FN: shown as ``n/a``)}) then every class."""
+    row = "{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}"
+    lines = [row.format("", "PQ", "SQ", "RQ", "N"), "-" * 38]
+    for name, _, _ in GROUPS:
+        lines.append(row.format(name, *_percent(results[name]), str(results[name]["n"])))
+    if per_class is not None:
+        row = "{:>6} {:24.24s} {:>5s}  {:>5s}  {:>5s}"
+        lines += ["", row.format("id", "class", "PQ", "SQ", "RQ")]
+        for cid, (name, r) in per_class.items():
+            lines.append(row.format(cid, name, *(_percent(r) if r else ["n/a"] * 3)))
     return "\n".join(lines)
+
+
+def _percent(r: Dict) -> List[str]:
+    return [f"{100 * r[k]:5.1f}" for k in ("pq", "sq", "rq")]
 
 
 def main(argv=None) -> int:
@@ -820,12 +651,13 @@ def main(argv=None) -> int:
     except PanopticEvalError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    ids = [c["id"] for c in categories]
-    results = stats.results(ids, [c["isthing"] == 1 for c in categories])
-    absent = [cid for cid, r in zip(ids, stats.per_class()) if r is None]
-    sys.stdout.write(
-        format_pq_table(results, categories, per_class=args.per_class, absent=absent) + "\n"
-    )
+    results = stats.results([c["id"] for c in categories], [c["isthing"] == 1 for c in categories])
+    per_class = None
+    if args.per_class:
+        per_class = {
+            c["id"]: (c.get("name", str(c["id"])), r) for c, r in zip(categories, stats.per_class())
+        }
+    sys.stdout.write(format_pq_table(results, per_class) + "\n")
     sys.stdout.write(f"Time elapsed: {time.perf_counter() - start:0.2f} seconds\n")
     return 0
 
