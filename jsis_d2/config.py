@@ -4,7 +4,6 @@ Every key JSIS-Net adds to Detectron2's defaults is declared in :func:`add_jsis_
 its meaning and units, so a YAML file that misspells a key fails loudly at merge time.
 """
 
-import logging
 import os
 
 import yaml
@@ -13,8 +12,6 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 __all__ = ["add_jsis_config", "get_jsis_cfg", "setup_cfg", "ConfigError"]
-
-logger = logging.getLogger(__name__)
 
 
 #: Values of SOLVER.OPTIMIZER (jsis_d2.engine.trainer.build_optimizer).

@@ -10,14 +10,11 @@ Shape legend: ``K`` classes (things first, then stuff: the contiguous label spac
 Every class id here is a CONTIGUOUS index in ``[0, K)``; dataset category ids never appear.
 """
 
-import logging
 from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
 __all__ = ["jsis_panoptic_merge", "kirillov_panoptic_merge", "stuff_map"]
-
-logger = logging.getLogger(__name__)
 
 
 def _check_inputs(sem_seg, instances, is_thing) -> torch.Tensor:

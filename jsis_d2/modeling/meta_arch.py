@@ -13,7 +13,6 @@ instances with score >= MODEL.JSIS.INSTANCE_SCORE_THRESH (4 bytes x N' x H x W; 
 instances on a 12-Mpixel Mapillary image: ~1.4 GB), besides Detectron2's usual bool masks.
 """
 
-import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -35,8 +34,6 @@ from ..postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
 from ..precision import autocast, inference_dtype, training_dtype
 
 __all__ = ["JSISNet", "LOSS_KEY_TO_WEIGHT", "paste_mask_probs"]
-
-logger = logging.getLogger(__name__)
 
 BRANCHES = ("semantic", "instance")
 MERGES = ("jsis", "kirillov")
