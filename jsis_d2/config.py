@@ -131,11 +131,9 @@ def _merge_config_file(cfg, config_file):
         cfg.merge_from_file(config_file)
     except OSError as e:
         missing = e.filename or config_file
-        via = (
-            ""
-            if os.path.abspath(missing) == os.path.abspath(config_file)
-            else (f" (a _BASE_ in the chain of {config_file})")
-        )
+        via = f" (a _BASE_ in the chain of {config_file})"
+        if os.path.abspath(missing) == os.path.abspath(config_file):
+            via = ""
         raise ConfigError(f"cannot read config file {missing}{via}: {e.strerror or e}") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

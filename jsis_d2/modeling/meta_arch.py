@@ -80,14 +80,9 @@ def paste_mask_probs(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int,
     else:
         per_chunk = max(1, int(2**30 // max(1, 4 * height * width)))
         for a in range(0, n, per_chunk):
-            m, _ = _do_paste_mask(
-                mask_probs[a : a + per_chunk, None].float(),
-                boxes[a : a + per_chunk],
-                height,
-                width,
-                False,
-            )
-            out[a : a + per_chunk] = m
+            chunk = slice(a, a + per_chunk)
+            probs = mask_probs[chunk, None].float()
+            out[chunk] = _do_paste_mask(probs, boxes[chunk], height, width, False)[0]
     return out
 
 
