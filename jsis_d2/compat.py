@@ -1,27 +1,23 @@
-"""Compatibility shims that let detectron2 v0.6 run on current NumPy, Pillow and without its
-compiled ops. Imported by ``jsis_d2/__init__.py`` before anything touches detectron2.
+"""Shims that let detectron2 v0.6 (the "pb1" sdist) run on current NumPy, Pillow and Python,
+without its compiled ops. Imported by ``jsis_d2/__init__.py`` before anything touches
+detectron2.
 
-Each shim is applied only where the INSTALLED detectron2 needs it, judged from its own
-source files (read, not imported), so with official detectron2 (main branch, compiled ops)
-importing this module changes nothing; ``applied`` lists what was changed:
+Each shim is applied only where the INSTALLED detectron2 needs it, judged from its own source
+files (read, not imported), so with official detectron2 (main branch, compiled ops) importing
+this module changes nothing; ``applied`` lists what was changed:
 
-- NumPy >= 1.24 removed the aliases ``np.int``, ``np.float``, ``np.bool``, ``np.str`` that
-  detectron2 0.6 still uses (``data/build.py``, ``structures/masks.py``,
-  ``evaluation/sem_seg_evaluation.py``, ``utils/visualizer.py``). They are restored as the
-  builtins they always aliased, only if one of those files refers to the name.
-- Pillow >= 10 removed ``Image.LINEAR`` (an alias of ``Image.BILINEAR``) which
-  ``detectron2/data/transforms/transform.py`` of 0.6 uses as a default argument at import
-  time; restored only if that file refers to it.
-- ``detectron2._C`` (C++/CUDA ops) is absent from the ``pb1-detectron2`` sdist. A placeholder
-  module is registered so that ``import detectron2.layers`` works; JSIS-Net uses none of those
-  ops (ROIAlign and NMS come from torchvision). Any op accessed on the placeholder raises
-  :class:`MissingCompiledOpError` naming the op and how to get the full build.
-- detectron2 0.6 ``MapDataset`` retries a sample whose mapper returned None with
-  ``random.sample(<a set>)``, a TypeError since Python 3.11; that retry is the path
-  ``DATALOADER.SKIP_BAD_SAMPLES`` relies on. MapDataset gets an RNG that accepts sets, only when
-  the installed source has that call.
-- Recent PyTorch warns that ``torch.jit.script`` is deprecated each time detectron2 0.6 applies
-  it at import; that one warning is silenced (it says nothing about the user's code).
+- ``np.int``, ``np.float``, ``np.bool``, ``np.str`` (removed in NumPy 1.24, still used by 0.6)
+  are restored as the builtins they aliased; ``Image.LINEAR`` (removed in Pillow 10, a default
+  argument in 0.6's ``data/transforms/transform.py``) as ``Image.BILINEAR``.
+- ``detectron2._C`` (C++/CUDA ops, absent from the pb1 sdist) gets a placeholder module so that
+  ``import detectron2.layers`` works; JSIS-Net uses none of those ops (ROIAlign and NMS come
+  from torchvision). Any op accessed on it raises :class:`MissingCompiledOpError` naming the op
+  and how to get the full build.
+- 0.6 ``MapDataset`` retries a sample whose mapper returned None (what
+  ``DATALOADER.SKIP_BAD_SAMPLES`` relies on) with ``random.sample(<a set>)``, a TypeError since
+  Python 3.11 (d2go issue #655): MapDataset gets an RNG that accepts sets.
+- The warning that ``torch.jit.script`` is deprecated, raised each time 0.6 applies it at
+  import, is silenced (it says nothing about the user's code).
 """
 
 import functools
@@ -99,10 +95,8 @@ class _MissingCModule(types.ModuleType):
 
 @functools.lru_cache(maxsize=None)
 def _detectron2_sources(relpaths):
-    """The text of the installed detectron2's files ``relpaths`` (missing files: skipped).
-
-    Found through the import system without importing detectron2 (its ``__init__`` is cheap,
-    but its submodules are what need the shims)."""
+    """The text of the installed detectron2's files ``relpaths`` (missing files: skipped),
+    found without importing detectron2 (its submodules are what need the shims)."""
     try:
         spec = importlib.util.find_spec("detectron2")
     except (ImportError, ValueError):
@@ -177,10 +171,6 @@ class _SetSamplingRandom(random.Random):
 def _fix_map_dataset_retry():
     from detectron2.data import common as d2_common
 
-    """detectron2 0.6 ``MapDataset.__getitem__`` retries a sample whose mapper returned None
-    with ``self._rng.sample(<a set>, k=1)``, a TypeError since Python 3.11 (d2go issue #655).
-    That is the path SKIP_BAD_SAMPLES relies on, so give MapDataset an RNG that accepts sets.
-    Applied only when the running detectron2 has that code; no-op otherwise."""
     cls = d2_common.MapDataset
     if sys.version_info < (3, 11) or getattr(cls, "_jsis_retry_fixed", False):
         return

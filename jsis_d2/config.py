@@ -4,7 +4,6 @@ Every key JSIS-Net adds to Detectron2's defaults is declared in :func:`add_jsis_
 its meaning and units, so a YAML file that misspells a key fails loudly at merge time.
 """
 
-import logging
 import os
 
 import yaml
@@ -13,8 +12,6 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 __all__ = ["add_jsis_config", "get_jsis_cfg", "setup_cfg", "ConfigError"]
-
-logger = logging.getLogger(__name__)
 
 
 #: Values of SOLVER.OPTIMIZER (jsis_d2.engine.trainer.build_optimizer).
@@ -134,11 +131,9 @@ def _merge_config_file(cfg, config_file):
         cfg.merge_from_file(config_file)
     except OSError as e:
         missing = e.filename or config_file
-        via = (
-            ""
-            if os.path.abspath(missing) == os.path.abspath(config_file)
-            else (f" (a _BASE_ in the chain of {config_file})")
-        )
+        via = f" (a _BASE_ in the chain of {config_file})"
+        if os.path.abspath(missing) == os.path.abspath(config_file):
+            via = ""
         raise ConfigError(f"cannot read config file {missing}{via}: {e.strerror or e}") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -1,4 +1,6 @@
-"""Panoptic merge of JSIS-Net's semantic and instance outputs (paper section 2.2).
+"""Panoptic merge of JSIS-Net's semantic and instance outputs (paper section 2.2):
+:func:`jsis_panoptic_merge` (the paper's heuristic) and :func:`kirillov_panoptic_merge` (the
+Kirillov et al. / PanopticFPN heuristic, Detectron2's own code on our K-class stuff map).
 
 Pure functions of tensors and plain arguments (no model, no catalog); they run on CPU and CUDA
 tensors alike and return results on the device of ``sem_seg``.
@@ -6,23 +8,13 @@ tensors alike and return results on the device of ``sem_seg``.
 Shape legend: ``K`` classes (things first, then stuff: the contiguous label space of
 :mod:`jsis_d2.data.label_space`), ``N`` predicted instances, ``H x W`` image size.
 Every class id here is a CONTIGUOUS index in ``[0, K)``; dataset category ids never appear.
-
-- :func:`jsis_panoptic_merge`: the paper's heuristic (per-pixel highest mask probability for
-  overlapping instances, stuff map from the best stuff class, small stuff areas replaced by
-  the best stuff class above the area threshold).
-- :func:`kirillov_panoptic_merge`: the Kirillov et al. / PanopticFPN heuristic (instances pasted
-  in score order, dropped when mostly covered; small stuff areas become void), implemented by
-  Detectron2's :func:`combine_semantic_and_instance_outputs` on our K-class stuff map.
 """
 
-import logging
 from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
 __all__ = ["jsis_panoptic_merge", "kirillov_panoptic_merge", "stuff_map"]
-
-logger = logging.getLogger(__name__)
 
 
 def _check_inputs(sem_seg, instances, is_thing) -> torch.Tensor:
@@ -70,6 +62,20 @@ def _check_inputs(sem_seg, instances, is_thing) -> torch.Tensor:
     return is_thing
 
 
+def _best_class(sem_seg, class_ids, pixels=None, offset=0) -> torch.Tensor:
+    """Flat int64: ``offset`` + the class among ``class_ids`` (int64 [C], increasing, C >= 1)
+    with the highest score at each pixel index in ``pixels`` (default: all H * W pixels); ties:
+    lower index."""
+    first, count = int(class_ids[0]), class_ids.numel()
+    contiguous = int(class_ids[-1]) - first + 1 == count
+    rows = sem_seg[first : first + count] if contiguous else sem_seg.index_select(0, class_ids)
+    rows = rows.flatten(1)  # [C, H * W], a view in the usual things-first layout
+    if pixels is not None:
+        rows = rows.index_select(1, pixels)
+    local = rows.max(dim=0)[1]  # faster than argmax on CPU; also the first maximum on ties
+    return local + (first + offset) if contiguous else (class_ids + offset)[local]
+
+
 def stuff_map(sem_seg: torch.Tensor, is_thing: torch.Tensor) -> torch.Tensor:
     """Most probable STUFF class per pixel (rule 3).
 
@@ -83,11 +89,7 @@ def stuff_map(sem_seg: torch.Tensor, is_thing: torch.Tensor) -> torch.Tensor:
     H, W = sem_seg.shape[1:]
     if stuff_ids.numel() == 0:
         return torch.full((H, W), -1, dtype=torch.long, device=sem_seg.device)
-    first, count = int(stuff_ids[0]), stuff_ids.numel()
-    if int(stuff_ids[-1]) - first + 1 == count:  # contiguous (things first): no copy
-        # max(dim=0) (faster than argmax on CPU) returns the first maximum on ties
-        return sem_seg[first : first + count].max(dim=0)[1] + first
-    return stuff_ids[sem_seg.index_select(0, stuff_ids).max(dim=0)[1]]
+    return _best_class(sem_seg, stuff_ids).view(H, W)
 
 
 def _stuff_plus1_uncovered(sem_seg: torch.Tensor, is_thing: torch.Tensor, covered: torch.Tensor):
@@ -98,19 +100,12 @@ def _stuff_plus1_uncovered(sem_seg: torch.Tensor, is_thing: torch.Tensor, covere
     stuff_ids = torch.nonzero(~is_thing, as_tuple=True)[0]
     if stuff_ids.numel() == 0:
         return torch.zeros(P, dtype=torch.long, device=sem_seg.device)
-    first, count = int(stuff_ids[0]), stuff_ids.numel()
-    contiguous = int(stuff_ids[-1]) - first + 1 == count
-    rows = sem_seg[first : first + count] if contiguous else sem_seg.index_select(0, stuff_ids)
-    rows = rows.flatten(1)  # [S, P], a view in the usual things-first layout
     idx = torch.nonzero(~covered, as_tuple=True)[0]
     if 2 * idx.numel() >= P:  # dense: one reduction over the image
-        local = rows.max(dim=0)[1]  # max(dim) returns the first maximum on ties
-        out = local + (first + 1) if contiguous else stuff_ids[local] + 1
-        return out.masked_fill_(covered, 0)
+        return _best_class(sem_seg, stuff_ids, offset=1).masked_fill_(covered, 0)
     out = torch.zeros(P, dtype=torch.long, device=sem_seg.device)
     if idx.numel():
-        local = rows.index_select(1, idx).max(dim=0)[1]
-        out[idx] = local + (first + 1) if contiguous else stuff_ids[local] + 1
+        out[idx] = _best_class(sem_seg, stuff_ids, idx, offset=1)
     return out
 
 
@@ -213,8 +208,7 @@ def jsis_panoptic_merge(
         big_ids = torch.nonzero(keep1[1:], as_tuple=True)[0]
         if big_ids.numel():
             # best big stuff class, evaluated at the small-class pixels only
-            scores_at = sem_seg.index_select(0, big_ids).flatten(1).index_select(1, small_idx)
-            s1.index_copy_(0, small_idx, big_ids[scores_at.argmax(dim=0)] + 1)
+            s1.index_copy_(0, small_idx, _best_class(sem_seg, big_ids, small_idx, offset=1))
         else:
             s1.index_fill_(0, small_idx, 0)  # nothing to fall back to: void
 
@@ -287,9 +281,8 @@ def kirillov_panoptic_merge(
     class covering fewer than ``stuff_area_thresh`` free pixels is dropped and its pixels stay
     void (unlike the JSIS rule 5).
 
-    Args and returns: as :func:`jsis_panoptic_merge` (same output format: int32 [H, W] ids,
-    segments_info with ``id``, ``category_id`` (contiguous), ``isthing``, ``area``, ``score``
-    and ``instance_id`` for things). ``pred_masks`` may be float probabilities or bool.
+    Args, returns and raises: as :func:`jsis_panoptic_merge` (the same output format);
+    ``pred_masks`` may be float probabilities or bool.
     """
     from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
     from detectron2.structures import Instances
@@ -311,17 +304,11 @@ def kirillov_panoptic_merge(
     panoptic_seg, segments_info = combine_semantic_and_instance_outputs(
         inst, semantic, overlap_thresh, stuff_area_thresh, instance_score_thresh
     )
-    if segments_info:
-        areas = torch.bincount(panoptic_seg.flatten().long(), minlength=len(segments_info) + 1)
-        areas = areas.cpu().tolist()
-    out = []
-    for s in segments_info:
-        s = dict(s)
-        if s["isthing"]:
-            s["area"] = int(areas[s["id"]])
-            s["category_id"] = int(s["category_id"])
-        else:
-            s["category_id"] = int(s["category_id"]) - 1
-            s["area"] = int(s["area"])
-        out.append(s)
+    # Detectron2 gives things no area; a stuff segment's area is its pixel count, too.
+    areas = torch.bincount(panoptic_seg.flatten().long(), minlength=len(segments_info) + 1)
+    areas = areas.cpu().tolist()
+    out = [
+        dict(s, category_id=int(s["category_id"]) - (0 if s["isthing"] else 1), area=areas[s["id"]])
+        for s in segments_info
+    ]
     return panoptic_seg.to(torch.int32), out

@@ -1,10 +1,6 @@
-"""JSISPredictor: a trained JSIS-Net on one image (numpy BGR) -> outputs at its resolution.
-
-Detectron2's ``DefaultPredictor`` with the project's test-time transform (the paper's
-fixed-size resize, aspect ratio not kept: :func:`jsis_d2.data.augmentations.build_augmentations`)
-instead of ResizeShortestEdge, and it refuses to run on random weights: MODEL.WEIGHTS must be
-set (unless ``allow_random_init=True``) and fit the model (same K / T, every tensor present).
-"""
+"""JSISPredictor: Detectron2's ``DefaultPredictor`` with the project's test-time transform (the
+paper's fixed-size resize, aspect ratio not kept) instead of ResizeShortestEdge, refusing to
+run on random weights or weights that do not fit the model."""
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultPredictor

@@ -1,14 +1,10 @@
 """JSISCheckpointer: Detectron2's DetectionCheckpointer with crash-safe saves and resume.
 
-- Every file it writes (``<name>.pth`` and the ``last_checkpoint`` tag) is written atomically
-  (:func:`jsis_d2.utils.atomic.atomic_open`): a kill or a full disk during a save leaves the
-  previous checkpoint and tag as they were and no partial file.
-- At resume, a ``last_checkpoint`` tag that is empty or names a missing, empty or truncated
-  file (left by a run killed mid-write before these saves were atomic, or by a copy cut
-  short) is reported in one warning, and the newest readable ``*.pth`` in OUTPUT_DIR is used
-  instead. When there is none, :class:`UsageError` says so.
-- :class:`EnsureFinalCheckpoint` rewrites a torn ``model_final.pth`` when the resumed run had
-  no iteration left to train (the fallback checkpoint was the last iteration's).
+- Every file it writes (``<name>.pth``, the ``last_checkpoint`` tag) is written atomically: a
+  kill or a full disk during a save leaves the previous checkpoint and tag, no partial file.
+- At resume, a tag that is empty or names a missing, empty or truncated file (a run killed
+  mid-write before saves were atomic, a copy cut short) is reported in one warning, and the
+  newest readable ``*.pth`` in OUTPUT_DIR is used instead (none: :class:`UsageError`).
 
 Saving and loading themselves are fvcore's / Detectron2's: only the file opening and the
 choice of the file to resume from are overridden.
@@ -48,8 +44,7 @@ class _AtomicWritePathManager:
 
 
 class JSISCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer (same arguments) with atomic writes and a resume that falls
-    back to the newest readable checkpoint (module docstring)."""
+    """DetectionCheckpointer (same arguments), see the module docstring."""
 
     def __init__(self, model, save_dir="", **kwargs):
         super().__init__(model, save_dir, **kwargs)

@@ -115,17 +115,20 @@ def checkpoint_problem(path):
     return None
 
 
+def _require_complete(path, what):
+    problem = checkpoint_problem(path)
+    if problem == "missing":
+        raise UsageError(f"{what} not found: {path}")
+    if problem:
+        raise UsageError(f"{what} {path} is {problem}")
+
+
 def check_weights_readable(path, key="MODEL.WEIGHTS"):
     """The initial weights of a NEW run: a local file must exist and be complete. Shapes
     are not compared: fine-tuning from another label space is normal (Detectron2 skips the
     mismatched heads with a warning). URLs are left to Detectron2."""
-    if not path or "://" in path:
-        return
-    problem = checkpoint_problem(path)
-    if problem == "missing":
-        raise UsageError(f"{key} file not found: {path}")
-    if problem:
-        raise UsageError(f"{key} file {path} is {problem}")
+    if path and "://" not in path:
+        _require_complete(path, f"{key} file")
 
 
 def check_checkpoint_matches_model(model, path, require_all=False):
@@ -136,11 +139,7 @@ def check_checkpoint_matches_model(model, path, require_all=False):
     Detectron2's checkpointer."""
     if not path or not path.endswith(".pth") or "://" in path:
         return
-    if not os.path.isfile(path):
-        raise UsageError(f"checkpoint not found: {path}")
-    problem = checkpoint_problem(path)
-    if problem:
-        raise UsageError(f"cannot read checkpoint {path}: it is {problem}")
+    _require_complete(path, "checkpoint")
     try:
         state = _model_state_of(torch.load(path, map_location="cpu", weights_only=False))
     except Exception as e:  # corrupt / not a torch file
@@ -172,13 +171,14 @@ def fallback_syncbn(cfg):
     """SyncBN needs several CUDA processes: on CPU or in a single process, use BN (warns).
     Changes ``cfg`` in place (it must not be frozen)."""
     single = comm.get_world_size() == 1 or cfg.MODEL.DEVICE == "cpu"
-    for node, key in ((cfg.MODEL.RESNETS, "NORM"), (cfg.MODEL.SEM_SEG_HEAD, "NORM")):
-        if node[key] == "SyncBN" and single:
+    for node in ("RESNETS", "SEM_SEG_HEAD"):
+        if cfg.MODEL[node].NORM == "SyncBN" and single:
             logger.warning(
-                "%s=SyncBN needs distributed CUDA training (world size %d, device %s): using BN",
-                "MODEL.RESNETS.NORM" if node is cfg.MODEL.RESNETS else "MODEL.SEM_SEG_HEAD.NORM",
+                "MODEL.%s.NORM=SyncBN needs distributed CUDA training (world size %d, device %s): "
+                "using BN",
+                node,
                 comm.get_world_size(),
                 cfg.MODEL.DEVICE,
             )
-            node[key] = "BN"
+            cfg.MODEL[node].NORM = "BN"
     return cfg

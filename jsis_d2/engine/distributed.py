@@ -87,13 +87,9 @@ def check_launch(args) -> None:
 @contextlib.contextmanager
 def cpu_aware_ddp():
     """While active, DefaultTrainer's ``create_ddp_model`` wraps a CPU model with
-    ``device_ids=None``.
-
-    Detectron2's ``create_ddp_model`` passes ``device_ids=[local_rank]``, which
-    DistributedDataParallel refuses for a CPU module (detectron2 issue #5146); a CUDA model
-    keeps Detectron2's arguments. Only the construction of our Trainer goes through this
-    (no import-time patch of detectron2).
-    """
+    ``device_ids=None``: Detectron2 passes ``device_ids=[local_rank]``, which
+    DistributedDataParallel refuses for a CPU module (detectron2 issue #5146). A CUDA model
+    keeps Detectron2's arguments; only our Trainer's construction goes through this."""
     original = d2_defaults.create_ddp_model
 
     def create_ddp_model(model, **kwargs):
@@ -137,12 +133,11 @@ def check_ranks_in_sync(model: torch.nn.Module) -> None:
 
 def destroy_process_groups(barrier: bool = True) -> None:
     """Wait for every rank, then destroy all process groups and drop detectron2's cached
-    handles to them.
+    handles to them (no-op without a process group).
 
     A gloo group still alive while its process exits can abort it ("terminate called without
-    an active exception"): detectron2 never destroys its groups, and its ``comm`` caches
-    them (``_get_global_gloo_group``, the local group), which keeps them alive until
-    interpreter shutdown. No-op without an initialized process group."""
+    an active exception"); detectron2 never destroys its groups and its ``comm`` caches keep
+    them alive until interpreter shutdown."""
     if not (dist.is_available() and dist.is_initialized()):
         return
     if barrier:
@@ -177,10 +172,11 @@ def worker_error(message: str, exit_code: int) -> None:
 
 
 def report_worker_error(path: str):
-    """``(exit_code, message)`` a worker left in ``path``, or None."""
+    """``(message, exit_code)`` a worker left in ``path`` (as :func:`describe_failure` gives
+    them), or None."""
     try:
         with open(path) as f:
             code, message = f.read().split("\n", 1)
-        return int(code), message
+        return message, int(code)
     except (OSError, ValueError):
         return None

@@ -80,19 +80,11 @@ def describe_failure(e: BaseException):
     return None
 
 
-class _KnownTrainingFailure(logging.Filter):
-    """Drops Detectron2's "Exception during training:" traceback for failures with a known
-    cause; :func:`run` reports those as one line instead."""
-
-    def filter(self, record):
-        exc = record.exc_info[1] if record.exc_info else None
-        return exc is None or describe_failure(exc) is None
-
-
-def _quiet_known_training_failures():
-    train_loop = logging.getLogger("detectron2.engine.train_loop")
-    if not any(isinstance(f, _KnownTrainingFailure) for f in train_loop.filters):
-        train_loop.addFilter(_KnownTrainingFailure())
+def _not_a_known_failure(record) -> bool:
+    """Log filter: drops Detectron2's "Exception during training:" traceback for failures with
+    a known cause; :func:`run` reports those as one line instead."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return exc is None or describe_failure(exc) is None
 
 
 #: Loggers that Detectron2's ``default_setup`` and :func:`setup` give handlers.
@@ -103,12 +95,10 @@ RUN_LOGGERS = ("detectron2", "fvcore", "jsis_d2")
 def separate_run_logs(names=RUN_LOGGERS):
     """Several trainings in one process (e.g. ``tools/ablation.py``), each with its own log.
 
-    Each run's ``setup_logger`` adds a console handler and a ``log.txt`` handler per logger;
-    without this, the second run prints every line twice and also writes into the first run's
-    ``log.txt``. On exit, the handlers added inside the block are removed (their log files
-    closed) and Detectron2's ``setup_logger`` cache is cleared, so the next run sets its
-    handlers up again. Messages logged after the block reach no handler until ``setup_logger``
-    is called again.
+    Without this, the second run's ``setup_logger`` calls make every line print twice and go
+    into the first run's ``log.txt`` too. On exit, the handlers added inside the block are
+    removed (log files closed) and Detectron2's ``setup_logger`` caches cleared, so the next
+    run sets its handlers up again (until then, messages reach no handler).
     """
     before = {n: list(logging.getLogger(n).handlers) for n in names}
     try:
@@ -118,16 +108,10 @@ def separate_run_logs(names=RUN_LOGGERS):
             lg = logging.getLogger(n)
             for h in [h for h in lg.handlers if h not in before[n]]:
                 lg.removeHandler(h)
-                if not _is_console(h):
+                if getattr(h, "stream", None) not in (sys.stdout, sys.stderr):
                     h.close()
         setup_logger.cache_clear()
-        cached_stream = getattr(d2_logger, "_cached_log_stream", None)  # holds closed files now
-        if cached_stream is not None and hasattr(cached_stream, "cache_clear"):
-            cached_stream.cache_clear()
-
-
-def _is_console(handler) -> bool:
-    return getattr(handler, "stream", None) in (sys.stdout, sys.stderr)
+        d2_logger._cached_log_stream.cache_clear()  # it holds the closed files now
 
 
 def setup(args):
@@ -139,7 +123,8 @@ def setup(args):
     if not args.eval_only:
         resolve_epoch_schedule(cfg)
     cfg.freeze()
-    _quiet_known_training_failures()
+    # addFilter is idempotent: a second setup in the process adds nothing
+    logging.getLogger("detectron2.engine.train_loop").addFilter(_not_a_known_failure)
     saved_config = SavedConfigGuard(cfg, resume=args.resume, eval_only=args.eval_only)
     default_setup(cfg, args)  # (re)writes OUTPUT_DIR/config.yaml
     if comm.is_main_process():
@@ -214,15 +199,11 @@ def run(argv=None):
                 dist_url=args.dist_url,
                 args=(args,),
             )
-        except ProcessException:
-            reported = report_worker_error(error_file)
-            if reported is None:
-                raise
-            code, text = reported
-            sys.stderr.write(text + "\n")
-            return code
         except Exception as e:
-            failure = describe_failure(e)
+            if isinstance(e, ProcessException):  # a worker failed: its own line, if it left one
+                failure = report_worker_error(error_file)
+            else:
+                failure = describe_failure(e)
             if failure is None:
                 raise
             sys.stderr.write(failure[0] + "\n")

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 
-from ..utils.atomic import atomic_write_text
 from .checks import UsageError
 
 __all__ = [
@@ -27,15 +26,9 @@ logger = logging.getLogger(__name__)
 
 # (row label, section, key) of the summary table; missing entries are shown as "-".
 SUMMARY_ROWS = [
-    ("PQ", "panoptic_seg", "PQ"),
-    ("SQ", "panoptic_seg", "SQ"),
-    ("RQ", "panoptic_seg", "RQ"),
-    ("PQ_th", "panoptic_seg", "PQ_th"),
-    ("SQ_th", "panoptic_seg", "SQ_th"),
-    ("RQ_th", "panoptic_seg", "RQ_th"),
-    ("PQ_st", "panoptic_seg", "PQ_st"),
-    ("SQ_st", "panoptic_seg", "SQ_st"),
-    ("RQ_st", "panoptic_seg", "RQ_st"),
+    (f"{m}Q{part}", "panoptic_seg", f"{m}Q{part}") for part in ("", "_th", "_st") for m in "PSR"
+]
+SUMMARY_ROWS += [
     ("mIoU", "sem_seg", "mIoU"),
     ("AP@0.5 (mask)", "segm", "AP50"),
     ("RPN mean recall", "rpn", "mean_recall"),
@@ -86,11 +79,8 @@ def set_aside_torn_metrics_line(path):
         with open(path, "ab") as f:
             f.write(b"\n")
         return ""
-    previous = ""
-    if os.path.isfile(path + ".torn"):
-        with open(path + ".torn") as f:
-            previous = f.read()
-    atomic_write_text(path + ".torn", previous + torn + "\n")
+    with open(path + ".torn", "a") as f:
+        f.write(torn + "\n")
     os.truncate(path, keep)
     logger.warning(
         "%s ended with an unfinished line (a killed run?); moved it to %s.torn", path, path

@@ -1,15 +1,12 @@
 """OUTPUT_DIR/config.yaml when a run is resumed (or evaluated) with a different config.
 
-Detectron2's ``default_setup`` rewrites ``OUTPUT_DIR/config.yaml`` on every start, so a
-``--resume`` with changed values used to replace the record of what the first part of the
-run was trained with. Here, before ``default_setup``:
+Detectron2's ``default_setup`` rewrites ``OUTPUT_DIR/config.yaml`` on every start, which would
+replace the record of what the first part of the run was trained with. Instead:
 
-- keys whose new value would be silently ignored, because the checkpoint's optimizer and
-  LR-scheduler state restore the old one (:data:`RESTORED_FROM_CHECKPOINT`: base LR,
-  momentum, weight decay, optimizer type, ...), are refused: :class:`UsageError` lists them;
-- any other change (SOLVER.MAX_ITER or SOLVER.STEPS to extend a run, TEST.EVAL_PERIOD, data,
-  inference thresholds, ...) takes effect; it is logged key by key, the saved config.yaml is
-  kept as it was and the new config is written beside it as ``config.resume-N.yaml``
+- keys whose new value the checkpoint's optimizer and LR-scheduler state would silently
+  override (:data:`RESTORED_FROM_CHECKPOINT`) are refused: :class:`UsageError` lists them;
+- any other change (e.g. SOLVER.MAX_ITER to extend a run) takes effect and is logged key by
+  key; config.yaml is kept and the new config goes beside it as ``config.resume-N.yaml``
   (``config.eval-N.yaml`` for ``--eval-only``), N = 1, 2, ...
 """
 

@@ -13,6 +13,9 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 
 from ..config import OPTIMIZERS, ConfigError
+from ..data.build import train_dataset_dicts
+from ..data.dataset_mapper import JSISDatasetMapper
+from ..evaluation import JSISEvaluator
 from ..precision import training_dtype
 from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
 from .checks import UsageError
@@ -56,14 +59,11 @@ def build_optimizer(cfg, model):
 
 
 def build_step_trainer(cfg, step_trainer):
-    """The step trainer for SOLVER.AMP (:mod:`jsis_d2.precision`), from the one DefaultTrainer
-    built (its model, data loader and optimizer are kept).
-
-    The model itself autocasts its training forward to SOLVER.AMP.PRECISION (and returns
-    float32 losses), so: float32, or AMP float16 on CUDA -> Detectron2's choice unchanged
-    (SimpleTrainer / AMPTrainer with its grad scaler); AMP bfloat16 on CUDA -> Detectron2's
-    AMPTrainer without gradient scaling (a disabled GradScaler; ``precision`` passed where
-    the installed AMPTrainer takes it); AMP on CPU (bfloat16) -> SimpleTrainer (Detectron2's
+    """The step trainer for SOLVER.AMP, on the model, data loader and optimizer of the one
+    DefaultTrainer built. The model autocasts its own training forward (float32 losses), so:
+    float32, or float16 on CUDA -> Detectron2's choice (SimpleTrainer / AMPTrainer with its
+    grad scaler); bfloat16 on CUDA -> AMPTrainer without gradient scaling (``precision``
+    passed where the installed AMPTrainer takes it); on CPU -> SimpleTrainer (Detectron2's
     AMPTrainer is CUDA-only).
     """
     dtype = training_dtype(cfg)
@@ -83,17 +83,11 @@ def build_step_trainer(cfg, step_trainer):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer + :class:`JSISDatasetMapper` + :class:`JSISEvaluator`.
-
-    The optimizer follows SOLVER.OPTIMIZER (:func:`build_optimizer`); checkpoints are written
-    atomically (:class:`JSISCheckpointer`). Everything else
-    (WarmupMultiStepLR, checkpoints every SOLVER.CHECKPOINT_PERIOD, periodic evaluation every
-    TEST.EVAL_PERIOD, metrics.json, TensorBoard events, progress lines with ETA) is
-    Detectron2's own. SOLVER.AMP picks the step trainer (:func:`build_step_trainer`).
-
-    With more than one process, a CPU model is wrapped in DistributedDataParallel without
-    ``device_ids`` (:func:`~jsis_d2.engine.distributed.cpu_aware_ddp`); a CUDA model exactly
-    as Detectron2 does.
+    """DefaultTrainer + :class:`JSISDatasetMapper` + :class:`JSISEvaluator`, the optimizer of
+    :func:`build_optimizer`, the step trainer of :func:`build_step_trainer`, atomic
+    checkpoints (:class:`JSISCheckpointer`) and DDP of a CPU model
+    (:func:`~jsis_d2.engine.distributed.cpu_aware_ddp`). Everything else (LR schedule,
+    periodic checkpoints and evaluation, metrics.json, TensorBoard, ETA) is Detectron2's own.
     """
 
     def __init__(self, cfg):
@@ -102,11 +96,9 @@ class Trainer(DefaultTrainer):
         self._trainer = build_step_trainer(cfg, self._trainer)
 
     def build_hooks(self):
-        """Detectron2's hooks, with the checkpointer made crash-safe first
-        (:class:`JSISCheckpointer`: atomic saves, resume falls back to a readable checkpoint).
-        DefaultTrainer.__init__ creates ``self.checkpointer`` just before calling this, and the
-        PeriodicCheckpointer hook built here must hold the replacement. A torn last line of
-        metrics.json (a killed run) is set aside first (:func:`set_aside_torn_metrics_line`)."""
+        """Detectron2's hooks, with the checkpointer made crash-safe first: DefaultTrainer's
+        __init__ creates ``self.checkpointer`` just before calling this, and the
+        PeriodicCheckpointer hook built here must hold the replacement."""
         self.checkpointer = JSISCheckpointer.like(self.checkpointer)
         if comm.is_main_process():  # before Detectron2's JSONWriter appends to it
             set_aside_torn_metrics_line(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
@@ -135,9 +127,6 @@ class Trainer(DefaultTrainer):
         """Detectron2's loader over :func:`train_dataset_dicts`. The mapper knows how many
         distinct samples there are, so "every sample bad" under SKIP_BAD_SAMPLES is one
         BadSampleError naming the dataset."""
-        from ..data.build import train_dataset_dicts
-        from ..data.dataset_mapper import JSISDatasetMapper
-
         dicts = train_dataset_dicts(cfg)
         num_samples = len({JSISDatasetMapper.sample_key(d) for d in dicts})
         mapper = JSISDatasetMapper(cfg, is_train=True, num_samples=num_samples)
@@ -145,16 +134,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        from ..data.dataset_mapper import JSISDatasetMapper
-
         return build_detection_test_loader(
             cfg, dataset_name, mapper=JSISDatasetMapper(cfg, is_train=False)
         )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from ..evaluation import JSISEvaluator
-
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return JSISEvaluator.from_config(cfg, dataset_name, output_dir=output_folder)

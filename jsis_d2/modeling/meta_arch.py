@@ -2,21 +2,17 @@
 with a mask head) and a semantic branch (:class:`~jsis_d2.modeling.ppm_head.PPMHead`), plus the
 panoptic merge of :mod:`jsis_d2.postprocessing` (paper sections 2.1 and 2.2).
 
-Id spaces: every class index in and out of the model is a CONTIGUOUS index
-(:mod:`jsis_d2.data.label_space`): ``k`` in ``[0, K)`` for the semantic branch, things first,
-so a ROI-head class in ``[0, T)`` is the contiguous index of that thing. The model knows only
-K = ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` and T = ``MODEL.ROI_HEADS.NUM_CLASSES`` (is_thing =
-``k < T``); it never reads the ``MetadataCatalog``.
-
-Shapes: network input images [3, H', W'] (fixed size, INPUT.JSIS.FIXED_SIZE); outputs at the
-ORIGINAL size (H, W) = (input["height"], input["width"]).
+Id spaces: every class index in and out of the model is CONTIGUOUS: ``k`` in ``[0, K)``, things
+first, so a ROI-head class in ``[0, T)`` is that thing's index (is_thing = ``k < T``, K =
+``MODEL.SEM_SEG_HEAD.NUM_CLASSES``, T = ``MODEL.ROI_HEADS.NUM_CLASSES``); the model never reads
+the ``MetadataCatalog``. Shapes: input images [3, H', W'] (INPUT.JSIS.FIXED_SIZE); outputs at
+the ORIGINAL size (H, W) = (input["height"], input["width"]).
 
 Memory at inference: the merge works at the original size on float mask probabilities of the
 instances with score >= MODEL.JSIS.INSTANCE_SCORE_THRESH (4 bytes x N' x H x W; e.g. 30
 instances on a 12-Mpixel Mapillary image: ~1.4 GB), besides Detectron2's usual bool masks.
 """
 
-import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -39,8 +35,6 @@ from ..precision import LowPrecisionWeights, autocast, inference_dtype, training
 
 __all__ = ["JSISNet", "LOSS_KEY_TO_WEIGHT", "paste_mask_probs"]
 
-logger = logging.getLogger(__name__)
-
 BRANCHES = ("semantic", "instance")
 MERGES = ("jsis", "kirillov")
 # Detectron2 loss key -> MODEL.JSIS.LOSS_WEIGHTS key (paper Table 2, lambda_1..lambda_6).
@@ -55,13 +49,10 @@ LOSS_KEY_TO_WEIGHT = {
 # Detectron2's own loss-weight keys: JSIS-Net weights the losses with MODEL.JSIS.LOSS_WEIGHTS
 # only, so these must stay 1.0 (otherwise a loss would silently be weighted twice).
 _D2_WEIGHT_KEYS = (
-    ("MODEL.RPN.LOSS_WEIGHT", lambda c: c.MODEL.RPN.LOSS_WEIGHT),
-    ("MODEL.RPN.BBOX_REG_LOSS_WEIGHT", lambda c: c.MODEL.RPN.BBOX_REG_LOSS_WEIGHT),
-    (
-        "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT",
-        lambda c: c.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT,
-    ),
-    ("MODEL.SEM_SEG_HEAD.LOSS_WEIGHT", lambda c: c.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT),
+    "RPN.LOSS_WEIGHT",
+    "RPN.BBOX_REG_LOSS_WEIGHT",
+    "ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT",
+    "SEM_SEG_HEAD.LOSS_WEIGHT",
 )
 
 
@@ -89,14 +80,9 @@ def paste_mask_probs(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int,
     else:
         per_chunk = max(1, int(2**30 // max(1, 4 * height * width)))
         for a in range(0, n, per_chunk):
-            m, _ = _do_paste_mask(
-                mask_probs[a : a + per_chunk, None].float(),
-                boxes[a : a + per_chunk],
-                height,
-                width,
-                False,
-            )
-            out[a : a + per_chunk] = m
+            chunk = slice(a, a + per_chunk)
+            probs = mask_probs[chunk, None].float()
+            out[chunk] = _do_paste_mask(probs, boxes[chunk], height, width, False)[0]
     return out
 
 
@@ -156,18 +142,15 @@ class JSISNet(GeneralizedRCNN):
         Args:
             backbone, pixel_mean, pixel_std, input_format, vis_period: as GeneralizedRCNN.
             proposal_generator, roi_heads: the instance branch (both None: branch off).
-            sem_seg_head: the semantic branch (None: off). Must return (logits, losses) with an
+            sem_seg_head: the semantic branch (None: off), returning (logits, losses) with an
                 unweighted "loss_sem_seg".
             loss_weights: {Detectron2 loss key: lambda}, see LOSS_KEY_TO_WEIGHT.
             num_classes: K (semantic classes, things first). num_things: T (ROI-head classes).
-            merge: "jsis" (paper 2.2) or "kirillov" (PanopticFPN heuristic).
-            panoptic_on: run the merge at inference (needs both branches).
-            stuff_area_thresh, instance_score_thresh, mask_threshold, kirillov_overlap_thresh:
-                merge parameters (MODEL.JSIS.*); mask_threshold also binarizes the returned
-                instance masks.
-            train_dtype, test_dtype: autocast dtype of the training forward and of inference
-                (float32: no autocast). Losses and outputs are float32 whatever the dtype.
-            channels_last: weights and input images in channels_last memory format.
+            merge ("jsis" or "kirillov"), panoptic_on (needs both branches), stuff_area_thresh,
+                instance_score_thresh, mask_threshold (also binarizes the returned instance
+                masks), kirillov_overlap_thresh: MODEL.JSIS.*.
+            train_dtype, test_dtype: autocast dtypes (float32: none); losses and outputs stay
+                float32. channels_last: weights and input images in channels_last format.
         """
         super().__init__(
             backbone=backbone,
@@ -222,11 +205,13 @@ class JSISNet(GeneralizedRCNN):
                 f"MODEL.JSIS.BRANCHES must be a non-empty list of distinct names from "
                 f"{list(BRANCHES)}, got {branches}" + (f" (unknown: {bad})" if bad else "")
             )
-        for key, get in _D2_WEIGHT_KEYS:
-            if get(cfg) != 1.0:
+        for key in _D2_WEIGHT_KEYS:
+            node, name = key.split(".")
+            if cfg.MODEL[node][name] != 1.0:
                 raise ValueError(
-                    f"{key} = {get(cfg)}: JSIS-Net weights its losses with MODEL.JSIS.LOSS_WEIGHTS "
-                    f"(paper lambdas); keep {key} at 1.0 to avoid weighting a loss twice"
+                    f"MODEL.{key} = {cfg.MODEL[node][name]}: JSIS-Net weights its losses with "
+                    f"MODEL.JSIS.LOSS_WEIGHTS (paper lambdas); keep MODEL.{key} at 1.0 to avoid "
+                    "weighting a loss twice"
                 )
         instance_on = "instance" in branches
         semantic_on = "semantic" in branches
@@ -241,16 +226,14 @@ class JSISNet(GeneralizedRCNN):
         if not instance_on:
             ret.update(proposal_generator=None, roi_heads=None, vis_period=0)
         lw = cfg.MODEL.JSIS.LOSS_WEIGHTS
-        loss_weights = {}
-        if instance_on:
-            for k in ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"):
-                loss_weights[k] = float(lw[LOSS_KEY_TO_WEIGHT[k]])
-        if semantic_on:
-            loss_weights["loss_sem_seg"] = float(lw.SEG)
         shapes = ret["backbone"].output_shape()
         ret.update(
             sem_seg_head=build_sem_seg_head(cfg, shapes) if semantic_on else None,
-            loss_weights=loss_weights,
+            loss_weights={
+                k: float(lw[w])
+                for k, w in LOSS_KEY_TO_WEIGHT.items()
+                if (semantic_on if k == "loss_sem_seg" else instance_on)
+            },
             num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             merge=cfg.MODEL.JSIS.MERGE,
@@ -449,25 +432,16 @@ class JSISNet(GeneralizedRCNN):
             scores=instances.scores[keep],
             pred_classes=instances.pred_classes[keep],
         )
+        kwargs = dict(
+            stuff_area_thresh=self.stuff_area_thresh,
+            instance_score_thresh=self.instance_score_thresh,
+            mask_threshold=self.mask_threshold,
+        )
         if self.merge == "jsis":
-            pan, info = jsis_panoptic_merge(
-                sem_seg,
-                inst,
-                self.is_thing,
-                stuff_area_thresh=self.stuff_area_thresh,
-                instance_score_thresh=self.instance_score_thresh,
-                mask_threshold=self.mask_threshold,
-            )
+            pan, info = jsis_panoptic_merge(sem_seg, inst, self.is_thing, **kwargs)
         else:
-            pan, info = kirillov_panoptic_merge(
-                sem_seg,
-                inst,
-                self.is_thing,
-                overlap_thresh=self.kirillov_overlap_thresh,
-                stuff_area_thresh=self.stuff_area_thresh,
-                instance_score_thresh=self.instance_score_thresh,
-                mask_threshold=self.mask_threshold,
-            )
+            kwargs["overlap_thresh"] = self.kirillov_overlap_thresh
+            pan, info = kirillov_panoptic_merge(sem_seg, inst, self.is_thing, **kwargs)
         keep_l = keep.tolist()
         for s in info:  # instance_id: index into the returned "instances"
             if s["isthing"]:

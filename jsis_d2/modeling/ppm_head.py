@@ -53,14 +53,11 @@ class PPMHead(nn.Module):
         """
         Args:
             input_shape: {name: ShapeSpec} of exactly one input feature (e.g. {"res4": ...}).
-            num_classes: K, the number of classes predicted (things + stuff).
-            bins: output grid sizes of the pyramid pooling levels.
-            ppm_dim: channels of each pyramid level (after its 1x1 conv).
-            conv_dims: channels of the fuse conv.
+            num_classes: K (things + stuff). bins: output grid sizes of the pyramid levels.
+            ppm_dim, conv_dims: channels of each pyramid level and of the fuse conv.
             norm: Detectron2 norm name ("GN", "BN", "SyncBN", "" for none) or callable.
-            dropout: dropout probability before the classifier.
-            deconv_stride: stride of the learned transposed convolution (kernel 2*stride).
-            ignore_value: target label ignored by the loss (void).
+            dropout: before the classifier. deconv_stride: of the learned transposed
+                convolution (kernel 2*stride). ignore_value: label ignored by the loss (void).
         """
         super().__init__()
         if len(input_shape) != 1:
@@ -180,13 +177,11 @@ class PPMHead(nn.Module):
     def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Features -> logits [B, K, h*stride, w*stride] (before the final bilinear resize)."""
         x = features[self.in_feature]
-        h, w = x.shape[-2:]
-        levels = [x]
-        for level in self.ppm:
-            levels.append(
-                F.interpolate(level(x), size=(h, w), mode="bilinear", align_corners=False)
-            )
-        x = self.fuse(torch.cat(levels, dim=1))
+        size = x.shape[-2:]
+        levels = [
+            F.interpolate(lv(x), size, mode="bilinear", align_corners=False) for lv in self.ppm
+        ]
+        x = self.fuse(torch.cat([x] + levels, dim=1))
         x = self.predictor(self.dropout(x))
         return self.deconv(x)
 
