@@ -171,10 +171,10 @@ class LowPrecisionWeights:
     ``for_module(m)`` returns {parameter name in ``m``: copy in ``dtype``} for
     ``torch.func.functional_call(m, ...)``. The copies are remade when any of those parameters
     changed in place (its version counter, e.g. an optimizer step or ``load_state_dict``) or
-    was replaced (a new Parameter, or new storage as after ``.to(device)``); :meth:`clear` drops them (the model calls
-    it when it switches to training). Autocast's own cast rounds the same way, so the outputs
-    are bit-identical to casting at every call. Normalization weights stay float32 (autocast
-    runs those ops in float32 on the CPU).
+    was replaced (a new Parameter, or new storage as after ``.to(device)``); :meth:`clear`
+    drops them (the model calls it when it switches to training). Autocast's own cast rounds
+    the same way, so the outputs are bit-identical to casting at every call. Normalization
+    weights stay float32.
     """
 
     def __init__(self, dtype: torch.dtype):
