@@ -32,6 +32,7 @@ from detectron2.structures import ImageList, Instances
 
 from ..postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
 from ..precision import LowPrecisionWeights, autocast, inference_dtype, training_dtype
+from .roi_align import use_low_precision_roi_align
 
 __all__ = ["JSISNet", "LOSS_KEY_TO_WEIGHT", "paste_mask_probs"]
 
@@ -192,6 +193,8 @@ class JSISNet(GeneralizedRCNN):
         self._lowp_weights = (
             None if test_dtype == torch.float32 else LowPrecisionWeights(test_dtype)
         )
+        if roi_heads is not None and (train_dtype, test_dtype) != (torch.float32,) * 2:
+            use_low_precision_roi_align(roi_heads)  # no float32 round trip for ROI features
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D weights only
