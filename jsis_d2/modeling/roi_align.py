@@ -95,7 +95,7 @@ def roi_align_separable(features, rois, output_size, spatial_scale, sampling_rat
     ay, ax = _weights(rois, (ph, pw), spatial_scale, sampling_ratio, aligned, h, w)
     ay, ax = ay.to(features.dtype), ax.transpose(1, 2).to(features.dtype)  # [R,PH,H], [R,W,PW]
     batch = rois[:, 0].long()
-    out = features.new_empty(num, ph, c, pw)
+    out = features.new_empty(num, c, ph, pw)
     chunk = max(1, MAX_INTERMEDIATE // (ph * c * w))
     for b in range(n):
         idx = torch.arange(num, device=rois.device) if n == 1 else (batch == b).nonzero()[:, 0]
@@ -103,8 +103,8 @@ def roi_align_separable(features, rois, output_size, spatial_scale, sampling_rat
         for part in idx.split(chunk):
             t = torch.mm(ay[part].reshape(-1, h), rows)  # [r*PH, C*W]
             t = torch.bmm(t.view(len(part), ph * c, w), ax[part])  # [r, PH*C, PW]
-            out[part] = t.view(len(part), ph, c, pw)
-    return out.permute(0, 2, 1, 3).contiguous()
+            out[part] = t.view(len(part), ph, c, pw).transpose(1, 2)  # copy + reorder, once
+    return out
 
 
 class LowPrecisionROIAlign(ROIAlign):
