@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "topk": "test-time RPN post-NMS top-k: PQ vs latency (trained checkpoint)",
     "hw": "achieved GFLOP/s of JSIS-Net inference vs dense conv throughput",
     "profile": "where a training step's time goes (torch.profiler), the demo model",
+    "roi_align": "ROIAlign on the CPU: Detectron2 / torchvision vs the separable GEMMs",
     "precision": "fp32 vs bf16 (autocast, channels_last): time, memory, PQ of one checkpoint",
 }
 

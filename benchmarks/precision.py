@@ -11,8 +11,9 @@ Two models, CPU, random weights for the timings:
 Variants (``--variants``): ``fp32``; ``bf16`` = ``TEST.PRECISION bfloat16`` for inference and
 ``SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION bfloat16`` for the training step; ``bf16_cl`` =
 the same plus ``MODEL.JSIS.CHANNELS_LAST True``; ``fp32_cl`` (not by default): fp32 with
-channels_last. Each (model, variant, mode) runs in its own process
-(:func:`benchmarks.common.measure`): inference = median of ``--repeats`` calls
+channels_last; ``fp32_d2roi`` (not by default): fp32 with ``MODEL.JSIS.SEPARABLE_ROI_ALIGN
+False`` (torchvision's ROIAlign in training too). Each (model, variant, mode) runs in its own
+process (:func:`benchmarks.common.measure`): inference = median of ``--repeats`` calls
 (network + mask pasting + merge), train step = one SGD step, median of ``--train-repeats``,
 peak memory = VmHWM of the measured phase.
 
@@ -65,6 +66,7 @@ VARIANTS = {
     "bf16": _BF16,
     "bf16_cl": _BF16 + ["MODEL.JSIS.CHANNELS_LAST", True],
     "fp32_cl": ["MODEL.JSIS.CHANNELS_LAST", True],
+    "fp32_d2roi": ["MODEL.JSIS.SEPARABLE_ROI_ALIGN", False],
 }
 #: Variant name -> its name in the markdown tables.
 VARIANT_NAMES = {
@@ -72,6 +74,7 @@ VARIANT_NAMES = {
     "bf16": "bf16",
     "bf16_cl": "bf16 + channels_last",
     "fp32_cl": "fp32 + channels_last",
+    "fp32_d2roi": "fp32, Detectron2 ROIAlign",
 }
 #: Goals of the headline (R50-C4 400x400) on a bf16-capable CPU.
 GOALS = {"inference": 2.5, "train_step": 1.7, "pq_delta": 0.5}

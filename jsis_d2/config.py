@@ -58,6 +58,10 @@ def add_jsis_config(cfg):
     # Weights and input images in channels_last memory format (faster convolutions with
     # oneDNN / cuDNN where measured, see README "Precision"). Numerically the same model.
     cfg.MODEL.JSIS.CHANNELS_LAST = False
+    # On the CPU, ROIAlign as two matrix products (jsis_d2.modeling.roi_align) for bf16/fp16
+    # features (no float32 round trip) and in training (its backward is GEMMs, not
+    # torchvision's scatter). float32 inference and CUDA use Detectron2's op either way.
+    cfg.MODEL.JSIS.SEPARABLE_ROI_ALIGN = True
 
     # Semantic branch: PPMHead (uses Detectron2's SEM_SEG_HEAD node for the common keys:
     # NAME, IN_FEATURES, NUM_CLASSES = K (things + stuff), IGNORE_VALUE, NORM, CONVS_DIM).

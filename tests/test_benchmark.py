@@ -11,7 +11,18 @@ import os
 import pytest
 import torch
 
-from benchmarks import common, hw, joint, mapper, merge, panoptic_fpn, precision, profile, topk
+from benchmarks import (
+    common,
+    hw,
+    joint,
+    mapper,
+    merge,
+    panoptic_fpn,
+    precision,
+    profile,
+    roi_align,
+    topk,
+)
 from benchmarks import pq as bench_pq
 from benchmarks import readme as readme_mod
 from benchmarks.report import markdown_table
@@ -478,6 +489,18 @@ def test_merge_benchmark_smoke_runs_both_sides():
     assert sem_seg.shape == (12, 20, 30) and inst.pred_masks.shape == (6, 20, 30)
     assert (inst.scores[:-1] >= inst.scores[1:]).all() and (inst.scores >= 0.5).all()
     assert (inst.pred_classes < 5).all()
+
+
+def test_roi_align_quick_both_sides_agree():
+    """Both sides compute the same pooling (forward + backward: the feature gradients), in
+    float32 to rounding and in bfloat16 to its precision; the speed-up is their time ratio."""
+    r = roi_align.run(_args(roi_align, ["--quick"]))
+    assert [x["dtype"] for x in r["rows"]] == ["float32", "bfloat16"]
+    for x in r["rows"]:
+        assert x["mode"] == "forward + backward" and x["rois"] == 8
+        assert x["max_abs_diff_rel"] < (1e-5 if x["dtype"] == "float32" else 0.05)
+        assert x["speedup"] == pytest.approx(x["d2_ms"] / x["separable_ms"])
+    assert "tiny, train" in r["markdown"] and "--quick" in r["markdown"]
 
 
 def test_time_calls_interleaves_after_warmup():

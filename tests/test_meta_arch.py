@@ -278,3 +278,24 @@ def test_inference_when_no_instance_reaches_the_merge():
     assert pan.shape == (33, 47) and info and all(not s["isthing"] for s in info)
     assert sum(s["area"] for s in info) == 33 * 47  # no void: every pixel has a stuff class
     assert out["instances"].pred_masks.dtype == torch.bool
+
+
+def test_separable_roi_align_key_swaps_the_poolers_and_keeps_losses_and_gradients():
+    """MODEL.JSIS.SEPARABLE_ROI_ALIGN (default on): the ROI heads pool with the separable op in
+    training; off: Detectron2's ROIAlign. Same losses and backbone gradient either way."""
+    from jsis_d2.modeling.roi_align import SeparableROIAlign
+
+    from detectron2.layers import ROIAlign
+
+    on = model_of()
+    off = model_of("MODEL.JSIS.SEPARABLE_ROI_ALIGN", "False", state=on.state_dict())
+    assert all(type(p) is SeparableROIAlign for p in on.roi_heads.pooler.level_poolers)
+    assert all(type(p) is ROIAlign for p in off.roi_heads.pooler.level_poolers)
+    grads = []
+    for m in (on, off):
+        losses = train_losses(m)
+        sum(losses.values()).backward()
+        grads.append((losses, m.backbone.stem.conv1.weight.grad.clone()))
+    for k in grads[0][0]:
+        torch.testing.assert_close(grads[0][0][k], grads[1][0][k], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-5)

@@ -357,9 +357,9 @@ def test_bf16_inference_uses_the_cast_once_weights_and_gives_autocasts_outputs()
     between makes inference use the updated weights; train() drops the copies."""
     torch.set_num_threads(1)
     model = _model(["TEST.PRECISION", "bfloat16"])
-    from jsis_d2.modeling.roi_align import LowPrecisionROIAlign
+    from jsis_d2.modeling.roi_align import SeparableROIAlign
 
-    assert all(isinstance(p, LowPrecisionROIAlign) for p in model.roi_heads.pooler.level_poolers)
+    assert all(isinstance(p, SeparableROIAlign) for p in model.roi_heads.pooler.level_poolers)
     seen = []
     model.backbone.stem.conv1.register_forward_pre_hook(lambda m, i: seen.append(m.weight.dtype))
     images = random_inputs(64, 64, 1, num_classes=9, num_things=4)

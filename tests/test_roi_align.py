@@ -55,9 +55,9 @@ def test_low_precision_module_pools_bf16_on_cpu_and_defers_float32():
     feats, rois = _case()
     layer = ROIAlign((7, 7), 0.25, 0, aligned=True)
     holder = torch.nn.ModuleDict({"pool": layer})
-    assert sep.use_low_precision_roi_align(holder) == 1
+    assert sep.use_separable_roi_align(holder) == 1
     new = holder["pool"]
-    assert isinstance(new, sep.LowPrecisionROIAlign) and new.output_size == (7, 7)
+    assert isinstance(new, sep.SeparableROIAlign) and new.output_size == (7, 7)
     ref = layer(feats, rois)
     torch.testing.assert_close(new(feats, rois), ref, rtol=0, atol=0)  # float32: Detectron2
     with torch.autocast("cpu", torch.bfloat16):
@@ -65,3 +65,28 @@ def test_low_precision_module_pools_bf16_on_cpu_and_defers_float32():
     assert low.dtype == torch.bfloat16
     # bf16 features and weights, float32 accumulation: within a few bf16 ulps of the values
     torch.testing.assert_close(low.float(), ref, rtol=0, atol=0.03 * ref.abs().max().item())
+
+
+def test_module_takes_the_separable_path_for_float32_training_only(monkeypatch):
+    """float32 features that need a gradient (training) are pooled by the GEMMs, with
+    torchvision's values and gradient; float32 inference (no grad) stays with Detectron2."""
+    feats, rois = _case()
+    layer = sep.SeparableROIAlign((5, 5), 0.25, 0, aligned=True)
+    calls = []
+    real = sep.roi_align_separable
+    monkeypatch.setattr(sep, "roi_align_separable", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            layer(feats, rois), roi_align(feats, rois, (5, 5), 0.25, 0, True)
+        )
+    assert calls == []
+    a, b = feats.clone().requires_grad_(), feats.clone().requires_grad_()
+    gout = torch.randn(rois.shape[0], feats.shape[1], 5, 5)
+    got = layer(b, rois)
+    assert calls == [1]
+    (got * gout).sum().backward()
+    (roi_align(a, rois, (5, 5), 0.25, 0, True) * gout).sum().backward()
+    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-4)
+    assert sep.takes_separable_path(feats.bfloat16()) and not sep.takes_separable_path(feats)
+    with torch.no_grad():
+        assert not sep.takes_separable_path(feats.clone().requires_grad_())

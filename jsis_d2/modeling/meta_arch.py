@@ -32,7 +32,7 @@ from detectron2.structures import ImageList, Instances
 
 from ..postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
 from ..precision import LowPrecisionWeights, autocast, inference_dtype, training_dtype
-from .roi_align import use_low_precision_roi_align
+from .roi_align import use_separable_roi_align
 
 __all__ = ["JSISNet", "LOSS_KEY_TO_WEIGHT", "paste_mask_probs"]
 
@@ -137,6 +137,7 @@ class JSISNet(GeneralizedRCNN):
         train_dtype: torch.dtype = torch.float32,
         test_dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
+        separable_roi_align: bool = True,
         **kwargs,
     ):
         """
@@ -152,6 +153,9 @@ class JSISNet(GeneralizedRCNN):
                 masks), kirillov_overlap_thresh: MODEL.JSIS.*.
             train_dtype, test_dtype: autocast dtypes (float32: none); losses and outputs stay
                 float32. channels_last: weights and input images in channels_last format.
+            separable_roi_align: on the CPU, pool low-precision features and features that need
+                a gradient as two GEMMs (:mod:`jsis_d2.modeling.roi_align`); float32 inference
+                and CUDA keep Detectron2's ROIAlign. MODEL.JSIS.SEPARABLE_ROI_ALIGN.
         """
         super().__init__(
             backbone=backbone,
@@ -193,8 +197,8 @@ class JSISNet(GeneralizedRCNN):
         self._lowp_weights = (
             None if test_dtype == torch.float32 else LowPrecisionWeights(test_dtype)
         )
-        if roi_heads is not None and (train_dtype, test_dtype) != (torch.float32,) * 2:
-            use_low_precision_roi_align(roi_heads)  # no float32 round trip for ROI features
+        if roi_heads is not None and separable_roi_align:
+            use_separable_roi_align(roi_heads)
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D weights only
@@ -248,6 +252,7 @@ class JSISNet(GeneralizedRCNN):
             train_dtype=training_dtype(cfg),
             test_dtype=inference_dtype(cfg),
             channels_last=cfg.MODEL.JSIS.CHANNELS_LAST,
+            separable_roi_align=cfg.MODEL.JSIS.SEPARABLE_ROI_ALIGN,
         )
         return ret
 

@@ -1,4 +1,5 @@
-"""ROIAlign as two matrix products, for low-precision (bfloat16/float16) features on the CPU.
+"""ROIAlign as two matrix products on the CPU: low-precision (bfloat16/float16) features, and
+training.
 
 torchvision's CPU ``roi_align`` has no bfloat16 kernel: under autocast it casts the features to
 float32, pools, and casts the [R, C, PH, PW] result back (on R50-C4 at 400x400, 100 ROIs, that
@@ -13,8 +14,14 @@ GEMM over rows and one batched GEMM over columns, which run in bfloat16 on oneDN
 ``roi_align_separable`` matches torchvision's ``roi_align`` (aligned or not, fixed or adaptive
 sampling ratio) to float32 rounding; in bfloat16 its weights and intermediate are rounded too.
 
-:class:`LowPrecisionROIAlign` is Detectron2's ``ROIAlign`` that takes this path for CPU bfloat16 /
-float16 features and Detectron2's otherwise (float32, CUDA: unchanged).
+torchvision's CPU backward is a scatter, slow next to the two GEMMs' backward (README,
+``tools/benchmark.py roi_align``: 5.5x on the demo model's pooling, 1.9x on R50-C4's, forward +
+backward in float32). float32 inference is close either way and machine dependent (1.11x on an
+Intel Xeon, 0.7x on an AMD EPYC), so it keeps torchvision's kernel.
+
+:class:`SeparableROIAlign` is Detectron2's ``ROIAlign`` that takes this path on the CPU for
+bfloat16 / float16 features and for features that need a gradient, and Detectron2's otherwise
+(float32 inference, CUDA: unchanged).
 """
 
 import torch
@@ -22,7 +29,12 @@ from torch import nn
 
 from detectron2.layers import ROIAlign
 
-__all__ = ["roi_align_separable", "LowPrecisionROIAlign", "use_low_precision_roi_align"]
+__all__ = [
+    "roi_align_separable",
+    "takes_separable_path",
+    "SeparableROIAlign",
+    "use_separable_roi_align",
+]
 
 #: Largest [rows, C * W] intermediate per chunk of ROIs (elements; 32 M = 64 MiB in bf16).
 MAX_INTERMEDIATE = 32 * 2**20
@@ -107,12 +119,23 @@ def roi_align_separable(features, rois, output_size, spatial_scale, sampling_rat
     return out
 
 
-class LowPrecisionROIAlign(ROIAlign):
-    """Detectron2's ``ROIAlign``; CPU bfloat16/float16 features go through
-    :func:`roi_align_separable` (no float32 round trip), everything else through Detectron2."""
+def takes_separable_path(features: torch.Tensor) -> bool:
+    """Whether :class:`SeparableROIAlign` pools ``features`` with :func:`roi_align_separable`:
+    on the CPU, when they are bfloat16 / float16 (no float32 round trip) or need a gradient
+    (training: its backward is GEMMs, not torchvision's scatter)."""
+    if features.device.type != "cpu":
+        return False
+    low = features.dtype in (torch.bfloat16, torch.float16)
+    return low or (torch.is_grad_enabled() and features.requires_grad)
+
+
+class SeparableROIAlign(ROIAlign):
+    """Detectron2's ``ROIAlign``; on the CPU, low-precision features and features that need a
+    gradient go through :func:`roi_align_separable` (:func:`takes_separable_path`), everything
+    else through Detectron2."""
 
     def forward(self, input, rois):
-        if input.device.type != "cpu" or input.dtype not in (torch.bfloat16, torch.float16):
+        if not takes_separable_path(input):
             return super().forward(input, rois)
         with torch.autocast("cpu", enabled=False):
             return roi_align_separable(
@@ -125,15 +148,15 @@ class LowPrecisionROIAlign(ROIAlign):
             )
 
 
-def use_low_precision_roi_align(module: nn.Module) -> int:
+def use_separable_roi_align(module: nn.Module) -> int:
     """Replace every Detectron2 ``ROIAlign`` inside ``module`` by a
-    :class:`LowPrecisionROIAlign` with the same settings (no parameters: state dicts are
+    :class:`SeparableROIAlign` with the same settings (no parameters: state dicts are
     unchanged). Returns how many were replaced."""
     count = 0
     for parent in module.modules():
         for name, child in list(parent.named_children()):
             if type(child) is ROIAlign:
-                new = LowPrecisionROIAlign(
+                new = SeparableROIAlign(
                     child.output_size, child.spatial_scale, child.sampling_ratio, child.aligned
                 )
                 setattr(parent, name, new)
