@@ -34,6 +34,7 @@ def test_expected_config_files_exist():
         "Mapillary-Vistas/jsis_R50_C4_19ep_semantic_only.yaml",
         "Mapillary-Vistas/jsis_R50_C4_19ep_instance_only.yaml",
         "Synthetic/jsis_R18_C4_scratch_cpu.yaml",
+        "Synthetic/jsis_R18_C4_scratch_cpu_bf16.yaml",
         "quick/jsis_R18_C4_quick.yaml",
     } <= names
 
@@ -131,6 +132,28 @@ def test_ablation_variants_differ_only_by_branches(joint, tmp_path):
     lone.write_text(f'_BASE_: "{os.path.join(CONFIG_DIR, joint)}"\n')
     with pytest.raises(ValueError, match=f"^{tmp_path}/lone_semantic_only.yaml not found"):
         ablation.variant_configs(str(lone))
+
+
+def _flat(node, prefix=""):
+    """{"A.B.C": value} of a (nested) CfgNode."""
+    out = {}
+    for k, v in node.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def test_bf16_demo_config_is_the_fp32_one_in_bf16_with_a_longer_schedule():
+    """Only precision and schedule differ; the LR steps stay at the same fractions of the run."""
+    fp32 = load("Synthetic/jsis_R18_C4_scratch_cpu.yaml")
+    bf16 = load("Synthetic/jsis_R18_C4_scratch_cpu_bf16.yaml")
+    assert bf16.SOLVER.AMP.ENABLED and bf16.SOLVER.AMP.PRECISION == "bfloat16"
+    assert bf16.TEST.PRECISION == "bfloat16" and not fp32.SOLVER.AMP.ENABLED
+    assert bf16.SOLVER.MAX_ITER > fp32.SOLVER.MAX_ITER
+    for a, b in zip(bf16.SOLVER.STEPS, fp32.SOLVER.STEPS):
+        assert abs(a / bf16.SOLVER.MAX_ITER - b / fp32.SOLVER.MAX_ITER) < 0.01
+    same = ("SOLVER.AMP", "SOLVER.MAX_ITER", "SOLVER.STEPS", "TEST.PRECISION")
+    diff = {k for k, v in _flat(bf16).items() if _flat(fp32).get(k) != v}
+    assert diff and all(k.startswith(same) for k in diff), diff
 
 
 def test_from_scratch_cpu_config():

@@ -47,3 +47,20 @@ def test_missing_initial_weights(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"run_demo: error: MODEL.WEIGHTS file not found: {missing}" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"supported": True, "avx512_bf16": True, "amx_bf16": False}, "BF16_CONFIG"),
+        ({"supported": True, "avx512_bf16": False, "amx_bf16": True}, "BF16_CONFIG"),
+        # oneDNN "supports" bf16 on AVX512 CPUs without it by emulation: slower than fp32
+        ({"supported": True, "avx512_bf16": False, "amx_bf16": False}, "DEFAULT_CONFIG"),
+        ({"supported": False, "avx512_bf16": True, "amx_bf16": False}, "DEFAULT_CONFIG"),
+    ],
+)
+def test_default_config_is_bf16_only_where_the_cpu_has_it(monkeypatch, flags, expected):
+    run_demo = _load()
+    monkeypatch.setattr(run_demo, "cpu_bf16_support", lambda: dict(flags, capability="x"))
+    assert run_demo.default_config() == getattr(run_demo, expected)
+    assert os.path.isfile(os.path.join(REPO, run_demo.default_config()))

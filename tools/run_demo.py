@@ -33,6 +33,7 @@ from jsis_d2.engine.report import (
     read_metrics_json,
     summarize_results,
 )
+from jsis_d2.precision import cpu_bf16_support
 from jsis_d2.predictor import JSISPredictor
 from jsis_d2.visualization import draw_four_panel
 
@@ -40,6 +41,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
 DEFAULT_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml"
+BF16_CONFIG = "configs/Synthetic/jsis_R18_C4_scratch_cpu_bf16.yaml"
 QUICK_CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
 logger = logging.getLogger("jsis_d2.run_demo")
 
@@ -47,7 +49,11 @@ logger = logging.getLogger("jsis_d2.run_demo")
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--output", default="output/demo", help="output folder (OUTPUT_DIR)")
-    p.add_argument("--config-file", default=None, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument(
+        "--config-file",
+        default=None,
+        help=f"default {BF16_CONFIG} where the CPU has native bf16, else {DEFAULT_CONFIG}",
+    )
     p.add_argument(
         "--quick", action="store_true", help=f"tiny run for smoke tests ({QUICK_CONFIG})"
     )
@@ -123,9 +129,20 @@ def main(argv=None):
     return 2
 
 
+def default_config() -> str:
+    """The demo config for this CPU: the bf16 one where it computes bf16 natively (oneDNN's
+    check plus AVX512-BF16 or AMX-BF16 in /proc/cpuinfo; elsewhere oneDNN would emulate bf16,
+    slower than fp32), the fp32 one otherwise."""
+    s = cpu_bf16_support()
+    native = s["supported"] and (s["avx512_bf16"] or s["amx_bf16"])
+    config = BF16_CONFIG if native else DEFAULT_CONFIG
+    logger.info("demo config %s (CPU bf16: %s)", config, s)
+    return config
+
+
 def run(args):
     """Dataset, training + evaluation, reports and pictures; returns 0."""
-    config_file = args.config_file or (QUICK_CONFIG if args.quick else DEFAULT_CONFIG)
+    config_file = args.config_file or (QUICK_CONFIG if args.quick else default_config())
     t0 = time.time()
     make_dataset(args)
 
