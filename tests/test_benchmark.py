@@ -295,6 +295,7 @@ def test_readme_blocks_are_the_committed_results():
         "topk",
         "precision",
         "profile",
+        "roi_align",
     } <= set(blocks)
     for name, body in blocks.items():
         path = os.path.join(results, f"{name}.json")
@@ -531,7 +532,7 @@ def test_markdown_table_layout_and_errors():
 
 @pytest.mark.parametrize(
     "mod",
-    [hw, joint, mapper, merge, panoptic_fpn, bench_pq, precision, profile, topk],
+    [hw, joint, mapper, merge, panoptic_fpn, bench_pq, precision, profile, roi_align, topk],
     ids=lambda m: m.__name__.split(".")[-1],
 )
 def test_markdown_reproduces_the_committed_results(mod):
