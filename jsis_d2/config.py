@@ -60,7 +60,8 @@ def add_jsis_config(cfg):
     cfg.MODEL.JSIS.CHANNELS_LAST = False
     # On the CPU, ROIAlign as two matrix products (jsis_d2.modeling.roi_align) for bf16/fp16
     # features (no float32 round trip) and in training (its backward is GEMMs, not
-    # torchvision's scatter). float32 inference and CUDA use Detectron2's op either way.
+    # torchvision's scatter). float32 inference and CUDA use Detectron2's op, with float32 ROI
+    # coordinates for bf16/fp16 features (Detectron2 rounds them to the features' dtype).
     cfg.MODEL.JSIS.SEPARABLE_ROI_ALIGN = True
 
     # Semantic branch: PPMHead (uses Detectron2's SEM_SEG_HEAD node for the common keys:

@@ -493,13 +493,15 @@ def test_merge_benchmark_smoke_runs_both_sides():
 
 
 def test_roi_align_quick_both_sides_agree():
-    """Both sides compute the same pooling (forward + backward: the feature gradients), in
-    float32 to rounding and in bfloat16 to its precision; the speed-up is their time ratio."""
+    """Against torchvision in float32 (forward + backward: the feature gradients), the
+    separable side is exact to rounding in float32 and within bf16 precision in bfloat16;
+    Detectron2's side is exact in float32 (it is torchvision); the speed-up is the ratio."""
     r = roi_align.run(_args(roi_align, ["--quick"]))
     assert [x["dtype"] for x in r["rows"]] == ["float32", "bfloat16"]
     for x in r["rows"]:
         assert x["mode"] == "forward + backward" and x["rois"] == 8
-        assert x["max_abs_diff_rel"] < (1e-5 if x["dtype"] == "float32" else 0.05)
+        assert x["separable_err"] < (1e-5 if x["dtype"] == "float32" else 0.05)
+        assert x["d2_err"] == 0 if x["dtype"] == "float32" else x["d2_err"] > 0
         assert x["speedup"] == pytest.approx(x["d2_ms"] / x["separable_ms"])
     assert "tiny, train" in r["markdown"] and "--quick" in r["markdown"]
 

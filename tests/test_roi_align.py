@@ -90,3 +90,42 @@ def test_module_takes_the_separable_path_for_float32_training_only(monkeypatch):
     assert sep.takes_separable_path(feats.bfloat16()) and not sep.takes_separable_path(feats)
     with torch.no_grad():
         assert not sep.takes_separable_path(feats.clone().requires_grad_())
+
+
+def _far_case():
+    """bf16 features [1, 8, 64, 64] at stride 16 and ROIs near x = 900 px (bf16 spacing 4 px)."""
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(1, 8, 64, 64, generator=g).bfloat16()
+    x1 = 880 + 40 * torch.rand(20, 1, generator=g)
+    y1 = 500 + 100 * torch.rand(20, 1, generator=g)
+    rois = torch.cat([torch.zeros(20, 1), x1, y1, x1 + 61.3, y1 + 47.7], 1)
+    ref = roi_align(feats.float(), rois, (7, 7), 1 / 16, 0, True)
+    return feats, rois, ref
+
+
+def test_low_precision_pooling_keeps_float32_roi_coordinates(monkeypatch):
+    """Detectron2's ROIAlign casts the ROIs to the features' dtype (bf16: 4 px steps near
+    900 px); ours keeps them float32 on the separable path and on the deferred one (CUDA,
+    forced here on the CPU)."""
+    feats, rois, ref = _far_case()
+    tol = 0.02 * ref.abs().max().item()
+    with torch.autocast("cpu", torch.bfloat16):
+        d2 = ROIAlign((7, 7), 1 / 16, 0, aligned=True)(feats, rois)
+        ours = sep.SeparableROIAlign((7, 7), 1 / 16, 0, aligned=True)
+        separable = ours(feats, rois)
+        monkeypatch.setattr(sep, "takes_separable_path", lambda x: False)
+        deferred = ours(feats, rois)
+    assert (d2.float() - ref).abs().max() > 5 * tol  # the quantized boxes, for contrast
+    assert separable.dtype == deferred.dtype == torch.bfloat16
+    torch.testing.assert_close(separable.float(), ref, rtol=0, atol=tol)
+    torch.testing.assert_close(deferred.float(), ref, rtol=0, atol=tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_low_precision_pooling_keeps_float32_roi_coordinates():
+    feats, rois, ref = _far_case()
+    layer = sep.SeparableROIAlign((7, 7), 1 / 16, 0, aligned=True)
+    with torch.autocast("cuda", torch.bfloat16):
+        got = layer(feats.cuda(), rois.cuda())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float().cpu(), ref, rtol=0, atol=0.02 * ref.abs().max().item())

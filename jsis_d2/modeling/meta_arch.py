@@ -155,7 +155,8 @@ class JSISNet(GeneralizedRCNN):
                 float32. channels_last: weights and input images in channels_last format.
             separable_roi_align: on the CPU, pool low-precision features and features that need
                 a gradient as two GEMMs (:mod:`jsis_d2.modeling.roi_align`); float32 inference
-                and CUDA keep Detectron2's ROIAlign. MODEL.JSIS.SEPARABLE_ROI_ALIGN.
+                and CUDA keep Detectron2's ROIAlign (with float32 ROIs for bf16/fp16
+                features). MODEL.JSIS.SEPARABLE_ROI_ALIGN.
         """
         super().__init__(
             backbone=backbone,

@@ -21,7 +21,7 @@ Intel Xeon, 0.7x on an AMD EPYC), so it keeps torchvision's kernel.
 
 :class:`SeparableROIAlign` is Detectron2's ``ROIAlign`` that takes this path on the CPU for
 bfloat16 / float16 features and for features that need a gradient, and Detectron2's otherwise
-(float32 inference, CUDA: unchanged).
+(float32 inference, CUDA), with float32 ROI coordinates on every path.
 """
 
 import torch
@@ -131,12 +131,23 @@ def takes_separable_path(features: torch.Tensor) -> bool:
 
 class SeparableROIAlign(ROIAlign):
     """Detectron2's ``ROIAlign``; on the CPU, low-precision features and features that need a
-    gradient go through :func:`roi_align_separable` (:func:`takes_separable_path`), everything
-    else through Detectron2."""
+    gradient go through :func:`roi_align_separable` (:func:`takes_separable_path`).
+
+    ROI coordinates stay float32 on every path. Detectron2's ``ROIAlign`` casts them to the
+    features' dtype: in bfloat16 a coordinate near 400 px moves to a multiple of 2 px, near
+    1000 px of 4 px (float16: 0.25 / 0.5 px), which misplaces the pooled boxes (8 % of the
+    largest value off on R50-C4 400x400, ``tools/benchmark.py roi_align``). So low-precision
+    features elsewhere (CUDA) are pooled as autocast would pool them, in float32, but with
+    float32 ROIs; float32 features go through Detectron2 unchanged."""
 
     def forward(self, input, rois):
+        low = input.dtype in (torch.bfloat16, torch.float16)
         if not takes_separable_path(input):
-            return super().forward(input, rois)
+            if not low:
+                return super().forward(input, rois)
+            with torch.autocast(input.device.type, enabled=False):
+                out = super().forward(input.float(), rois.float())
+            return out.to(input.dtype)
         with torch.autocast("cpu", enabled=False):
             return roi_align_separable(
                 input,
