@@ -15,8 +15,8 @@ GEMM over rows and one batched GEMM over columns, which run in bfloat16 on oneDN
 sampling ratio) to float32 rounding; in bfloat16 its weights and intermediate are rounded too.
 
 torchvision's CPU backward is a scatter, slow next to the two GEMMs' backward (README,
-``tools/benchmark.py roi_align``: 5.5x on the demo model's pooling, 1.9x on R50-C4's, forward +
-backward in float32). float32 inference is close either way and machine dependent (1.11x on an
+``tools/benchmark.py roi_align``: 5.9x on the demo model's pooling, 3.0x on R50-C4's, forward +
+backward in float32). float32 inference is close either way and machine dependent (1.07x on an
 Intel Xeon, 0.7x on an AMD EPYC), so it keeps torchvision's kernel.
 
 :class:`SeparableROIAlign` is Detectron2's ``ROIAlign`` that takes this path on the CPU for
