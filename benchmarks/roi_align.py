@@ -82,13 +82,14 @@ def _measure(name, shape, dtype_name, repeats, seed):
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(images, channels, fside, fside, generator=g).to(dtype)
     rois = _rois(images, per_image, side, g)
-    d2 = ROIAlign((bins, bins), 1.0 / (side // fside), 0, aligned=True)
+    args = ((bins, bins), 1.0 / (side // fside), 0, True)  # ROIAlignV2: adaptive, aligned
+    d2 = ROIAlign(*args)
 
     def separable(x, r):
-        return roi_align_separable(x, r, (bins, bins), 1.0 / (side // fside), 0, True)
+        return roi_align_separable(x, r, *args)
 
     def torchvision_roi_align(x, r):
-        return roi_align(x, r, (bins, bins), 1.0 / (side // fside), 0, True)
+        return roi_align(x, r, *args)
 
     grad_ctx = torch.enable_grad() if train else torch.no_grad()
     with grad_ctx:

@@ -38,6 +38,8 @@ __all__ = [
 
 #: Largest [rows, C * W] intermediate per chunk of ROIs (elements; 32 M = 64 MiB in bf16).
 MAX_INTERMEDIATE = 32 * 2**20
+#: Feature dtypes pooled without a float32 round trip on the CPU (and with float32 ROIs).
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def _axis_weights(start, size, bins, grid, length):
@@ -125,8 +127,7 @@ def takes_separable_path(features: torch.Tensor) -> bool:
     (training: its backward is GEMMs, not torchvision's scatter)."""
     if features.device.type != "cpu":
         return False
-    low = features.dtype in (torch.bfloat16, torch.float16)
-    return low or (torch.is_grad_enabled() and features.requires_grad)
+    return features.dtype in LOW_PRECISION or (torch.is_grad_enabled() and features.requires_grad)
 
 
 class SeparableROIAlign(ROIAlign):
@@ -141,22 +142,20 @@ class SeparableROIAlign(ROIAlign):
     float32 ROIs; float32 features go through Detectron2 unchanged."""
 
     def forward(self, input, rois):
-        low = input.dtype in (torch.bfloat16, torch.float16)
-        if not takes_separable_path(input):
-            if not low:
-                return super().forward(input, rois)
-            with torch.autocast(input.device.type, enabled=False):
-                out = super().forward(input.float(), rois.float())
-            return out.to(input.dtype)
-        with torch.autocast("cpu", enabled=False):
-            return roi_align_separable(
-                input,
-                rois,
-                self.output_size,
-                self.spatial_scale,
-                self.sampling_ratio,
-                self.aligned,
-            )
+        if takes_separable_path(input):
+            with torch.autocast("cpu", enabled=False):
+                return roi_align_separable(
+                    input,
+                    rois,
+                    self.output_size,
+                    self.spatial_scale,
+                    self.sampling_ratio,
+                    self.aligned,
+                )
+        if input.dtype not in LOW_PRECISION:
+            return super().forward(input, rois)
+        with torch.autocast(input.device.type, enabled=False):
+            return super().forward(input.float(), rois.float()).to(input.dtype)
 
 
 def use_separable_roi_align(module: nn.Module) -> int:
