@@ -27,6 +27,7 @@ from jsis_d2.engine.schedule import resolve_epoch_schedule
 from jsis_d2.evaluation import JSISEvaluator, pq_compute
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BitMasks, Instances
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CITYSCAPES_CONFIG = os.path.join(
@@ -293,7 +294,8 @@ def test_index_images_rules(tmp_path):
 
 
 def _ground_truth_as_prediction(d):
-    """The ground truth of a dataset dict as the model's ``panoptic_seg`` output."""
+    """The ground truth of a dataset dict as the model's ``panoptic_seg`` and ``instances``
+    outputs (crowd regions not predicted)."""
     pan = torch.from_numpy(read_panoptic_png(d["pan_seg_file_name"]).astype(np.int32))
     segs = [
         {"id": s["id"], "category_id": s["category_id"], "isthing": s["isthing"]}
@@ -302,8 +304,14 @@ def _ground_truth_as_prediction(d):
     ]
     for s in d["segments_info"]:
         if s["iscrowd"]:
-            pan[pan == s["id"]] = 0  # crowd regions are not predicted
-    return {"panoptic_seg": (pan, segs)}
+            pan[pan == s["id"]] = 0
+    things = [s for s in segs if s["isthing"]]
+    inst = Instances((H, W))
+    inst.pred_masks = torch.stack([pan == s["id"] for s in things])
+    inst.pred_boxes = BitMasks(inst.pred_masks).get_bounding_boxes()
+    inst.scores = torch.ones(len(things))
+    inst.pred_classes = torch.tensor([s["category_id"] for s in things])
+    return {"panoptic_seg": (pan, segs), "instances": inst}
 
 
 def test_pq_compute_of_ground_truth_against_itself_is_100(cityscapes_root):
@@ -323,7 +331,9 @@ def test_evaluator_keeps_string_ids_and_matches_pq_compute(cityscapes_root, tmp_
     ev.reset()
     for d in dicts:
         ev.process([d], [_ground_truth_as_prediction(d)])
-    res = ev.evaluate()["panoptic_seg"]
+    results = ev.evaluate()
+    assert results["segm"]["AP"] == pytest.approx(100.0)  # pycocotools on string ids
+    res = results["panoptic_seg"]
     assert (res["PQ"], res["PQ_th"], res["PQ_st"]) == (100.0, 100.0, 100.0)
     assert (res["N"], res["N_th"], res["N_st"]) == (6, 2, 4)
     assert res["PQ-car"] == 100.0 and np.isnan(res["PQ-train"])

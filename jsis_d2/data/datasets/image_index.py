@@ -48,9 +48,9 @@ def _walk(image_root: str, wanted: set) -> (Dict[str, List[str]], int):
         dirnames.sort()  # a deterministic order of the paths named in errors
         subfolders += len(dirnames)
         rel_dir = os.path.relpath(dirpath, image_root)
-        for name in filenames:
-            if name in wanted:
-                found.setdefault(name, []).append(os.path.normpath(os.path.join(rel_dir, name)))
+        prefix = "" if rel_dir == os.curdir else rel_dir + os.sep
+        for name in wanted.intersection(filenames):
+            found.setdefault(name, []).append(prefix + name)
     return found, subfolders
 
 
@@ -67,7 +67,7 @@ def index_images(image_root: str, file_names: Iterable[str]) -> Dict[str, str]:
         DuplicateImageError / ImageNotFoundError: one line naming the file and the root.
     """
     file_names = list(file_names)
-    bare = {f for f in file_names if os.path.basename(f) == f}
+    bare = {f for f in file_names if "/" not in f and os.sep not in f}  # no folder in it
     found, subfolders = _walk(image_root, bare) if bare else ({}, 0)
     out = {}
     for file_name in file_names:
