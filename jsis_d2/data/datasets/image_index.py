@@ -9,16 +9,16 @@ Two layouts are supported, and any mix of them:
   no folder (Cityscapes: ``leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png``
   for the file name ``frankfurt_000000_000294_leftImg8bit.png``).
 
-A bare file name resolves to ``image_root/<file_name>`` when that file exists, else to the one file
-of that name in a sub-folder; the same name in two sub-folders is an error naming both (the
-pairing of image and ground truth would be a guess). An image found nowhere: in a root without
+A bare file name resolves to ``image_root/<file_name>`` when that file exists, else to the one
+file of that name in a sub-folder; the same name in two sub-folders is an error naming both
+(the pairing of image and ground truth would be a guess). An image found nowhere: in a root without
 sub-folders, ``image_root/<file_name>`` all the same (the dataset mapper reports it as a
 missing image, skippable in training, as before); in a root with sub-folders, an error naming
 the file and the root.
 """
 
 import os
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Tuple
 
 __all__ = ["DuplicateImageError", "ImageNotFoundError", "index_images"]
 
@@ -32,7 +32,7 @@ class DuplicateImageError(ValueError):
     ``image_root/<file_name>``)."""
 
 
-def _walk(image_root: str, wanted: set) -> (Dict[str, List[str]], int):
+def _walk(image_root: str, wanted: set) -> Tuple[Dict[str, List[str]], int]:
     """One walk of ``image_root`` (following links, each real folder once).
 
     Returns ({base name: [paths relative to image_root]} for the files whose base name is in
