@@ -357,7 +357,7 @@ def test_evaluator_keeps_string_ids_and_matches_pq_compute(cityscapes_root, tmp_
 # ----------------------------------------------------------------------------- training
 
 
-def test_train_and_evaluate_through_the_builtin_names(cityscapes_root, tmp_path):
+def test_train_and_evaluate_through_the_builtin_names(cityscapes_root, tmp_path, isolated_logs):
     root, ids = cityscapes_root
     out = tmp_path / "run"
     argv = [
