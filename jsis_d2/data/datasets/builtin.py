@@ -6,6 +6,10 @@ under ``$DETECTRON2_DATASETS`` (default ``./datasets``) as in Detectron2; never 
 - ``jsis_mapillary_vistas_{train,val}_panoptic`` (v1.2): in
   ``mapillary_vistas/{training,validation}/``: ``images/*.jpg``, ``panoptic/*.png``,
   ``panoptic/panoptic_2018.json``
+- ``jsis_cityscapes_fine_panoptic_{train,val}`` (cityscapesscripts' ``createPanopticImgs``
+  output, label ids): in ``cityscapes/``: ``leftImg8bit/{train,val}/<city>/*_leftImg8bit.png``,
+  ``gtFine/cityscapes_panoptic_{train,val}/*_gtFine_panoptic.png``,
+  ``gtFine/cityscapes_panoptic_{train,val}.json`` (string image ids, images in city folders)
 - ``jsis_synthetic_{train,val}`` (``tools/make_synthetic_dataset.py``): in
   ``jsis_synthetic/{train,val}/``: ``images/*.png``, ``panoptic/*.png``,
   ``panoptic_{train,val}.json``
@@ -23,6 +27,7 @@ from .panoptic import register_panoptic_dataset
 __all__ = [
     "register_all",
     "mapillary_vistas_categories",
+    "cityscapes_categories",
     "datasets_root",
     "SYNTHETIC_DATASET_NAMES",
     "default_synthetic_root",
@@ -39,6 +44,13 @@ MAPILLARY_HINT = (
     "Get Mapillary Vistas v1.2 from https://www.mapillary.com/dataset/vistas (research "
     "edition) into mapillary_vistas/{training,validation}/{images,panoptic} and set "
     "DETECTRON2_DATASETS to the folder holding mapillary_vistas/."
+)
+CITYSCAPES_HINT = (
+    "Get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
+    "https://www.cityscapes-dataset.com/downloads/ into cityscapes/, then write the panoptic "
+    "ground truth with cityscapesscripts' createPanopticImgs (pip install cityscapesscripts; "
+    "CITYSCAPES_DATASET=$DETECTRON2_DATASETS/cityscapes csCreatePanopticImgs) and set "
+    "DETECTRON2_DATASETS to the folder holding cityscapes/ (docs/CITYSCAPES.md)."
 )
 SYNTHETIC_HINT = (
     "Generate the synthetic dataset with `python tools/make_synthetic_dataset.py` "
@@ -57,11 +69,21 @@ def default_synthetic_root() -> str:
     return os.path.join(datasets_root(), "jsis_synthetic")
 
 
+def _package_categories(file_name: str) -> List[Dict]:
+    with open(os.path.join(os.path.dirname(__file__), file_name)) as f:
+        return json.load(f)
+
+
 def mapillary_vistas_categories() -> List[Dict]:
     """The 65 Mapillary Vistas v1.2 panoptic categories (37 things, 28 stuff), package data."""
-    path = os.path.join(os.path.dirname(__file__), "mapillary_vistas_v1.2_categories.json")
-    with open(path) as f:
-        return json.load(f)
+    return _package_categories("mapillary_vistas_v1.2_categories.json")
+
+
+def cityscapes_categories() -> List[Dict]:
+    """The 19 evaluated Cityscapes categories (8 things, 11 stuff) as cityscapesscripts'
+    ``createPanopticImgs`` writes them (``id`` = label id in 7..33, ``name``, ``color``,
+    ``supercategory``, ``isthing``), package data."""
+    return _package_categories("cityscapes_panoptic_categories.json")
 
 
 def register_all(root: Optional[str] = None) -> None:
@@ -75,6 +97,7 @@ def register_all(root: Optional[str] = None) -> None:
         {k: c[k] for k in ("id", "name", "isthing", "color")} for c in COCO_CATEGORIES
     ]
     mapillary = mapillary_vistas_categories()
+    cityscapes = cityscapes_categories()
     coco = os.path.join(root, "coco")
     for split, mapillary_split in (("train", "training"), ("val", "validation")):
         register_panoptic_dataset(
@@ -93,6 +116,15 @@ def register_all(root: Optional[str] = None) -> None:
             os.path.join(d, "panoptic", "panoptic_2018.json"),
             mapillary,
             missing_hint=MAPILLARY_HINT,
+        )
+        gt = os.path.join(root, "cityscapes", "gtFine")
+        register_panoptic_dataset(
+            f"jsis_cityscapes_fine_panoptic_{split}",
+            os.path.join(root, "cityscapes", "leftImg8bit", split),  # one folder per city
+            os.path.join(gt, f"cityscapes_panoptic_{split}"),
+            os.path.join(gt, f"cityscapes_panoptic_{split}.json"),
+            cityscapes,
+            missing_hint=CITYSCAPES_HINT,
         )
     register_synthetic_datasets(os.path.join(root, "jsis_synthetic"))
 

@@ -21,6 +21,7 @@ from detectron2.utils.file_io import PathManager
 from ..dataset_mapper import BadSampleError
 from ..label_space import LabelSpace
 from ..panoptic_format import check_annotations, first_duplicate
+from .image_index import DuplicateImageError, ImageNotFoundError, index_images
 
 __all__ = ["DatasetNotFoundError", "load_panoptic_json", "register_panoptic_dataset"]
 
@@ -91,7 +92,10 @@ def load_panoptic_json(
     """Load a COCO-panoptic-format dataset as Detectron2 dataset dicts.
 
     Image files and sizes come from the JSON ``images`` entries (any extension); an image
-    without one is the PNG's stem + ".jpg", its size read from the file header.
+    without one is the PNG's stem + ".jpg", its size read from the file header. Image ids may
+    be ints or strings (Cityscapes). Images are directly in ``image_root`` or in its
+    sub-folders (one per city in Cityscapes): :func:`~jsis_d2.data.datasets.image_index.
+    index_images`.
     ``skip_unknown_categories`` (the training loader's, under ``DATALOADER.SKIP_BAD_SAMPLES``)
     drops, with a warning counting them, the images with a segment of a category id not in
     ``label_space`` instead of raising; ``dataset_name`` is named when it drops them all.
@@ -101,10 +105,11 @@ def load_panoptic_json(
         "pan_seg_file_name", "segments_info": list of {"id", "category_id" (contiguous),
         "iscrowd", "isthing", plus "area" and "bbox" (XYWH) copied from the JSON when present}.
     Raises:
-        DatasetNotFoundError: the JSON or a folder is missing (message: path + ``missing_hint``).
+        DatasetNotFoundError: the JSON or a folder is missing (message: path + ``missing_hint``);
+            an image is in none of the sub-folders of ``image_root`` (one line).
         ValueError (one line naming ``panoptic_json``): the JSON does not parse or has no
-            "annotations"; an unknown category id (names the PNG and the ids); see
-            :func:`_check_entries`.
+            "annotations"; an unknown category id (names the PNG and the ids); an image file
+            name in two sub-folders of ``image_root``; see :func:`_check_entries`.
         BadSampleError: ``skip_unknown_categories`` dropped every image.
     """
     _require(panoptic_json, "panoptic JSON", missing_hint, isdir=False)
@@ -115,11 +120,19 @@ def load_panoptic_json(
         raise ValueError(f"panoptic JSON {panoptic_json} has no 'annotations' list")
     _check_entries(data, panoptic_json)
     images = {img["id"]: img for img in data.get("images", [])}
+    try:
+        image_paths = index_images(
+            image_root, [_image_entry(ann, images)["file_name"] for ann in data["annotations"]]
+        )
+    except ImageNotFoundError as e:
+        raise DatasetNotFoundError(f"{panoptic_json}: {e}") from None
+    except DuplicateImageError as e:
+        raise ValueError(f"{panoptic_json}: {e}") from None
 
     ret, unknown = [], []
     for ann in data["annotations"]:
         try:
-            ret.append(_dataset_dict(ann, images, image_root, panoptic_root, label_space))
+            ret.append(_dataset_dict(ann, images, image_paths, panoptic_root, label_space))
         except _UnknownCategory as e:
             if not skip_unknown_categories:
                 raise ValueError(f"{panoptic_json}: {e}") from None
@@ -151,12 +164,20 @@ class _UnknownCategory(Exception):
     pass
 
 
-def _dataset_dict(ann, images, image_root, panoptic_root, label_space) -> Dict:
-    """One annotation -> one dataset dict (see :func:`load_panoptic_json`)."""
+def _image_entry(ann: Dict, images: Dict) -> Dict:
+    """The ``images`` entry of an annotation; without one, the PNG's stem + ".jpg"."""
+    return images.get(ann["image_id"]) or {
+        "file_name": os.path.splitext(ann["file_name"])[0] + ".jpg"
+    }
+
+
+def _dataset_dict(ann, images, image_paths, panoptic_root, label_space) -> Dict:
+    """One annotation -> one dataset dict (see :func:`load_panoptic_json`); ``image_paths``:
+    image file name -> path (:func:`index_images`)."""
     image_id = ann["image_id"]
     pan_file = os.path.join(panoptic_root, ann["file_name"])
-    img = images.get(image_id) or {"file_name": os.path.splitext(ann["file_name"])[0] + ".jpg"}
-    image_file = os.path.join(image_root, img["file_name"])
+    img = _image_entry(ann, images)
+    image_file = image_paths[img["file_name"]]
     height, width = img.get("height"), img.get("width")
     segments = []
     for s in ann["segments_info"]:
