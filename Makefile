@@ -15,7 +15,7 @@ BENCH_OUT ?= output/benchmark
 .PHONY: setup test lint demo overfit ablation benchmark benchmark-readme docker-check clean
 
 setup:            ## create the stack's venv with the pinned stack + the project (idempotent)
-	VENV=$(VENV) bash tools/setup_env.sh
+	VENV=$(VENV) bash dev/setup_env.sh
 
 test: setup       ## the whole test suite (CPU)
 	$(PY) -m pytest -q tests
@@ -43,7 +43,7 @@ benchmark-readme: setup  ## refill the README's benchmark tables from docs/bench
 # Not part of CI: needs dockerd, debootstrap and root; builds a stand-in of the GPU image
 # (no GPU, no registry access) and runs the suite and the quick demo inside it. README.
 docker-check:     ## build the Dockerfile's image on a stand-in CUDA 13.0 base; test inside it
-	bash tools/docker_check.sh
+	bash dev/docker_check.sh
 
 clean:
 	rm -rf output .pytest_cache
