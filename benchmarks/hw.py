@@ -237,7 +237,7 @@ _NETWORK_ROWS = (
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     d = r["dense_conv"]
     s = r.get("cpu_bf16", {})
     peak = r["peak"]["gmacs_per_s"]

@@ -319,7 +319,7 @@ def _flop_table(rows):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     s = r["settings"]
     lines = [
         f"JSIS-Net vs two networks (instance-only + semantic-only, each with its own backbone), "

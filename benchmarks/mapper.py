@@ -98,7 +98,7 @@ def run(args):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     load, rows = r["load_average"], r["rows"]
     table = [
         [

@@ -266,7 +266,7 @@ def run(args):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     rows = []
     for x in r["rows"]:
         if "panopticapi_combine_ms" in x:

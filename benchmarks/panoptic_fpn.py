@@ -223,7 +223,7 @@ def run(args):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     rows = []
     for x in r["rows"]:
         b = x["gflops_by_module"]

@@ -284,7 +284,7 @@ def run(args):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     best = r["best_s"]
     names = {
         "panopticapi": f"panopticapi pq_compute ({r['panopticapi_processes']} processes)",

@@ -478,7 +478,7 @@ def _headline_line(h):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     s = r["cpu_bf16"]
     lines = [
         f"fp32 vs bf16 autocast, CPU ({r['cpu_model']}; oneDNN bf16: "

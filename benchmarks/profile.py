@@ -170,7 +170,7 @@ _PHASE_NAMES = {
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     rows = r["rows"]
     x0 = rows[0]
     phases = [

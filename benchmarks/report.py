@@ -1,5 +1,6 @@
 """The pieces every benchmark's markdown is made of: one table writer, the goal verdict, the
-load sentence and the ``--quick`` note. The README's blocks are these strings (see readme.py).
+load sentence and the ``--quick`` note. The blocks of docs/BENCHMARKS.md are these strings (see
+readme.py).
 """
 
 from typing import Iterable, Sequence

@@ -142,7 +142,7 @@ def run(args):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     table = [
         [
             x["shape"],

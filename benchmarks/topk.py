@@ -236,7 +236,7 @@ def _fmt(x, f="{:.1f}"):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     rows = []
     for x in r["rows"]:
         mark = "yes" + (" (knee)" if x["topk"] == r["knee_topk"] else "") if x["pareto"] else ""

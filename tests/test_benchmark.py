@@ -266,24 +266,24 @@ def test_hw_through_the_cli(tmp_path):
     assert r["network"]["gmacs"] == pytest.approx(r["backbone"]["gmacs"] + r["heads"]["gmacs"])
     assert (out / "hw.md").read_text().startswith("Hardware efficiency")
 
-    # the README block is refilled from that JSON, the prose around it kept
-    readme = tmp_path / "README.md"
+    # the page's block is refilled from that JSON, the prose around it kept
+    readme = tmp_path / "BENCHMARKS.md"
     readme.write_text("intro\n<!-- benchmark:hw -->\nold table\n<!-- /benchmark:hw -->\nafter\n")
-    assert cli.main(["readme", "--results", str(out), "--readme", str(readme)]) == 0
+    assert cli.main(["readme", "--results", str(out), "--page", str(readme)]) == 0
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("after\n")
     assert r["markdown"].strip() in text and "hw.json" in text
-    # a block the README lacks, or a result that was never produced: an error naming it
+    # a block the page lacks, or a result that was never produced: an error naming it
     assert cli.main(["readme", "--results", str(out), "--readme", str(readme), "joint"]) == 1
     readme.write_text(text + "<!-- benchmark:pq -->\n<!-- /benchmark:pq -->\n")
     with pytest.raises(readme_mod.ReadmeError, match=r"pq\.json.*benchmark.py pq"):
         readme_mod.update_readme(str(readme), str(out), ["pq"])
 
 
-def test_readme_blocks_are_the_committed_results():
-    """Every benchmark table in the README is exactly what its committed JSON renders."""
+def test_benchmark_page_blocks_are_the_committed_results():
+    """Every benchmark table in docs/BENCHMARKS.md is exactly what its committed JSON renders."""
     results = os.path.join(REPO, "docs", "benchmarks")
-    with open(os.path.join(REPO, "README.md")) as f:
+    with open(os.path.join(REPO, "docs", "BENCHMARKS.md")) as f:
         blocks = readme_mod.find_blocks(f.read())
     assert {
         "joint",
@@ -301,7 +301,7 @@ def test_readme_blocks_are_the_committed_results():
         path = os.path.join(results, f"{name}.json")
         with open(path) as f:
             expected = readme_mod.render_block(json.load(f), os.path.relpath(path, REPO))
-        assert body == expected, f"README block {name} is stale: run tools/benchmark.py readme"
+        assert body == expected, f"BENCHMARKS.md block {name} is stale: make benchmark-readme"
 
 
 def test_pq_benchmark_small_run_agrees_with_panopticapi():
@@ -539,7 +539,7 @@ def test_markdown_table_layout_and_errors():
 )
 def test_markdown_reproduces_the_committed_results(mod):
     """Each benchmark's markdown(result), fed the committed JSON, gives the committed markdown:
-    the table writer and the sentences are what produced the README's tables."""
+    the table writer and the sentences are what produced the tables of docs/BENCHMARKS.md."""
     name = mod.__name__.split(".")[-1]
     with open(os.path.join(REPO, "docs", "benchmarks", f"{name}.json")) as f:
         result = json.load(f)
