@@ -101,8 +101,8 @@ def add_jsis_config(cfg):
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.ADAMW_BETAS = (0.9, 0.999)
     # AdamW's fused implementation (torch.optim.AdamW(fused=True), CPU and CUDA): the same
-    # update in one kernel per step instead of ~10 small ops per parameter tensor; measured
-    # 3-6x faster optimizer step on the demo's R18 (README "Where the demo's step goes").
+    # update in one kernel per step instead of ~10 small ops per parameter tensor (its speed:
+    # docs/BENCHMARKS.md, "profile").
     cfg.SOLVER.ADAMW_FUSED = True
     # Mixed-precision training (jsis_d2.precision): Detectron2's SOLVER.AMP.ENABLED turns it
     # on; this is the autocast dtype, "float16" (Detectron2's AMPTrainer with its grad scaler,
@@ -116,6 +116,10 @@ def add_jsis_config(cfg):
     cfg.TEST.JSIS.RPN_RECALL_IOU = 0.5
     # Write panoptic predictions (PNG + JSON) under OUTPUT_DIR/inference when evaluating.
     cfg.TEST.JSIS.SAVE_PANOPTIC = True
+    # The evaluator's accumulators, by name in jsis_d2.evaluation.ACCUMULATOR_REGISTRY (one per
+    # model output key: PQ, mIoU, COCO AP, RPN recall). A section is reported only when the
+    # model produced its output key.
+    cfg.TEST.JSIS.ACCUMULATORS = ["panoptic_seg", "sem_seg", "instances", "proposals"]
     # Inference compute dtype (autocast): "float32", "bfloat16" (CUDA, or a CPU with bf16
     # support) or "float16" (CUDA). Outputs (logits, scores, mask probabilities), the panoptic
     # merge and the evaluator stay float32.
