@@ -55,8 +55,9 @@ def add_jsis_config(cfg):
     cfg.MODEL.JSIS.KIRILLOV_OVERLAP_THRESH = 0.5
     # Run the panoptic merge at inference (needs both branches).
     cfg.MODEL.JSIS.PANOPTIC_ON = True
-    # Weights and input images in channels_last memory format (faster convolutions with
-    # oneDNN / cuDNN where measured, see README "Precision"). Numerically the same model.
+    # Weights and input images in channels_last memory format (oneDNN / cuDNN convolutions may
+    # be faster in it, depending on the model and device: docs/BENCHMARKS.md). Numerically the
+    # same model.
     cfg.MODEL.JSIS.CHANNELS_LAST = False
     # On the CPU, ROIAlign as two matrix products (jsis_d2.modeling.roi_align) for bf16/fp16
     # features (no float32 round trip) and in training (its backward is GEMMs, not
