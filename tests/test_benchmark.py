@@ -3,6 +3,7 @@ markdown against the committed results, and smoke runs at tiny sizes (JSON struc
 numbers derived from the measured ones, no timing thresholds)."""
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -25,6 +26,7 @@ from benchmarks import (
 )
 from benchmarks import pq as bench_pq
 from benchmarks import readme as readme_mod
+from benchmarks.common import measure_interleaved
 from benchmarks.report import markdown_table
 from benchmarks.timing import time_calls
 
@@ -41,8 +43,14 @@ def _args(mod, argv):
 
 
 def _in_process(monkeypatch, mod):
-    """Run the per-process measurements in this process (the spawn path is tested apart)."""
-    monkeypatch.setattr(mod, "run_isolated", lambda fn, *a, **kw: fn(*a, **kw))
+    """Run the per-process measurements in this process (the spawn path is tested apart, in
+    test_run_isolated_measures_in_a_child_process and test_benchmark_interleave.py)."""
+    if hasattr(mod, "run_isolated"):
+        monkeypatch.setattr(mod, "run_isolated", lambda fn, *a, **kw: fn(*a, **kw))
+    if hasattr(mod, "measure_interleaved"):
+        monkeypatch.setattr(
+            mod, "measure_interleaved", functools.partial(measure_interleaved, isolated=False)
+        )
 
 
 def _finite(x):
@@ -142,6 +150,10 @@ def test_joint_quick_structure(monkeypatch):
     assert row["ratios"]["infer"]["time"] == pytest.approx(j / (i + s))
     assert set(row["ratios"]["train"]) == {"time", "peak_rss", "peak_above_imports"}
     assert "joint / (inst + sem)" in r["markdown"] and "res5" in r["markdown"]
+    # the three networks were called in turn, and each time cell shows the calls' range
+    assert r["interleaved"] and "called in turn (A, B, A, B, ...)" in r["markdown"]
+    t = row["joint"]["infer"]["times_s"]
+    assert f"| {j:.2f} ({min(t):.2f}-{max(t):.2f}) |" in r["markdown"]
     rt = row["ratios"]["infer"]["time"]
     verdict = f"inference time {rt:.3f} " + ("met" if rt <= 0.85 else "**missed**")
     assert verdict in r["markdown"]

@@ -1,0 +1,68 @@
+"""benchmarks.common.measure_interleaved: the compared models each in their own process,
+called in turn (A, B, A, B, ...), so that a busy neighbour slows every side alike."""
+
+import multiprocessing
+
+import pytest
+from test_benchmark import TINY_MODEL
+
+from benchmarks.common import build_jsis, measure_interleaved
+
+
+def build_that_fails(**kwargs):
+    """A side whose model cannot be built (module level: the spawned process imports it)."""
+    raise ValueError("this side cannot be built")
+
+
+def _order(results):
+    """Side names in the order their timed calls started (wall clock across processes)."""
+    stamps = sorted((t, name) for name, r in results.items() for t in r["call_started"])
+    return [name for _, name in stamps]
+
+
+def test_sides_run_in_their_own_processes_in_turn():
+    semantic = dict(TINY_MODEL, branches=("semantic",))
+    r = measure_interleaved(
+        {"joint": (build_jsis, TINY_MODEL), "semantic": (build_jsis, semantic)},
+        mode="infer",
+        size=(64, 64),
+        warmup=1,
+        repeats=3,
+        threads=1,
+        flops=("joint",),
+    )
+    assert _order(r) == ["joint", "semantic"] * 3
+    for x in r.values():
+        # measure()'s result, from the side's own process
+        assert x["repeats"] == len(x["times_s"]) == 3 and x["median_s"] > 0
+        assert x["min_s"] <= x["median_s"] and x["peak_rss_mb"] > 0 and x["threads"] == 1
+        assert len(x["load_average"]) == 2
+    assert r["joint"]["gflops"] > 0 and "gflops" not in r["semantic"]
+    assert "proposals" in r["joint"] and "proposals" not in r["semantic"]
+    assert r["semantic"]["params_m"] < r["joint"]["params_m"]
+    assert multiprocessing.active_children() == []
+
+
+def test_in_process_sides_keep_the_same_order():
+    r = measure_interleaved(
+        {"a": (build_jsis, TINY_MODEL), "b": (build_jsis, TINY_MODEL)},
+        mode="train",
+        size=(64, 64),
+        warmup=0,
+        repeats=2,
+        threads=1,
+        isolated=False,
+    )
+    assert _order(r) == ["a", "b", "a", "b"]
+    assert r["a"]["loss_keys"] == r["b"]["loss_keys"] and "loss_sem_seg" in r["a"]["loss_keys"]
+
+
+def test_a_failing_side_names_itself_and_stops_the_others():
+    with pytest.raises(RuntimeError, match=r"(?s)side 'broken' failed:.*this side cannot be built"):
+        measure_interleaved(
+            {"ok": (build_jsis, TINY_MODEL), "broken": (build_that_fails, {})},
+            size=(64, 64),
+            repeats=1,
+            threads=1,
+        )
+    assert multiprocessing.active_children() == []
