@@ -193,6 +193,10 @@ def test_panoptic_fpn_quick_structure(monkeypatch):
     # more test proposals: more box-head work
     assert fpn["gflops_by_module"]["roi_heads"] > r["rows"][2]["gflops_by_module"]["roi_heads"]
     assert "PanopticFPN" in r["markdown"]
+    # the three networks were called in turn; each latency cell shows the calls' range
+    assert r["interleaved"] and "called in turn (A, B, A, B, ...)" in r["markdown"]
+    t = fpn["times_s"]
+    assert f"| {fpn['median_s']:.2f} ({min(t):.2f}-{max(t):.2f}) |" in r["markdown"]
     assert json.dumps(r)
 
 

@@ -66,3 +66,25 @@ def test_a_failing_side_names_itself_and_stops_the_others():
             threads=1,
         )
     assert multiprocessing.active_children() == []
+
+
+def test_precision_variants_of_a_model_and_mode_are_timed_together(monkeypatch):
+    """precision: one interleaved measurement per (model, mode), over all variants."""
+    from benchmarks import precision
+
+    calls = []
+
+    def recording(sides, mode, **kw):
+        calls.append((tuple(sides), mode))
+        return measure_interleaved(sides, mode=mode, **dict(kw, isolated=False))
+
+    monkeypatch.setattr(precision, "measure_interleaved", recording)
+    rows = precision._timings({"tiny": TINY_MODEL}, ["fp32", "fp32_cl"], 2, 1, threads=1)
+    assert calls == [(("fp32", "fp32_cl"), "infer"), (("fp32", "fp32_cl"), "train")]
+    assert [(r["mode"], r["variant"]) for r in rows] == [
+        ("infer", "fp32"),
+        ("infer", "fp32_cl"),
+        ("train", "fp32"),
+        ("train", "fp32_cl"),
+    ]
+    assert [len(r["times_s"]) for r in rows] == [2, 2, 1, 1]
