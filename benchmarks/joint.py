@@ -315,8 +315,8 @@ def markdown(r):
     s = r["settings"]
     if r.get("interleaved"):
         method = (
-            f"{r['rounds']} round(s) of fresh processes; times: median over all rounds' calls, "
-            f"their range in brackets. {INTERLEAVED_NOTE}; "
+            f"{r['rounds']} round(s) of fresh processes, each network in its own; times: median "
+            f"over all rounds' calls, their range in brackets. {INTERLEAVED_NOTE}; "
         )
     else:  # results measured before the sides were interleaved
         method = (

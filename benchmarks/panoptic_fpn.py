@@ -246,8 +246,8 @@ def markdown(r):
             ]
         )
     how = (
-        f"median of {r['repeats']} after {r['warmup']} warm-up (range in brackets). "
-        f"{INTERLEAVED_NOTE}. "
+        f"median of {r['repeats']} after {r['warmup']} warm-up (range in brackets), each "
+        f"network in its own process. {INTERLEAVED_NOTE}. "
         if interleaved  # results measured before the sides were interleaved:
         else f"median of {r['repeats']} after {r['warmup']} warm-up, each row in its own process. "
     )

@@ -500,7 +500,8 @@ def markdown(r):
         f"{r['repeats']} after 1 warm-up; train step: forward + backward + SGD update, median "
         f"of {r['train_repeats']} after 1. "
         + (
-            f"Times: median (range of the calls). {INTERLEAVED_NOTE}; "
+            f"Times: median (range of the calls), each variant in its own process. "
+            f"{INTERLEAVED_NOTE}; "
             if r.get("interleaved")
             else "Each cell in its own process; "  # measured before the sides were interleaved
         )

@@ -9,8 +9,8 @@ __all__ = ["markdown_table", "verdict", "yes_no", "describe_load", "with_spread"
 
 #: How a result that was measured interleaved describes it (its JSON has "interleaved": true).
 INTERLEAVED_NOTE = (
-    "The compared sides run each in its own process and are called in turn (A, B, A, B, ...), "
-    "so that load from other processes hits every side alike"
+    "The compared sides are called in turn (A, B, A, B, ...), so that load from other "
+    "processes hits every side alike"
 )
 
 _ALIGN = {"l": "---", "r": "---:", "c": ":---:"}

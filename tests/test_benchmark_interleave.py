@@ -7,6 +7,7 @@ import pytest
 from test_benchmark import TINY_MODEL
 
 from benchmarks.common import build_jsis, measure_interleaved
+from benchmarks.timing import time_calls
 
 
 def build_that_fails(**kwargs):
@@ -88,3 +89,26 @@ def test_precision_variants_of_a_model_and_mode_are_timed_together(monkeypatch):
         ("train", "fp32_cl"),
     ]
     assert [len(r["times_s"]) for r in rows] == [2, 2, 1, 1]
+
+
+def test_topk_runs_every_image_with_each_value_in_turn(monkeypatch):
+    from test_benchmark import _args
+
+    from benchmarks import topk
+
+    seen = []
+
+    def recording(fns, repeats, warmup=0, **kw):
+        (call,) = fns.values()  # functools.partial(model, inputs)
+        seen.append(call.func.proposal_generator.post_nms_topk[False])
+        return time_calls(fns, repeats, warmup, **kw)
+
+    monkeypatch.setattr(topk, "time_calls", recording)
+    r = topk.run(_args(topk, ["--quick", "--topk", "2", "8", "--images", "3", "--passes", "1"]))
+    # after the warm-up image: image 0 runs 2 then 8, image 1 8 then 2, image 2 2 then 8
+    assert seen == [2, 8, 8, 2, 2, 8]
+    assert topk.interleaved_order([2, 8, 16], 1) == [16, 8, 2]
+    assert r["interleaved"] and "every image runs each top-k in turn" in r["markdown"]
+    for x in r["rows"]:
+        lat = x["latency_passes_ms"]
+        assert f"| {x['latency_ms']:.0f} ({min(lat):.0f}-{max(lat):.0f}) |" in r["markdown"]
