@@ -332,6 +332,9 @@ def test_pq_benchmark_small_run_agrees_with_panopticapi():
     )
     floor_ok = r["ours_over_decode_floor"] <= bench_pq.GOALS["ours_over_decode_floor"]
     assert ("floor: " + ("met" if floor_ok else "**missed**")) in r["markdown"]
+    # every side timed in the same interleaved rounds, median with the range reported
+    assert r["interleaved"] and "median (range) (s)" in r["markdown"]
+    assert all(len(t) == 1 for t in r["times_s"].values()) and len(r["load_average"]) == 2
 
 
 def test_readme_markers_errors():
@@ -501,6 +504,7 @@ def test_merge_benchmark_smoke_runs_both_sides():
     assert [r["instances"] for r in res["rows"]] == [3, 7]
     assert all(r["jsis_ms"] > 0 and r["detectron2_combine_ms"] > 0 for r in res["rows"])
     assert "| 7 |" in res["markdown"]
+    assert len(res["load_average"]) == 2 and "Load average" in res["markdown"]
     # the synthetic prediction is detector-like: sorted scores >= 0.5, thing classes only
     sem_seg, inst = bench.make_prediction(6, 20, 30, 12, 5)
     assert sem_seg.shape == (12, 20, 30) and inst.pred_masks.shape == (6, 20, 30)
