@@ -46,6 +46,7 @@ __all__ = [
     "build_jsis",
     "measure",
     "measure_interleaved",
+    "interleave",
     "size_pairs",
     "tiny_synthetic",
 ]
@@ -455,13 +456,13 @@ class _Side:
         return result
 
 
-def _side_process(conn, *side_args):
-    """A :class:`_Side` in its own process: answers "call" (one timed call: its seconds) until
-    "finish" (the result dict)."""
+def _side_process(conn, factory, side_args):
+    """A side (``factory(*side_args)``: an object with ``call() -> seconds`` and ``finish() ->
+    dict``) in its own process: answers "call" until "finish"."""
     import traceback
 
     try:
-        side = _Side(*side_args)
+        side = factory(*side_args)
         conn.send(("ready", None))
         while True:
             cmd = conn.recv()
@@ -481,10 +482,10 @@ def _side_process(conn, *side_args):
 class _ProcessSide:
     """The parent's handle on a :func:`_side_process`: the same ``call`` / ``finish``."""
 
-    def __init__(self, ctx, name, *side_args):
+    def __init__(self, ctx, name, factory, side_args):
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_side_process, args=(child, *side_args), daemon=True)
+        self.proc = ctx.Process(target=_side_process, args=(child, factory, side_args), daemon=True)
         self.proc.start()
         self._reply("ready")  # one side at a time: the builds do not overlap
 
@@ -547,12 +548,33 @@ def measure_interleaved(
     Raises:
         RuntimeError with a side's traceback when it fails (the other sides are stopped).
     """
+    return interleave(
+        {
+            name: (_Side, (build, kw, mode, size, warmup, threads, batch, seed, name in flops))
+            for name, (build, kw) in sides.items()
+        },
+        repeats,
+        isolated,
+    )
+
+
+def interleave(sides, repeats, isolated=True):
+    """The loop of :func:`measure_interleaved`, for any kind of side.
+
+    Args:
+        sides: name -> (factory, args): ``factory(*args)`` (importable, module level) builds
+            the side, ready to be timed: an object with ``call() -> seconds`` (one timed call)
+            and ``finish() -> dict`` (its result).
+        repeats: rounds; each calls every side once, in the order of ``sides``.
+        isolated: each side in its own ``spawn`` process (else all in this one).
+    Returns:
+        name -> the side's ``finish()``.
+    """
     ctx = multiprocessing.get_context("spawn")
     handles = {}
     try:
-        for name, (build, kw) in sides.items():
-            args = (build, kw, mode, size, warmup, threads, batch, seed, name in flops)
-            handles[name] = _ProcessSide(ctx, name, *args) if isolated else _Side(*args)
+        for name, (factory, args) in sides.items():
+            handles[name] = _ProcessSide(ctx, name, factory, args) if isolated else factory(*args)
         for _ in range(repeats):
             for h in handles.values():
                 h.call()

@@ -490,6 +490,10 @@ def test_profile_quick_finds_every_phase():
     assert forward <= 1.2 * x["wall_s_per_step"]
     assert len(x["top_ops"]) == 3 and x["top_ops"][0]["op"].startswith(("aten::", "torchvision::"))
     assert "| backward |" in r["markdown"] and "only exercise the code path" in r["markdown"]
+    # the variants' steps run in turn, each variant in its own process; wall time with range
+    lo, hi = x["wall_s_range"]
+    assert r["interleaved"] and lo <= x["wall_s_per_step"] <= hi
+    assert f"**{x['wall_s_per_step']:.3f}** ({lo:.3f}-{hi:.3f})" in r["markdown"]
 
 
 def test_merge_benchmark_smoke_runs_both_sides():
@@ -523,6 +527,9 @@ def test_roi_align_quick_both_sides_agree():
         assert x["separable_err"] < (1e-5 if x["dtype"] == "float32" else 0.05)
         assert x["d2_err"] == 0 if x["dtype"] == "float32" else x["d2_err"] > 0
         assert x["speedup"] == pytest.approx(x["d2_ms"] / x["separable_ms"])
+        lo, hi = x["range_ms"]["separable"]  # the calls' range, around their median
+        assert lo <= x["separable_ms"] <= hi
+        assert f"| {x['separable_ms']:.1f} ({lo:.1f}-{hi:.1f}) |" in r["markdown"]
     assert "tiny, train" in r["markdown"] and "--quick" in r["markdown"]
 
 

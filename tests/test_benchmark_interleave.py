@@ -112,3 +112,27 @@ def test_topk_runs_every_image_with_each_value_in_turn(monkeypatch):
     for x in r["rows"]:
         lat = x["latency_passes_ms"]
         assert f"| {x['latency_ms']:.0f} ({min(lat):.0f}-{max(lat):.0f}) |" in r["markdown"]
+
+
+def test_mapper_rows_show_the_range_of_their_passes_when_recorded():
+    from benchmarks import mapper
+
+    row = {
+        "size": [8, 8],
+        "images": 4,
+        "segments_per_image": 2.0,
+        "jsis_train_img_s": 50.0,
+        "jsis_test_img_s": 100.0,
+        "d2_image_only_img_s": 100.0,
+        "train_vs_floor": 0.5,
+        "test_vs_floor": 1.0,
+    }
+    r = {"rows": [row], "repeats": 2, "load_average": [0.5, 0.6], "threads": 1, "cpu_count": 2}
+    assert "| 50.0 (0.50x) |" in mapper.markdown(r)  # results measured before: as they were
+    row["passes_img_s"] = {
+        "jsis_train_img_s": [40.0, 50.0],
+        "jsis_test_img_s": [100.0, 90.0],
+        "d2_image_only_img_s": [100.0, 95.5],
+    }
+    md = mapper.markdown(r)
+    assert "| 50.0 (0.50x; passes 40.0-50.0) |" in md and "(1.00x; passes 95.5-100.0)" in md
