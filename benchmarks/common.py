@@ -487,7 +487,11 @@ class _ProcessSide:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_side_process, args=(child, factory, side_args), daemon=True)
         self.proc.start()
-        self._reply("ready")  # one side at a time: the builds do not overlap
+        try:
+            self._reply("ready")  # one side at a time: the builds do not overlap
+        except BaseException:
+            self.stop()  # its process reported an error and ends: wait for it
+            raise
 
     def call(self) -> float:
         self.conn.send("call")
@@ -502,6 +506,7 @@ class _ProcessSide:
         self.proc.join(timeout=30)
         if self.proc.is_alive():
             self.proc.kill()
+            self.proc.join()
 
     def _reply(self, expected):
         try:
