@@ -22,7 +22,7 @@
 #                         compute_70 (Volta): do not add 7.0.
 #   MAX_JOBS              parallel compile jobs (empty: ninja's default).
 #
-# Pins: requirements/base.txt (shared with tools/setup_env.sh) and
+# Pins: requirements/base.txt (shared with dev/setup_env.sh) and
 # requirements/detectron2-official.txt (official detectron2's install_requires, pinned;
 # detectron2 itself is installed with --no-deps). `make docker-check` builds a stand-in of
 # this image on a machine without GPU or registry access (README, "GPU training with Docker").

@@ -1,4 +1,4 @@
-# jsis_d2 — the commands the README documents. Everything runs inside one venv per stack:
+# jsis_d2 — the commands the README and its pages document. Everything runs inside one venv per stack:
 #   DETECTRON2=pb1 (default)  ./.venv             detectron2 0.6 sdist, no compiled ops
 #   DETECTRON2=official       ./.venv-d2official  official detectron2 built with its C++ ops
 DETECTRON2 ?= pb1
@@ -15,7 +15,7 @@ BENCH_OUT ?= output/benchmark
 .PHONY: setup test lint demo overfit ablation benchmark benchmark-readme docker-check clean
 
 setup:            ## create the stack's venv with the pinned stack + the project (idempotent)
-	VENV=$(VENV) bash tools/setup_env.sh
+	VENV=$(VENV) bash dev/setup_env.sh
 
 test: setup       ## the whole test suite (CPU)
 	$(PY) -m pytest -q tests
@@ -35,15 +35,15 @@ ablation: setup   ## paper Table 3 on the synthetic data (3 trainings)
 benchmark: setup  ## every benchmark (topk needs `make demo` first); JSON + markdown in BENCH_OUT
 	$(PY) tools/benchmark.py all --output $(BENCH_OUT)
 
-# The README's benchmark tables are generated from the committed JSON in docs/benchmarks:
+# The tables of docs/BENCHMARKS.md are generated from the committed JSON in docs/benchmarks:
 # `make benchmark BENCH_OUT=docs/benchmarks && make benchmark-readme` refreshes both.
-benchmark-readme: setup  ## refill the README's benchmark tables from docs/benchmarks/*.json
+benchmark-readme: setup  ## refill docs/BENCHMARKS.md's tables from docs/benchmarks/*.json
 	$(PY) tools/benchmark.py readme --results docs/benchmarks
 
 # Not part of CI: needs dockerd, debootstrap and root; builds a stand-in of the GPU image
 # (no GPU, no registry access) and runs the suite and the quick demo inside it. README.
 docker-check:     ## build the Dockerfile's image on a stand-in CUDA 13.0 base; test inside it
-	bash tools/docker_check.sh
+	bash dev/docker_check.sh
 
 clean:
 	rm -rf output .pytest_cache

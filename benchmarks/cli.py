@@ -2,7 +2,7 @@
 
     python tools/benchmark.py SUBCOMMAND [--quick] [--output DIR] [options]
     python tools/benchmark.py all --quick        # every subcommand, small (CI smoke)
-    python tools/benchmark.py readme --results DIR   # README tables <- DIR/<name>.json
+    python tools/benchmark.py readme --results DIR   # docs/BENCHMARKS.md tables <- DIR/<name>.json
 
 (``python -m benchmarks ...`` from the repository root is the same.) Each subcommand lives in
 ``benchmarks/<name>.py`` with ``add_arguments(parser)``, ``run(args) -> dict`` and
@@ -59,9 +59,13 @@ def _parser(mods):
     for name, (mod, help_text) in mods.items():
         mod.add_arguments(sub.add_parser(name, help=help_text, parents=[common]))
     sub.add_parser("all", help="run every subcommand with its defaults", parents=[common])
-    p_readme = sub.add_parser("readme", help="refill the README's benchmark tables from JSON")
+    p_readme = sub.add_parser(
+        "readme", help="refill the benchmark tables of docs/BENCHMARKS.md from JSON"
+    )
     p_readme.add_argument("--results", default="docs/benchmarks", help="folder of <name>.json")
-    p_readme.add_argument("--readme", default="README.md")
+    p_readme.add_argument(
+        "--page", "--readme", dest="page", default="docs/BENCHMARKS.md", help="page to refill"
+    )
     p_readme.add_argument("names", nargs="*", help="blocks to refill (default: all with a JSON)")
     return parser, common
 
@@ -70,7 +74,7 @@ def _readme(args):
     from .readme import ReadmeError, update_readme
 
     try:
-        update_readme(args.readme, args.results, args.names or None)
+        update_readme(args.page, args.results, args.names or None)
     except (ReadmeError, OSError) as e:
         logger.error("%s", e)
         return 1

@@ -2,6 +2,9 @@
 
 - Isolated measurements: :func:`run_isolated` runs a module-level function in a fresh
   ``spawn`` process (one measurement per process), so that peak memory belongs to it alone.
+  :func:`measure_interleaved` compares several models that way AND interleaved: each side
+  lives in its own process, and the parent calls the sides in turn (A, B, A, B, ...), so that
+  load from another process hits every side alike.
 - Peak memory: the process's resident-set high-water mark from ``/proc/self/status``
   (``VmHWM``), reset with ``/proc/self/clear_refs`` (value 5) right before the measured phase,
   so the peak is that of the measured phase (model weights included, since they stay resident)
@@ -18,6 +21,7 @@
 import concurrent.futures
 import logging
 import multiprocessing
+import time
 
 import torch
 
@@ -41,6 +45,8 @@ __all__ = [
     "jsis_cfg",
     "build_jsis",
     "measure",
+    "measure_interleaved",
+    "interleave",
     "size_pairs",
     "tiny_synthetic",
 ]
@@ -363,47 +369,222 @@ def measure(
         RSS before building the model and after, parameter count, FLOPs (inference only,
         with ``flops``), the numbers of proposals / detections seen, threads.
     """
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    rss_start = rss_mb()
-    model, cfg = build(**build_kwargs)
-    h, w = size
-    inputs = random_inputs(
-        h,
-        w,
-        batch,
-        train=(mode == "train"),
-        seed=seed,
-        num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-        num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-    )
-    step = _step(model, inputs, mode)
-    rss_model = rss_mb()
-    reset_ok = reset_peak_rss()
+    session = _Session(build, build_kwargs, mode, size, threads, batch, seed)
     load0 = load_average()
-    timing = time_calls({"step": step}, repeats, warmup)["step"]
-    peak = peak_rss_mb()
-    result = {
-        "mode": mode,
-        "size": [h, w],
-        "batch": batch,
-        "threads": torch.get_num_threads(),
-        "warmup": warmup,
-        "repeats": repeats,
-        **timing.summary(),
-        "peak_rss_mb": peak,
-        "rss_before_build_mb": rss_start,
-        "rss_after_build_mb": rss_model,
-        "peak_above_imports_mb": None if rss_start is None else peak - rss_start,
-        "peak_reset": reset_ok,
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "load_average": [load0, load_average()],
-        **(timing.last or {}),
-    }
-    if flops and mode == "infer":
-        with torch.no_grad():
-            fl = count_flops(model, inputs, FLOP_MODULES)
-        result["gflops"] = fl["total"] / 1e9 / batch
-        result["gflops_by_module"] = {k: v / 1e9 / batch for k, v in fl["by_module"].items()}
-        result["flops_unsupported_ops"] = fl["unsupported_ops"]
-    return result
+    timing = time_calls({"step": session.step}, repeats, warmup)["step"]
+    return session.result(timing, warmup, [load0, load_average()], flops)
+
+
+class _Session:
+    """One model in one process, ready to be timed: built, its inputs made, its peak RSS reset
+    (see :func:`measure` for the arguments)."""
+
+    def __init__(self, build, build_kwargs, mode, size, threads, batch=1, seed=0):
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        self.mode, self.size, self.batch = mode, list(size), batch
+        self.rss_start = rss_mb()
+        self.model, cfg = build(**build_kwargs)
+        h, w = size
+        self.inputs = random_inputs(
+            h,
+            w,
+            batch,
+            train=(mode == "train"),
+            seed=seed,
+            num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            num_things=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+        )
+        self.step = _step(self.model, self.inputs, mode)
+        self.rss_model = rss_mb()
+        self.reset_ok = reset_peak_rss()
+
+    def result(self, timing, warmup, load, flops=False):
+        """measure()'s result dict from a :class:`Timing` of :attr:`step`."""
+        peak = peak_rss_mb()
+        result = {
+            "mode": self.mode,
+            "size": self.size,
+            "batch": self.batch,
+            "threads": torch.get_num_threads(),
+            "warmup": warmup,
+            "repeats": len(timing.wall),
+            **timing.summary(),
+            "peak_rss_mb": peak,
+            "rss_before_build_mb": self.rss_start,
+            "rss_after_build_mb": self.rss_model,
+            "peak_above_imports_mb": None if self.rss_start is None else peak - self.rss_start,
+            "peak_reset": self.reset_ok,
+            "params_m": sum(p.numel() for p in self.model.parameters()) / 1e6,
+            "load_average": load,
+            **(timing.last or {}),
+        }
+        if flops and self.mode == "infer":
+            with torch.no_grad():
+                fl = count_flops(self.model, self.inputs, FLOP_MODULES)
+            result["gflops"] = fl["total"] / 1e9 / self.batch
+            result["gflops_by_module"] = {
+                k: v / 1e9 / self.batch for k, v in fl["by_module"].items()
+            }
+            result["flops_unsupported_ops"] = fl["unsupported_ops"]
+        return result
+
+
+class _Side:
+    """One side of :func:`measure_interleaved` in this process: a :class:`_Session`, warmed
+    up, timed one call at a time."""
+
+    def __init__(self, build, build_kwargs, mode, size, warmup, threads, batch, seed, flops):
+        self.session = _Session(build, build_kwargs, mode, size, threads, batch, seed)
+        self.warmup, self.flops = warmup, flops
+        self.timing = time_calls({"step": self.session.step}, 0, warmup)["step"]
+        self.load, self.started = [None, None], []
+
+    def call(self) -> float:
+        if self.load[0] is None:
+            self.load[0] = load_average()
+        self.started.append(time.time())  # wall clock: comparable across processes
+        one = time_calls({"step": self.session.step}, 1, warmup=0)["step"]
+        self.timing.wall += one.wall
+        self.timing.last = one.last
+        return one.wall[0]
+
+    def finish(self) -> dict:
+        self.load[1] = load_average()
+        result = self.session.result(self.timing, self.warmup, self.load, self.flops)
+        result["call_started"] = self.started
+        return result
+
+
+def _side_process(conn, factory, side_args):
+    """A side (``factory(*side_args)``: an object with ``call() -> seconds`` and ``finish() ->
+    dict``) in its own process: answers "call" until "finish"."""
+    import traceback
+
+    try:
+        side = factory(*side_args)
+        conn.send(("ready", None))
+        while True:
+            cmd = conn.recv()
+            if cmd == "call":
+                conn.send(("time", side.call()))
+            elif cmd == "finish":
+                conn.send(("result", side.finish()))
+                return
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+    except EOFError:  # the parent stopped (another side failed)
+        return
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+class _ProcessSide:
+    """The parent's handle on a :func:`_side_process`: the same ``call`` / ``finish``."""
+
+    def __init__(self, ctx, name, factory, side_args):
+        self.name = name
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_side_process, args=(child, factory, side_args), daemon=True)
+        self.proc.start()
+        try:
+            self._reply("ready")  # one side at a time: the builds do not overlap
+        except BaseException:
+            self.stop()  # its process reported an error and ends: wait for it
+            raise
+
+    def call(self) -> float:
+        self.conn.send("call")
+        return self._reply("time")
+
+    def finish(self) -> dict:
+        self.conn.send("finish")
+        return self._reply("result")
+
+    def stop(self):
+        self.conn.close()  # a side still waiting for a command ends
+        self.proc.join(timeout=30)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+    def _reply(self, expected):
+        try:
+            kind, payload = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"benchmark side {self.name!r}: its process ended without a reply"
+            ) from None
+        if kind == "error":
+            raise RuntimeError(f"benchmark side {self.name!r} failed:\n{payload}")
+        if kind != expected:
+            raise RuntimeError(f"benchmark side {self.name!r}: expected {expected!r}, got {kind!r}")
+        return payload
+
+
+def measure_interleaved(
+    sides,
+    mode="infer",
+    size=(400, 400),
+    warmup=1,
+    repeats=3,
+    threads=2,
+    flops=(),
+    batch=1,
+    seed=0,
+    isolated=True,
+):
+    """Time several models against each other, interleaved, each in its own process.
+
+    Every side gets a fresh ``spawn`` process that builds its model (as :func:`measure`) and
+    runs ``warmup`` calls; then the parent runs ``repeats`` rounds in which it asks every side,
+    in the order of ``sides``, for one timed call (A, B, C, A, B, C, ...). A process waits
+    while another side runs, so each peak RSS (VmHWM, reset after building) is its own side's,
+    while load from other processes on the machine hits all sides alike.
+
+    Args:
+        sides: name -> (build, build_kwargs), as :func:`measure` takes them.
+        flops: names of the sides whose FLOPs are counted (inference only).
+        isolated: False builds every side in this process (same order of calls; for tests:
+            the peaks are then the process's, not the side's).
+    Returns:
+        name -> :func:`measure`'s result dict, plus ``"call_started"``: the wall-clock start
+        of each timed call (``time.time()``), which shows the interleaving.
+    Raises:
+        RuntimeError with a side's traceback when it fails (the other sides are stopped).
+    """
+    return interleave(
+        {
+            name: (_Side, (build, kw, mode, size, warmup, threads, batch, seed, name in flops))
+            for name, (build, kw) in sides.items()
+        },
+        repeats,
+        isolated,
+    )
+
+
+def interleave(sides, repeats, isolated=True):
+    """The loop of :func:`measure_interleaved`, for any kind of side.
+
+    Args:
+        sides: name -> (factory, args): ``factory(*args)`` (importable, module level) builds
+            the side, ready to be timed: an object with ``call() -> seconds`` (one timed call)
+            and ``finish() -> dict`` (its result).
+        repeats: rounds; each calls every side once, in the order of ``sides``.
+        isolated: each side in its own ``spawn`` process (else all in this one).
+    Returns:
+        name -> the side's ``finish()``.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    handles = {}
+    try:
+        for name, (factory, args) in sides.items():
+            handles[name] = _ProcessSide(ctx, name, factory, args) if isolated else factory(*args)
+        for _ in range(repeats):
+            for h in handles.values():
+                h.call()
+        return {name: h.finish() for name, h in handles.items()}
+    finally:
+        for h in handles.values():
+            if isinstance(h, _ProcessSide):
+                h.stop()

@@ -28,7 +28,7 @@ import torch
 from jsis_d2.precision import autocast, cpu_bf16_support
 
 from .common import FLOP_MODULES, build_jsis, count_flops, flop_analysis, random_inputs
-from .report import QUICK_NOTE, describe_load, markdown_table, yes_no
+from .report import QUICK_NOTE, describe_load, markdown_table, with_spread, yes_no
 from .timing import load_average, time_calls
 
 logger = logging.getLogger(__name__)
@@ -236,8 +236,15 @@ _NETWORK_ROWS = (
 )
 
 
+def _time_cell(r, key, median):
+    """The median time, with the range of the interleaved runs where they were recorded (the
+    "rest" row is a difference of two medians: no runs of its own)."""
+    times = r.get("times_s", {}).get(key)
+    return with_spread(median, times, 3) if times else f"{median:.3f}"
+
+
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     d = r["dense_conv"]
     s = r.get("cpu_bf16", {})
     peak = r["peak"]["gmacs_per_s"]
@@ -246,7 +253,7 @@ def markdown(r):
         [
             f"{conv}, {CONV_VARIANTS[k][2]}{' (peak)' if k == r['peak']['variant'] else ''}",
             f"{d['gmacs']:.2f}",
-            f"{v['median_s']:.3f}",
+            _time_cell(r, f"conv_{k}", v["median_s"]),
             f"{v['gmacs_per_s']:.1f}",
             f"{v['gmacs_per_s'] / d['gmacs_per_s']:.2f}",
             f"{v['gmacs_per_s'] / peak:.2f}",
@@ -256,7 +263,7 @@ def markdown(r):
         [
             name,
             f"{r[k]['gmacs']:.2f}",
-            f"{r[k]['median_s']:.3f}",
+            _time_cell(r, k, r[k]["median_s"]),
             f"{r[k]['gmacs_per_s']:.1f}",
             f"{r[k]['vs_dense']:.2f}",
             f"{r[k]['vs_peak']:.2f}",
@@ -269,13 +276,14 @@ def markdown(r):
         f"Hardware efficiency, CPU (oneDNN bf16: {yes_no(s.get('supported'))}, "
         f"avx512_bf16: {yes_no(s.get('avx512_bf16'))}, amx_bf16: "
         f"{yes_no(s.get('amx_bf16'))}), {r['threads']} threads, median of "
-        f"{r['repeats']} interleaved runs; GFLOPs = fvcore GMACs (a fused multiply-add counts "
-        f"once). JSIS-Net R{r['depth']}-C4 random weights, {r['size'][0]}x{r['size'][1]}, "
-        f"{r['proposals']} proposals + {r['detections']} detections. Peak = the best dense-conv "
-        f"rate below. " + describe_load(r["load_average"]),
+        f"{r['repeats']} interleaved runs (their range in brackets); GFLOPs = fvcore GMACs (a "
+        f"fused multiply-add counts once). JSIS-Net R{r['depth']}-C4 random weights, "
+        f"{r['size'][0]}x{r['size'][1]}, {r['proposals']} proposals + {r['detections']} "
+        f"detections. Peak = the best dense-conv rate below. " + describe_load(r["load_average"]),
         "",
         markdown_table(
-            ["what", "GMACs", "time (s)", "GMAC/s", "vs fp32 dense conv", "vs peak"], rows
+            ["what", "GMACs", "time (s) (range)", "GMAC/s", "vs fp32 dense conv", "vs peak"],
+            rows,
         ),
         "",
         f"Achieved / peak = **{r['ratio']:.2f}** in fp32"

@@ -10,20 +10,23 @@ below Detectron2's 0.05: with 0 the mask path, which runs res5 again on each det
 always exercised, as with a trained COCO model that keeps up to 100), training ROI batch 64
 per image, 256 training proposals, one image per step, SGD.
 
-Each (network, size, mode) is measured in its own spawned process: inference = median of
-``--repeats`` calls after ``--warmup``; train = one SGD step (forward + backward + update),
-median of repeats. Peak memory = resident-set high-water mark (VmHWM) of that process during
-the measured phase (reset just before it, weights included), and the same minus the process's
-RSS after imports (``above imports``: weights + activations + allocator, without the Python /
-torch runtime that every process carries). FLOPs (fvcore, MACs) of the joint network's
-inference are counted per module, which is where the explanation of the time comes from.
+The three networks of one (size, mode) each live in their own spawned process and are called in
+turn (joint, instance, semantic, joint, ...; ``common.measure_interleaved``), so that load from
+other processes hits all three alike: inference = median of ``--repeats`` calls after
+``--warmup``; train = one SGD step (forward + backward + update), median of repeats; the range
+of the calls is reported beside each median. Peak memory = resident-set high-water mark
+(VmHWM) of that process during the measured phase (reset just before it, weights included),
+and the same minus the process's RSS after imports (``above imports``: weights + activations
++ allocator, without the Python / torch runtime that every process carries). FLOPs (fvcore,
+MACs) of the joint network's inference are counted per module, which is where the explanation
+of the time comes from.
 """
 
 import logging
 import statistics
 
-from .common import build_jsis, measure, run_isolated, size_pairs
-from .report import describe_load, markdown_table, verdict
+from .common import build_jsis, measure_interleaved, size_pairs
+from .report import INTERLEAVED_NOTE, describe_load, markdown_table, verdict, with_spread
 from .timing import load_average
 
 logger = logging.getLogger(__name__)
@@ -75,9 +78,8 @@ def add_arguments(parser):
         "--rounds",
         type=int,
         default=1,
-        help="measure every network this many times, in rotation (fresh process each time), "
-        "so that load from other processes hits all alike; times: median over all rounds' "
-        "calls, memory: the largest peak",
+        help="repeat the interleaved measurement this many times (fresh processes each time); "
+        "times: median over all rounds' calls, memory: the largest peak",
     )
 
 
@@ -136,40 +138,27 @@ def model_kwargs(s, size, branches, extra=()):
 
 
 def _measure_rounds(size, s, args):
-    """(network, mode) -> the per-round results of ``measure`` at ``size``, each in its own
-    process, the networks in rotation."""
+    """(network, mode) -> the per-round results of ``measure_interleaved`` at ``size``: the
+    three networks in their own processes, called in turn."""
+    sides = {net: (build_jsis, model_kwargs(s, size, b)) for net, b in NETWORKS.items()}
+    modes = [("infer", s["warmup"], s["repeats"])]
+    if not args.no_train:
+        modes.append(("train", 1, s["train_repeats"]))
     raw = {}
     for rnd in range(args.rounds):
-        for net, branches in NETWORKS.items():
-            kw = model_kwargs(s, size, branches)
-            logger.info("joint: %s %dx%d inference (round %d) ...", net, *size, rnd)
-            raw.setdefault((net, "infer"), []).append(
-                run_isolated(
-                    measure,
-                    build_jsis,
-                    kw,
-                    mode="infer",
-                    size=size,
-                    warmup=s["warmup"],
-                    repeats=s["repeats"],
-                    threads=args.threads,
-                    flops=(net == "joint" and rnd == 0),
-                )
+        for mode, warmup, repeats in modes:
+            logger.info("joint: %dx%d %s, networks interleaved (round %d) ...", *size, mode, rnd)
+            results = measure_interleaved(
+                sides,
+                mode=mode,
+                size=size,
+                warmup=warmup,
+                repeats=repeats,
+                threads=args.threads,
+                flops=("joint",) if mode == "infer" and rnd == 0 else (),
             )
-            if not args.no_train:
-                logger.info("joint: %s %dx%d train step (round %d) ...", net, *size, rnd)
-                raw.setdefault((net, "train"), []).append(
-                    run_isolated(
-                        measure,
-                        build_jsis,
-                        kw,
-                        mode="train",
-                        size=size,
-                        warmup=1,
-                        repeats=s["train_repeats"],
-                        threads=args.threads,
-                    )
-                )
+            for net, result in results.items():
+                raw.setdefault((net, mode), []).append(result)
     return raw
 
 
@@ -207,6 +196,7 @@ def run(args):
         "threads": args.threads,
         "quick": bool(args.quick),
         "rounds": args.rounds,
+        "interleaved": True,
         "rows": rows,
         "load_average": [load0, load_average()],
         "memory_method": "VmHWM of the measuring process (reset before the measured phase); "
@@ -226,8 +216,9 @@ GOALS = {
 _MODES = {"infer": "inference", "train": "train step"}
 
 
-def _time_memory_rows(row):
-    """Table rows of one input size: time and peak memory of each network and mode."""
+def _time_memory_rows(row, spread=False):
+    """Table rows of one input size: time and peak memory of each network and mode (with
+    ``spread``: the range of the calls beside each median time)."""
     size = "x".join(map(str, row["size"]))
     out = []
     for mode in ("infer", "train"):
@@ -239,9 +230,10 @@ def _time_memory_rows(row):
             [
                 f"{size}",
                 f"{_MODES[mode]} time (s)",
-                f"{j['median_s']:.2f}",
-                f"{i['median_s']:.2f}",
-                f"{m['median_s']:.2f}",
+                *(
+                    with_spread(x["median_s"], x["times_s"]) if spread else f"{x['median_s']:.2f}"
+                    for x in (j, i, m)
+                ),
                 f"{i['median_s'] + m['median_s']:.2f}",
                 f"**{rt['time']:.2f}**",
             ]
@@ -319,16 +311,25 @@ def _flop_table(rows):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     s = r["settings"]
+    if r.get("interleaved"):
+        method = (
+            f"{r['rounds']} round(s) of fresh processes, each network in its own; times: median "
+            f"over all rounds' calls, their range in brackets. {INTERLEAVED_NOTE}; "
+        )
+    else:  # results measured before the sides were interleaved
+        method = (
+            f"{r['rounds']} round(s) in rotation (medians over all rounds' calls). Each cell "
+            "measured in its own process; "
+        )
     lines = [
         f"JSIS-Net vs two networks (instance-only + semantic-only, each with its own backbone), "
         f"R{s['depth']}-C4, random weights (GN), CPU, {r['threads']} threads, one image per call. "
         f"Test: {s['proposals']} RPN proposals (post-NMS top-k), {s['detections']} detections "
         f"(score threshold 0); train: {s['roi_batch']} ROIs/image, {s['post_nms_train']} "
         f"proposals, 1 image/step. Inference: median of {s['repeats']} after {s['warmup']} "
-        f"warm-up; train step: median of {s['train_repeats']} after 1; {r['rounds']} round(s) "
-        f"in rotation (medians over all rounds' calls). Each cell measured in its own process; "
+        f"warm-up; train step: median of {s['train_repeats']} after 1; {method}"
         f"memory = peak RSS of the measured phase (in brackets: above the "
         f"process's RSS after imports). " + describe_load(r["load_average"]),
         "",
@@ -342,7 +343,11 @@ def markdown(r):
                 "instance + semantic",
                 "joint / (inst + sem)",
             ],
-            [c for row in r["rows"] for c in _time_memory_rows(row)],
+            [
+                c
+                for row in r["rows"]
+                for c in _time_memory_rows(row, spread=bool(r.get("interleaved")))
+            ],
             "llrrrrr",
         ),
         "",

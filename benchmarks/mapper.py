@@ -71,6 +71,7 @@ def _measure_size(tmp, h, w, num, repeats, seed):
         "images": num,
         "segments_per_image": sum(len(d["segments_info"]) for d in dicts) / num,
         **{k: num / t.min for k, t in times.items()},
+        "passes_img_s": {k: [num / x for x in t.wall] for k, t in times.items()},
     }
     r["train_vs_floor"] = r["jsis_train_img_s"] / r["d2_image_only_img_s"]
     r["test_vs_floor"] = r["jsis_test_img_s"] / r["d2_image_only_img_s"]
@@ -97,16 +98,22 @@ def run(args):
     return result
 
 
+def _passes(row, side):
+    """The range of a side's passes (images/s), for results that recorded them."""
+    p = row.get("passes_img_s", {}).get(f"{side}_img_s")
+    return f"; passes {min(p):.1f}-{max(p):.1f}" if p else ""
+
+
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     load, rows = r["load_average"], r["rows"]
     table = [
         [
             f"{x['size'][0]}x{x['size'][1]}",
             f"{x['segments_per_image']:.1f}",
-            f"{x['jsis_train_img_s']:.1f} ({x['train_vs_floor']:.2f}x)",
-            f"{x['jsis_test_img_s']:.1f} ({x['test_vs_floor']:.2f}x)",
-            f"{x['d2_image_only_img_s']:.1f} (1.00x)",
+            f"{x['jsis_train_img_s']:.1f} ({x['train_vs_floor']:.2f}x{_passes(x, 'jsis_train')})",
+            f"{x['jsis_test_img_s']:.1f} ({x['test_vs_floor']:.2f}x{_passes(x, 'jsis_test')})",
+            f"{x['d2_image_only_img_s']:.1f} (1.00x{_passes(x, 'd2_image_only')})",
         ]
         for x in rows
     ]

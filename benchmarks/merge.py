@@ -32,8 +32,8 @@ import torch
 
 from jsis_d2.postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
 
-from .report import markdown_table
-from .timing import time_calls
+from .report import describe_load, markdown_table
+from .timing import load_average, time_calls
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +238,7 @@ def run(args):
     combine = _panopticapi_combine()
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     rows = []
+    load0 = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
             sem_seg, inst = make_prediction(n, h, w, k, t, args.seed, args.device, args.unsorted)
@@ -260,13 +261,14 @@ def run(args):
         "unsorted": bool(args.unsorted),
         "threads": torch.get_num_threads(),
         "rows": rows,
+        "load_average": [load0, load_average()],
     }
     result["markdown"] = markdown(result)
     return result
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     rows = []
     for x in r["rows"]:
         if "panopticapi_combine_ms" in x:
@@ -294,7 +296,8 @@ def markdown(r):
             f"Panoptic merge, {h}x{w} image, K={r['classes']} classes (T={r['things']} things), "
             f"device {r['device']}, "
             f"instances {'unsorted' if r['unsorted'] else 'sorted by score'}, "
-            f"{r['threads']} threads, {r['repeats']} interleaved runs (median; min in brackets)",
+            f"{r['threads']} threads, {r['repeats']} interleaved runs (median; min in brackets)"
+            + (f". {describe_load(r['load_average'])}" if "load_average" in r else ""),
             "",
             markdown_table(
                 [

@@ -1,5 +1,5 @@
 """Benchmark: JSIS-Net R50-C4 vs Detectron2's built-in PanopticFPN R50-FPN, random weights,
-same input size, same threads, each measurement in its own process.
+same input size, same threads, each network in its own process, the networks called in turn.
 
 The pip detectron2 (pb1-detectron2 sdist) ships no model-zoo configs, so the PanopticFPN
 config is built here from Detectron2's defaults as its ``Base-Panoptic-FPN.yaml`` +
@@ -12,14 +12,17 @@ detections per image (random weights would otherwise detect nothing and skip the
 
 Rows: JSIS-Net with ``--proposals`` test proposals (default 100, as in the joint benchmark),
 PanopticFPN with its default 1000 test proposals, and PanopticFPN with the same proposal
-count as JSIS-Net. Latency: median of ``--repeats`` after ``--warmup``; memory: peak RSS of
-the measured phase (VmHWM, see ``common``); FLOPs: fvcore (MACs), network only.
+count as JSIS-Net. The rows of one input size are measured together
+(``common.measure_interleaved``: one process per network, called in turn, so that load from
+other processes hits all alike). Latency: median of ``--repeats`` after ``--warmup``, with the
+calls' range; memory: peak RSS of the measured phase (VmHWM, see ``common``); FLOPs: fvcore
+(MACs), network only.
 """
 
 import logging
 
-from .common import build_jsis, measure, run_isolated, size_pairs
-from .report import QUICK_NOTE, describe_load, markdown_table
+from .common import build_jsis, measure_interleaved, size_pairs
+from .report import INTERLEAVED_NOTE, QUICK_NOTE, describe_load, markdown_table, with_spread
 from .timing import load_average
 
 logger = logging.getLogger(__name__)
@@ -187,22 +190,18 @@ def run(args):
     load0 = load_average()
     rows = []
     for size in sizes:
-        group = []
-        for name, (build, kw) in _sides(size, depth, props, fpn_props, dets, extra).items():
-            logger.info("panoptic_fpn: %s at %dx%d ...", name, *size)
-            r = run_isolated(
-                measure,
-                build,
-                kw,
-                mode="infer",
-                size=size,
-                warmup=args.warmup,
-                repeats=repeats,
-                threads=args.threads,
-                flops=True,
-            )
-            r["network"] = name
-            group.append(r)
+        sides = _sides(size, depth, props, fpn_props, dets, extra)
+        logger.info("panoptic_fpn: %s at %dx%d, interleaved ...", ", ".join(sides), *size)
+        measured = measure_interleaved(
+            sides,
+            mode="infer",
+            size=size,
+            warmup=args.warmup,
+            repeats=repeats,
+            threads=args.threads,
+            flops=tuple(sides),
+        )
+        group = [dict(r, network=name) for name, r in measured.items()]
         for r in group:
             r["time_vs_jsis"] = r["median_s"] / group[0]["median_s"]
             r["peak_vs_jsis"] = r["peak_rss_mb"] / group[0]["peak_rss_mb"]
@@ -215,6 +214,7 @@ def run(args):
         "repeats": repeats,
         "warmup": args.warmup,
         "detections": dets,
+        "interleaved": True,
         "rows": rows,
         "load_average": [load0, load_average()],
     }
@@ -223,7 +223,8 @@ def run(args):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
+    interleaved = bool(r.get("interleaved"))
     rows = []
     for x in r["rows"]:
         b = x["gflops_by_module"]
@@ -232,7 +233,7 @@ def markdown(r):
                 "x".join(map(str, x["size"])),
                 x["network"],
                 f"{x['params_m']:.1f}",
-                f"{x['median_s']:.2f}",
+                with_spread(x["median_s"], x["times_s"]) if interleaved else f"{x['median_s']:.2f}",
                 f"{x['peak_rss_mb']:.0f} [{x['peak_above_imports_mb']:.0f}]",
                 f"{x['gflops']:.1f}",
                 *(
@@ -244,10 +245,16 @@ def markdown(r):
                 f"{x['gflops_vs_jsis']:.2f}",
             ]
         )
+    how = (
+        f"median of {r['repeats']} after {r['warmup']} warm-up (range in brackets), each "
+        f"network in its own process. {INTERLEAVED_NOTE}. "
+        if interleaved  # results measured before the sides were interleaved:
+        else f"median of {r['repeats']} after {r['warmup']} warm-up, each row in its own process. "
+    )
     lines = [
         f"JSIS-Net vs Detectron2 PanopticFPN, random weights (GN ResNet), CPU, {r['threads']} "
         f"threads, one image per call, {r['detections']} detections per image (score threshold "
-        f"0), median of {r['repeats']} after {r['warmup']} warm-up, each row in its own process. "
+        f"0), {how}"
         f"Peak = RSS high-water mark of the measured phase [above the process's RSS after "
         f"imports]. GFLOPs: fvcore (= GMACs), network only. " + describe_load(r["load_average"]),
         "",

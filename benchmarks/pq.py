@@ -29,7 +29,7 @@ from PIL import Image
 
 from jsis_d2.data.panoptic_png import write_panoptic_png
 
-from .report import markdown_table, verdict
+from .report import INTERLEAVED_NOTE, describe_load, markdown_table, verdict, with_spread
 from .timing import load_average, time_calls
 
 logger = logging.getLogger(__name__)
@@ -230,20 +230,19 @@ def _measure(args, num, repeats, result):
             for f in sorted(os.listdir(os.path.join(root, sub)))
         ]
         _decode_all(files, args.threads)  # warm the page cache
-        # interleaved so drift hits all sides alike; CPU time of this process for floor / ours
-        times = time_calls(
-            _sides(gt_json, pred_json, files, args.threads), repeats, warmup=0, cpu_time=True
-        )
-        try:
-            times.update(
-                time_calls({"hotcoco": lambda: _hotcoco_pq(gt_json, pred_json)}, repeats, warmup=0)
-            )
+        sides = _sides(gt_json, pred_json, files, args.threads)
+        try:  # optional: not installed, or a different API
+            _hotcoco_pq(gt_json, pred_json)
+            sides["hotcoco"] = lambda: _hotcoco_pq(gt_json, pred_json)
             result["hotcoco"] = "measured (its own Rust thread pool)"
+        except Exception as e:
+            result["hotcoco"] = f"skipped ({type(e).__name__}: {e})"
+        # every side interleaved, so drift hits all alike; CPU time of this process too
+        times = time_calls(sides, repeats, warmup=0, cpu_time=True)
+        if "hotcoco" in times:
             result["hotcoco_max_abs_diff"] = _max_abs_diff(
                 times["hotcoco"].last, times["panopticapi"].last
             )
-        except Exception as e:  # optional: not installed or different API
-            result["hotcoco"] = f"skipped ({type(e).__name__}: {e})"
     return times
 
 
@@ -258,7 +257,9 @@ def run(args):
         "threads": args.threads,
         "panopticapi_processes": multiprocessing.cpu_count(),
         "cpu_count": os.cpu_count(),
+        "interleaved": True,
     }
+    load0 = load_average()
     times = _measure(args, num, repeats, result)
     mine, ref = times["ours"].last, times["panopticapi"].last
     result["equal_to_panopticapi"] = mine == ref
@@ -270,9 +271,11 @@ def run(args):
         {
             "best_s": best,
             "median_s": {k: v.median for k, v in times.items()},
+            "times_s": {k: v.summary()["times_s"] for k, v in times.items()},
             "cpu_best_s": cpu,
             "ours_over_decode_floor_cpu": cpu["ours"] / cpu["floor_decode"],
             "load_average_1min": load_average(),
+            "load_average": [load0, load_average()],
             "speedup_vs_panopticapi": best["panopticapi"] / best["ours"],
             "ours_over_decode_floor": best["ours"] / best["floor_decode"],
         }
@@ -284,7 +287,7 @@ def run(args):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     best = r["best_s"]
     names = {
         "panopticapi": f"panopticapi pq_compute ({r['panopticapi_processes']} processes)",
@@ -292,19 +295,26 @@ def markdown(r):
         "floor_decode": f"decode-only floor (Pillow, {r['threads']} threads)",
         "hotcoco": "hotcoco",
     }
+    interleaved = bool(r.get("interleaved"))
     rows = [
         [name, f"{best[k]:.3f}", f"{best[k] / best['floor_decode']:.2f}"]
+        + ([with_spread(r["median_s"][k], r["times_s"][k], 3)] if interleaved else [])
         for k, name in names.items()
         if k in best
     ]
+    headers = ["implementation", "wall time (s)", "x decode floor"]
+    if interleaved:
+        headers.append("median (range) (s)")
     ok_speed = r["speedup_vs_panopticapi"] >= GOALS["speedup_vs_panopticapi"]
     ok_floor = r["ours_over_decode_floor"] <= GOALS["ours_over_decode_floor"]
     return "\n".join(
         [
             f"PQ evaluation, {r['images']} images {r['size'][0]}x{r['size'][1]}, ~{r['segments']} "
-            f"segments each (best of {r['repeats']}):",
+            f"segments each (best of {r['repeats']}"
+            + (f"; {INTERLEAVED_NOTE}. {describe_load(r['load_average'])}" if interleaved else "")
+            + "):",
             "",
-            markdown_table(["implementation", "wall time (s)", "x decode floor"], rows),
+            markdown_table(headers, rows),
             "",
             f"CPU time of this process (all threads): ours {r['cpu_best_s']['ours']:.3f} s, "
             f"decode floor {r['cpu_best_s']['floor_decode']:.3f} s, ratio "

@@ -12,10 +12,11 @@ Variants (``--variants``): ``fp32``; ``bf16`` = ``TEST.PRECISION bfloat16`` for 
 ``SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION bfloat16`` for the training step; ``bf16_cl`` =
 the same plus ``MODEL.JSIS.CHANNELS_LAST True``; ``fp32_cl`` (not by default): fp32 with
 channels_last; ``fp32_d2roi`` (not by default): fp32 with ``MODEL.JSIS.SEPARABLE_ROI_ALIGN
-False`` (torchvision's ROIAlign in training too). Each (model, variant, mode) runs in its own
-process (:func:`benchmarks.common.measure`): inference = median of ``--repeats`` calls
-(network + mask pasting + merge), train step = one SGD step, median of ``--train-repeats``,
-peak memory = VmHWM of the measured phase.
+False`` (torchvision's ROIAlign in training too). The variants of one (model, mode) are
+measured together (:func:`benchmarks.common.measure_interleaved`): each in its own process,
+called in turn, so that load from other processes hits all alike. Inference = median of
+``--repeats`` calls (network + mask pasting + merge), train step = one SGD step, median of
+``--train-repeats``, with the calls' range; peak memory = VmHWM of the measured phase.
 
 PQ of the same checkpoint both ways, on ``jsis_synthetic_val``: ``--weights`` (a checkpoint of
 ``--pq-config``, default the demo's ``output/demo/model_final.pth`` when present); otherwise the
@@ -41,11 +42,19 @@ from .common import (
     DEMO_WEIGHTS,
     QUICK_CONFIG,
     build_jsis,
-    measure,
+    measure_interleaved,
     run_isolated,
     tiny_synthetic,
 )
-from .report import QUICK_NOTE, describe_load, markdown_table, verdict, yes_no
+from .report import (
+    INTERLEAVED_NOTE,
+    QUICK_NOTE,
+    describe_load,
+    markdown_table,
+    verdict,
+    with_spread,
+    yes_no,
+)
 from .timing import load_average
 
 logger = logging.getLogger(__name__)
@@ -305,22 +314,19 @@ def _variants(args, support):
 
 
 def _timings(models, variants, repeats, train_repeats, threads):
-    """One row per (model, mode, variant), each measured in its own process."""
+    """One row per (model, mode, variant); the variants of a (model, mode) interleaved, each
+    in its own process."""
     rows = []
     for name, model_kw in models.items():
+        sides = {
+            v: (build_jsis, dict(model_kw, extra=list(model_kw.get("extra", [])) + VARIANTS[v]))
+            for v in variants
+        }
         for mode, n in (("infer", repeats), ("train", train_repeats)):
-            for v in variants:
-                kw = dict(model_kw, extra=list(model_kw.get("extra", [])) + VARIANTS[v])
-                r = run_isolated(
-                    measure,
-                    build_jsis,
-                    kw,
-                    mode=mode,
-                    size=kw["size"],
-                    warmup=1,
-                    repeats=n,
-                    threads=threads,
-                )
+            measured = measure_interleaved(
+                sides, mode=mode, size=model_kw["size"], warmup=1, repeats=n, threads=threads
+            )
+            for v, r in measured.items():
                 logger.info("precision %s %s %s: %.3f s", name, mode, v, r["median_s"])
                 rows.append(
                     {
@@ -362,6 +368,7 @@ def run(args):
         "variants": variants,
         "repeats": repeats,
         "train_repeats": train_repeats,
+        "interleaved": True,
         "rows": rows,
         "pq": pq,
         "load_average": [load0, load_average()],
@@ -424,7 +431,12 @@ def _time_table(r):
             base = cells[0]["median_s"]
             rows.append(
                 [m, label]
-                + [f"{c['median_s']:.3f}" for c in cells]
+                + [
+                    with_spread(c["median_s"], c["times_s"], 3)
+                    if r.get("interleaved")
+                    else f"{c['median_s']:.3f}"
+                    for c in cells
+                ]
                 + [f"{c['peak_rss_mb']:.0f}" for c in cells]
                 + [f"**{base / c['median_s']:.2f}x**" for c in cells[1:]]
             )
@@ -478,7 +490,7 @@ def _headline_line(h):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     s = r["cpu_bf16"]
     lines = [
         f"fp32 vs bf16 autocast, CPU ({r['cpu_model']}; oneDNN bf16: "
@@ -486,8 +498,15 @@ def markdown(r):
         f", amx_bf16: {yes_no(s['amx_bf16'])}), {r['threads']} threads, one image "
         f"per call, random weights (GN). Inference: network + mask pasting + merge, median of "
         f"{r['repeats']} after 1 warm-up; train step: forward + backward + SGD update, median "
-        f"of {r['train_repeats']} after 1. Each cell in its own process; peak = RSS "
-        f"high-water mark of the measured phase. " + describe_load(r["load_average"]),
+        f"of {r['train_repeats']} after 1. "
+        + (
+            f"Times: median (range of the calls), each variant in its own process. "
+            f"{INTERLEAVED_NOTE}; "
+            if r.get("interleaved")
+            else "Each cell in its own process; "  # measured before the sides were interleaved
+        )
+        + "peak = RSS high-water mark of the measured phase. "
+        + describe_load(r["load_average"]),
         "",
         _time_table(r),
         "",

@@ -4,10 +4,13 @@ The demo config (``configs/Synthetic/jsis_R18_C4_scratch_cpu.yaml``, or ``--conf
 trains from the synthetic training split through the project's own train loader, model and
 optimizer (:class:`~jsis_d2.engine.trainer.Trainer`'s ``build_*``), ``--warmup`` steps
 untimed, then ``--steps`` steps under ``torch.profiler`` (CPU activities), for each precision
-variant (``--variants``: those of the ``precision`` benchmark). Reported per variant:
+variant (``--variants``: those of the ``precision`` benchmark). Each variant lives in its own
+process and the profiled steps are interleaved (one step of each variant in turn:
+``common.interleave``), so that load from other processes hits all variants alike. Reported
+per variant:
 
-* the wall time per step (the mean of the profiled steps' wall times; the profiler adds a
-  few percent);
+* the wall time per step (the mean of the profiled steps' wall times, with their range; the
+  profiler adds a few percent);
 * phases: data loading, forward by branch (``record_function`` labels in
   :class:`~jsis_d2.modeling.meta_arch.JSISNet`: backbone, semantic head, RPN, ROI heads incl.
   their losses), backward, optimizer step (inclusive CPU time per step);
@@ -19,9 +22,9 @@ import tempfile
 
 import torch
 
-from .common import DEMO_CONFIG, QUICK_CONFIG, run_isolated, tiny_synthetic
+from .common import DEMO_CONFIG, QUICK_CONFIG, interleave, tiny_synthetic
 from .precision import VARIANT_NAMES, VARIANTS
-from .report import QUICK_NOTE, describe_load, markdown_table
+from .report import INTERLEAVED_NOTE, QUICK_NOTE, describe_load, markdown_table
 from .timing import load_average, time_calls
 
 logger = logging.getLogger(__name__)
@@ -89,20 +92,43 @@ def _train_step_fn(config_file, variant, quick, root):
     return step, cfg
 
 
-def _profile(config_file, variant, warmup, steps, top, threads, quick, root):
-    """One variant in its own process; returns the timings (see module docstring)."""
-    from torch.profiler import ProfilerActivity, profile
+class _ProfiledVariant:
+    """One variant, built and warmed up, its steps run one at a time under torch.profiler
+    (a side of :func:`common.interleave`: ``call`` times one step, ``finish`` returns the
+    result row, see the module docstring)."""
 
-    from detectron2.utils.events import EventStorage
+    def __init__(self, config_file, variant, warmup, top, threads, quick, root):
+        from torch.profiler import ProfilerActivity, profile
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    step, cfg = _train_step_fn(config_file, variant, quick, root)
-    with EventStorage(0):
+        from detectron2.utils.events import EventStorage
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        self.variant, self.top = variant, top
+        self.step, self.cfg = _train_step_fn(config_file, variant, quick, root)
+        self.storage = EventStorage(0)
+        self.storage.__enter__()
         for _ in range(warmup):
-            step()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            wall = time_calls({"step": step}, steps, warmup=0)["step"].wall
+            self.step()
+        self.prof = profile(activities=[ProfilerActivity.CPU])
+        self.prof.__enter__()
+        self.wall = []
+
+    def call(self) -> float:
+        self.wall += time_calls({"step": self.step}, 1, warmup=0)["step"].wall
+        return self.wall[-1]
+
+    def finish(self) -> dict:
+        self.prof.__exit__(None, None, None)
+        self.storage.__exit__(None, None, None)
+        row = _summarize(self.prof, self.variant, self.wall, self.top, self.cfg)
+        row["wall_s_range"] = [min(self.wall), max(self.wall)]
+        return row
+
+
+def _summarize(prof, variant, wall, top, cfg):
+    """The result row of one variant from its profiler and the wall times of its steps."""
+    steps = len(wall)
     avg = prof.key_averages()
     phases = {e.key: e.cpu_time_total / 1e6 / steps for e in avg if e.key in PHASES}
     ops = [
@@ -141,16 +167,18 @@ def run(args):
     steps = args.steps or (1 if q else 5)
     load0 = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [
-            run_isolated(_profile, config_file, v, warmup, steps, args.top, args.threads, q, tmp)
+        sides = {
+            v: (_ProfiledVariant, (config_file, v, warmup, args.top, args.threads, q, tmp))
             for v in variants
-        ]
+        }
+        rows = list(interleave(sides, steps).values())
     result = {
         "config_file": config_file,
         "quick": bool(q),
         "threads": args.threads,
         "warmup": warmup,
         "steps": steps,
+        "interleaved": True,
         "rows": rows,
         "load_average": [load0, load_average()],
     }
@@ -170,20 +198,34 @@ _PHASE_NAMES = {
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     rows = r["rows"]
     x0 = rows[0]
     phases = [
         [_PHASE_NAMES[p]] + [f"{x['phases_s_per_step'][p]:.3f}" for x in rows] for p in PHASES
     ]
-    phases.append(["**wall time per step**"] + [f"**{x['wall_s_per_step']:.3f}**" for x in rows])
+    phases.append(
+        ["**wall time per step**"]
+        + [
+            f"**{x['wall_s_per_step']:.3f}**"
+            + (" ({:.3f}-{:.3f})".format(*x["wall_s_range"]) if "wall_s_range" in x else "")
+            for x in rows
+        ]
+    )
     phases.append(["operator calls per step"] + [f"{x['op_calls_per_step']:.0f}" for x in rows])
     lines = [
         f"Training step of {r['config_file']} ({x0['ims_per_batch']} images of "
         f"{x0['input_size'][0]}x{x0['input_size'][1]} per step, synthetic training split, the "
         f"project's loader, model and optimizer), CPU, {r['threads']} threads, torch.profiler "
         f"over {r['steps']} steps after {r['warmup']} warm-up. Phases: inclusive CPU time per "
-        f"step. " + describe_load(r["load_average"]),
+        f"step. "
+        + (
+            f"Each variant in its own process, one step of each in turn (wall time: mean, "
+            f"range in brackets). {INTERLEAVED_NOTE}. "
+            if r.get("interleaved")
+            else ""  # measured before the variants were interleaved
+        )
+        + describe_load(r["load_average"]),
         "",
         markdown_table(["phase (s/step)"] + [VARIANT_NAMES[x["variant"]] for x in rows], phases),
     ]

@@ -1,7 +1,7 @@
-"""The README's benchmark tables, generated from the benchmark JSON files.
+"""The benchmark tables of ``docs/BENCHMARKS.md``, generated from the benchmark JSON files.
 
 Each subcommand of ``tools/benchmark.py`` writes ``DIR/<name>.json`` whose ``"markdown"`` entry
-is its table (and the sentences computed from its numbers). The README holds one block per
+is its table (and the sentences computed from its numbers). The page holds one block per
 benchmark between two markers::
 
     <!-- benchmark:joint -->
@@ -10,7 +10,8 @@ benchmark between two markers::
 
 :func:`update_readme` replaces the body of every block whose JSON is in ``DIR`` with that
 JSON's markdown (plus a line naming the JSON file), and leaves the prose outside the blocks
-alone. ``python tools/benchmark.py readme --results docs/benchmarks`` runs it.
+alone. ``python tools/benchmark.py readme --results docs/benchmarks`` runs it (``make
+benchmark-readme``); ``--page`` names another markdown file.
 """
 
 import json
@@ -31,7 +32,7 @@ _BLOCK = re.compile(
 
 
 class ReadmeError(ValueError):
-    """A README without the expected markers, or a benchmark JSON without markdown."""
+    """A page without the expected markers, or a benchmark JSON without markdown."""
 
 
 def find_blocks(text: str) -> Dict[str, str]:
@@ -63,13 +64,13 @@ def render_block(result: Dict, json_path: str) -> str:
 def update_readme(
     readme: str, results_dir: str, names: Optional[Sequence[str]] = None, root: str = "."
 ) -> List[str]:
-    """Refill the README's benchmark blocks from ``results_dir/<name>.json``.
+    """Refill the benchmark blocks of a markdown page from ``results_dir/<name>.json``.
 
     Args:
-        readme: path of the README to rewrite in place.
+        readme: path of the page to rewrite in place (``docs/BENCHMARKS.md``).
         results_dir: folder of benchmark JSON files.
         names: the blocks to refill (default: every block whose JSON exists).
-        root: JSON paths are written relative to it in the README.
+        root: JSON paths are written relative to it in the page.
     Returns:
         The names of the blocks that were refilled.
     Raises:
@@ -112,5 +113,5 @@ def update_readme(
     if new_text != text:
         with open(readme, "w") as f:
             f.write(new_text)
-    logger.info("README blocks refilled from %s: %s", results_dir, ", ".join(names) or "none")
+    logger.info("%s: blocks refilled from %s: %s", readme, results_dir, ", ".join(names) or "none")
     return list(names)

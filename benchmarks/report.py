@@ -1,10 +1,17 @@
 """The pieces every benchmark's markdown is made of: one table writer, the goal verdict, the
-load sentence and the ``--quick`` note. The README's blocks are these strings (see readme.py).
+load sentence and the ``--quick`` note. The blocks of docs/BENCHMARKS.md are these strings (see
+readme.py).
 """
 
 from typing import Iterable, Sequence
 
-__all__ = ["markdown_table", "verdict", "yes_no", "describe_load", "QUICK_NOTE"]
+__all__ = ["markdown_table", "verdict", "yes_no", "describe_load", "with_spread", "QUICK_NOTE"]
+
+#: How a result that was measured interleaved describes it (its JSON has "interleaved": true).
+INTERLEAVED_NOTE = (
+    "The compared sides are called in turn (A, B, A, B, ...), so that load from other "
+    "processes hits every side alike"
+)
 
 _ALIGN = {"l": "---", "r": "---:", "c": ":---:"}
 
@@ -43,6 +50,11 @@ def verdict(ok: bool) -> str:
 def yes_no(flag) -> str:
     """A capability flag (e.g. the CPU's bf16 support) in the markdown."""
     return "yes" if flag else "no"
+
+
+def with_spread(median: float, times: Sequence[float], digits: int = 2) -> str:
+    """A time cell: the median, then the range of the calls in brackets: ``3.36 (3.30-3.45)``."""
+    return f"{median:.{digits}f} ({min(times):.{digits}f}-{max(times):.{digits}f})"
 
 
 def describe_load(before_after) -> str:

@@ -111,6 +111,7 @@ def _measure(name, shape, dtype_name, repeats, seed):
         "rois": images * per_image,
         "d2_ms": 1e3 * times["d2"].median,
         "separable_ms": 1e3 * times["separable"].median,
+        "range_ms": {k: [1e3 * min(t.wall), 1e3 * max(t.wall)] for k, t in times.items()},
         **{
             f"{k}_err": float((times[k].last.float() - ref).abs().max() / scale)
             for k in ("d2", "separable")
@@ -141,16 +142,23 @@ def run(args):
     return result
 
 
+def _ms(row, side):
+    """A side's median time, with the range of its calls for results that recorded it."""
+    lo_hi = row.get("range_ms", {}).get(side)
+    text = f"{row[side + '_ms']:.1f}"
+    return f"{text} ({lo_hi[0]:.1f}-{lo_hi[1]:.1f})" if lo_hi else text
+
+
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
     table = [
         [
             x["shape"],
             x["dtype"],
             x["mode"],
             x["rois"],
-            f"{x['d2_ms']:.1f}",
-            f"{x['separable_ms']:.1f}",
+            _ms(x, "d2"),
+            _ms(x, "separable"),
             f"**{x['speedup']:.2f}x**",
             f"{x['d2_err']:.1e}",
             f"{x['separable_err']:.1e}",

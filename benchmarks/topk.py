@@ -7,8 +7,10 @@ post-NMS top-k is set on the built model (``RPN.PRE_NMS_TOPK_TEST`` is raised to
 top-k if below it), and the validation split is run through the model and
 :class:`JSISEvaluator` (PQ, mIoU, AP50, RPN recall). Latency = median over images of the
 ``model(inputs)`` call (network + postprocessing + panoptic merge; data loading and the
-evaluator excluded), after one warm-up image; values are swept ``--passes`` times in
-alternating order and the median of the passes' medians is reported (PQ is deterministic).
+evaluator excluded), after one warm-up image. The top-k values are interleaved: every image is
+run with each value in turn (the order reversed from one image to the next), so that load from
+other processes hits all values alike; over ``--passes`` passes, the median of the passes'
+medians is reported with their range (PQ is deterministic).
 
 Pareto table: a top-k is Pareto-optimal when no other value is at least as fast with at least
 the same PQ (one strictly better). Knee: among the Pareto points, the one farthest above the
@@ -29,7 +31,7 @@ import tempfile
 import torch
 
 from .common import DEMO_CONFIG, DEMO_WEIGHTS, QUICK_CONFIG, tiny_synthetic
-from .report import describe_load, markdown_table
+from .report import INTERLEAVED_NOTE, describe_load, markdown_table, with_spread
 from .timing import load_average, time_calls
 
 logger = logging.getLogger(__name__)
@@ -135,35 +137,41 @@ def _setup(args, tmp):
     return cfg, model, dataset, config_file, weights
 
 
+def interleaved_order(topks, image_index):
+    """The top-k values in the order image ``image_index`` runs them: as given for even
+    images, reversed for odd ones (so that no value always runs first)."""
+    return list(topks) if image_index % 2 == 0 else list(topks)[::-1]
+
+
 def _sweep(model, batches, dataset, topks, passes):
-    """Per top-k: the median per-image latency of each pass (values in alternating order
-    per pass) and the evaluator's metrics (first pass; PQ is deterministic)."""
+    """Per top-k: the median per-image latency of each pass, every image run with each top-k
+    in turn (:func:`interleaved_order`), and the evaluator's metrics (first pass; PQ is
+    deterministic)."""
     from jsis_d2.evaluation import JSISEvaluator
 
     rpn = model.proposal_generator
     with torch.no_grad():
         model(batches[0])  # warm-up
     times = {k: [] for k in topks}
-    metrics = {}
+    evaluators = {
+        k: JSISEvaluator(dataset, output_dir=None, distributed=False, save_panoptic=False)
+        for k in topks
+    }
     for p in range(passes):
-        for k in topks if p % 2 == 0 else topks[::-1]:
-            rpn.post_nms_topk[False] = k
-            evaluator = JSISEvaluator(
-                dataset, output_dir=None, distributed=False, save_panoptic=False
-            )
-            evaluator.reset()
-            per_image = []
-            for inputs in batches:
+        per_image = {k: [] for k in topks}
+        for i, inputs in enumerate(batches):
+            for k in interleaved_order(topks, i):
+                rpn.post_nms_topk[False] = k
                 with torch.no_grad():
                     call = functools.partial(model, inputs)
                     t = time_calls({"model": call}, 1, warmup=0)["model"]
-                per_image.append(t.wall[0] / len(inputs))
+                per_image[k].append(t.wall[0] / len(inputs))
                 if p == 0:
-                    evaluator.process(inputs, t.last)
-            times[k].append(statistics.median(per_image))
-            if p == 0:
-                metrics[k] = evaluator.evaluate()
+                    evaluators[k].process(inputs, t.last)
+        for k in topks:
+            times[k].append(statistics.median(per_image[k]))
             logger.info("topk %d pass %d: %.1f ms/image", k, p, 1000 * times[k][-1])
+    metrics = {k: evaluators[k].evaluate() for k in topks}
     return times, metrics
 
 
@@ -224,6 +232,7 @@ def run(args):
             if r["PQ"] is not None and r["PQ"] >= best_pq - args.pq_tolerance
         ),
         "pq_tolerance": args.pq_tolerance,
+        "interleaved": True,
         "rows": rows,
         "load_average": [load0, load_average()],
     }
@@ -236,12 +245,18 @@ def _fmt(x, f="{:.1f}"):
 
 
 def markdown(r):
-    """The result's markdown (the README block)."""
+    """The result's markdown (its block in docs/BENCHMARKS.md)."""
+    interleaved = bool(r.get("interleaved"))
     rows = []
     for x in r["rows"]:
         mark = "yes" + (" (knee)" if x["topk"] == r["knee_topk"] else "") if x["pareto"] else ""
+        latency = (
+            with_spread(x["latency_ms"], x["latency_passes_ms"], 0)
+            if interleaved
+            else f"{x['latency_ms']:.0f}"
+        )
         rows.append(
-            [x["topk"], f"{x['latency_ms']:.0f}"]
+            [x["topk"], latency]
             + [_fmt(x[k]) for k in ("PQ", "PQ_th", "PQ_st", "mIoU", "AP50", "rpn_recall")]
             + [mark]
         )
@@ -249,7 +264,13 @@ def markdown(r):
         f"Test-time RPN post-NMS top-k on {r['dataset']} ({r['images']} images), "
         f"{r['config_file']}, weights {r['weights'] or 'random init'}, CPU, {r['threads']} "
         f"threads. Latency: median per-image model call (network + postprocessing + merge), "
-        f"median of {r['passes']} pass(es). " + describe_load(r["load_average"]),
+        f"median of {r['passes']} pass(es)"
+        + (
+            f" (their range in brackets); every image runs each top-k in turn. {INTERLEAVED_NOTE}. "
+            if interleaved
+            else ". "  # measured before the top-k values were interleaved
+        )
+        + describe_load(r["load_average"]),
         "",
         markdown_table(
             [

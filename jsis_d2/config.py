@@ -55,8 +55,9 @@ def add_jsis_config(cfg):
     cfg.MODEL.JSIS.KIRILLOV_OVERLAP_THRESH = 0.5
     # Run the panoptic merge at inference (needs both branches).
     cfg.MODEL.JSIS.PANOPTIC_ON = True
-    # Weights and input images in channels_last memory format (faster convolutions with
-    # oneDNN / cuDNN where measured, see README "Precision"). Numerically the same model.
+    # Weights and input images in channels_last memory format (oneDNN / cuDNN convolutions may
+    # be faster in it, depending on the model and device: docs/BENCHMARKS.md). Numerically the
+    # same model.
     cfg.MODEL.JSIS.CHANNELS_LAST = False
     # On the CPU, ROIAlign as two matrix products (jsis_d2.modeling.roi_align) for bf16/fp16
     # features (no float32 round trip) and in training (its backward is GEMMs, not
@@ -101,8 +102,8 @@ def add_jsis_config(cfg):
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.ADAMW_BETAS = (0.9, 0.999)
     # AdamW's fused implementation (torch.optim.AdamW(fused=True), CPU and CUDA): the same
-    # update in one kernel per step instead of ~10 small ops per parameter tensor; measured
-    # 3-6x faster optimizer step on the demo's R18 (README "Where the demo's step goes").
+    # update in one kernel per step instead of ~10 small ops per parameter tensor (its speed:
+    # docs/BENCHMARKS.md, "profile").
     cfg.SOLVER.ADAMW_FUSED = True
     # Mixed-precision training (jsis_d2.precision): Detectron2's SOLVER.AMP.ENABLED turns it
     # on; this is the autocast dtype, "float16" (Detectron2's AMPTrainer with its grad scaler,
@@ -116,6 +117,10 @@ def add_jsis_config(cfg):
     cfg.TEST.JSIS.RPN_RECALL_IOU = 0.5
     # Write panoptic predictions (PNG + JSON) under OUTPUT_DIR/inference when evaluating.
     cfg.TEST.JSIS.SAVE_PANOPTIC = True
+    # The evaluator's accumulators, by name in jsis_d2.evaluation.ACCUMULATOR_REGISTRY (one per
+    # model output key: PQ, mIoU, COCO AP, RPN recall). A section is reported only when the
+    # model produced its output key.
+    cfg.TEST.JSIS.ACCUMULATORS = ["panoptic_seg", "sem_seg", "instances", "proposals"]
     # Inference compute dtype (autocast): "float32", "bfloat16" (CUDA, or a CPU with bf16
     # support) or "float16" (CUDA). Outputs (logits, scores, mask probabilities), the panoptic
     # merge and the evaluator stay float32.

@@ -3,6 +3,7 @@ markdown against the committed results, and smoke runs at tiny sizes (JSON struc
 numbers derived from the measured ones, no timing thresholds)."""
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -25,6 +26,7 @@ from benchmarks import (
 )
 from benchmarks import pq as bench_pq
 from benchmarks import readme as readme_mod
+from benchmarks.common import measure_interleaved
 from benchmarks.report import markdown_table
 from benchmarks.timing import time_calls
 
@@ -41,8 +43,14 @@ def _args(mod, argv):
 
 
 def _in_process(monkeypatch, mod):
-    """Run the per-process measurements in this process (the spawn path is tested apart)."""
-    monkeypatch.setattr(mod, "run_isolated", lambda fn, *a, **kw: fn(*a, **kw))
+    """Run the per-process measurements in this process (the spawn path is tested apart, in
+    test_run_isolated_measures_in_a_child_process and test_benchmark_interleave.py)."""
+    if hasattr(mod, "run_isolated"):
+        monkeypatch.setattr(mod, "run_isolated", lambda fn, *a, **kw: fn(*a, **kw))
+    if hasattr(mod, "measure_interleaved"):
+        monkeypatch.setattr(
+            mod, "measure_interleaved", functools.partial(measure_interleaved, isolated=False)
+        )
 
 
 def _finite(x):
@@ -142,6 +150,10 @@ def test_joint_quick_structure(monkeypatch):
     assert row["ratios"]["infer"]["time"] == pytest.approx(j / (i + s))
     assert set(row["ratios"]["train"]) == {"time", "peak_rss", "peak_above_imports"}
     assert "joint / (inst + sem)" in r["markdown"] and "res5" in r["markdown"]
+    # the three networks were called in turn, and each time cell shows the calls' range
+    assert r["interleaved"] and "called in turn (A, B, A, B, ...)" in r["markdown"]
+    t = row["joint"]["infer"]["times_s"]
+    assert f"| {j:.2f} ({min(t):.2f}-{max(t):.2f}) |" in r["markdown"]
     rt = row["ratios"]["infer"]["time"]
     verdict = f"inference time {rt:.3f} " + ("met" if rt <= 0.85 else "**missed**")
     assert verdict in r["markdown"]
@@ -181,6 +193,10 @@ def test_panoptic_fpn_quick_structure(monkeypatch):
     # more test proposals: more box-head work
     assert fpn["gflops_by_module"]["roi_heads"] > r["rows"][2]["gflops_by_module"]["roi_heads"]
     assert "PanopticFPN" in r["markdown"]
+    # the three networks were called in turn; each latency cell shows the calls' range
+    assert r["interleaved"] and "called in turn (A, B, A, B, ...)" in r["markdown"]
+    t = fpn["times_s"]
+    assert f"| {fpn['median_s']:.2f} ({min(t):.2f}-{max(t):.2f}) |" in r["markdown"]
     assert json.dumps(r)
 
 
@@ -266,24 +282,24 @@ def test_hw_through_the_cli(tmp_path):
     assert r["network"]["gmacs"] == pytest.approx(r["backbone"]["gmacs"] + r["heads"]["gmacs"])
     assert (out / "hw.md").read_text().startswith("Hardware efficiency")
 
-    # the README block is refilled from that JSON, the prose around it kept
-    readme = tmp_path / "README.md"
+    # the page's block is refilled from that JSON, the prose around it kept
+    readme = tmp_path / "BENCHMARKS.md"
     readme.write_text("intro\n<!-- benchmark:hw -->\nold table\n<!-- /benchmark:hw -->\nafter\n")
-    assert cli.main(["readme", "--results", str(out), "--readme", str(readme)]) == 0
+    assert cli.main(["readme", "--results", str(out), "--page", str(readme)]) == 0
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("after\n")
     assert r["markdown"].strip() in text and "hw.json" in text
-    # a block the README lacks, or a result that was never produced: an error naming it
+    # a block the page lacks, or a result that was never produced: an error naming it
     assert cli.main(["readme", "--results", str(out), "--readme", str(readme), "joint"]) == 1
     readme.write_text(text + "<!-- benchmark:pq -->\n<!-- /benchmark:pq -->\n")
     with pytest.raises(readme_mod.ReadmeError, match=r"pq\.json.*benchmark.py pq"):
         readme_mod.update_readme(str(readme), str(out), ["pq"])
 
 
-def test_readme_blocks_are_the_committed_results():
-    """Every benchmark table in the README is exactly what its committed JSON renders."""
+def test_benchmark_page_blocks_are_the_committed_results():
+    """Every benchmark table in docs/BENCHMARKS.md is exactly what its committed JSON renders."""
     results = os.path.join(REPO, "docs", "benchmarks")
-    with open(os.path.join(REPO, "README.md")) as f:
+    with open(os.path.join(REPO, "docs", "BENCHMARKS.md")) as f:
         blocks = readme_mod.find_blocks(f.read())
     assert {
         "joint",
@@ -301,7 +317,7 @@ def test_readme_blocks_are_the_committed_results():
         path = os.path.join(results, f"{name}.json")
         with open(path) as f:
             expected = readme_mod.render_block(json.load(f), os.path.relpath(path, REPO))
-        assert body == expected, f"README block {name} is stale: run tools/benchmark.py readme"
+        assert body == expected, f"BENCHMARKS.md block {name} is stale: make benchmark-readme"
 
 
 def test_pq_benchmark_small_run_agrees_with_panopticapi():
@@ -316,6 +332,9 @@ def test_pq_benchmark_small_run_agrees_with_panopticapi():
     )
     floor_ok = r["ours_over_decode_floor"] <= bench_pq.GOALS["ours_over_decode_floor"]
     assert ("floor: " + ("met" if floor_ok else "**missed**")) in r["markdown"]
+    # every side timed in the same interleaved rounds, median with the range reported
+    assert r["interleaved"] and "median (range) (s)" in r["markdown"]
+    assert all(len(t) == 1 for t in r["times_s"].values()) and len(r["load_average"]) == 2
 
 
 def test_readme_markers_errors():
@@ -471,6 +490,10 @@ def test_profile_quick_finds_every_phase():
     assert forward <= 1.2 * x["wall_s_per_step"]
     assert len(x["top_ops"]) == 3 and x["top_ops"][0]["op"].startswith(("aten::", "torchvision::"))
     assert "| backward |" in r["markdown"] and "only exercise the code path" in r["markdown"]
+    # the variants' steps run in turn, each variant in its own process; wall time with range
+    lo, hi = x["wall_s_range"]
+    assert r["interleaved"] and lo <= x["wall_s_per_step"] <= hi
+    assert f"**{x['wall_s_per_step']:.3f}** ({lo:.3f}-{hi:.3f})" in r["markdown"]
 
 
 def test_merge_benchmark_smoke_runs_both_sides():
@@ -485,6 +508,7 @@ def test_merge_benchmark_smoke_runs_both_sides():
     assert [r["instances"] for r in res["rows"]] == [3, 7]
     assert all(r["jsis_ms"] > 0 and r["detectron2_combine_ms"] > 0 for r in res["rows"])
     assert "| 7 |" in res["markdown"]
+    assert len(res["load_average"]) == 2 and "Load average" in res["markdown"]
     # the synthetic prediction is detector-like: sorted scores >= 0.5, thing classes only
     sem_seg, inst = bench.make_prediction(6, 20, 30, 12, 5)
     assert sem_seg.shape == (12, 20, 30) and inst.pred_masks.shape == (6, 20, 30)
@@ -503,6 +527,9 @@ def test_roi_align_quick_both_sides_agree():
         assert x["separable_err"] < (1e-5 if x["dtype"] == "float32" else 0.05)
         assert x["d2_err"] == 0 if x["dtype"] == "float32" else x["d2_err"] > 0
         assert x["speedup"] == pytest.approx(x["d2_ms"] / x["separable_ms"])
+        lo, hi = x["range_ms"]["separable"]  # the calls' range, around their median
+        assert lo <= x["separable_ms"] <= hi
+        assert f"| {x['separable_ms']:.1f} ({lo:.1f}-{hi:.1f}) |" in r["markdown"]
     assert "tiny, train" in r["markdown"] and "--quick" in r["markdown"]
 
 
@@ -539,7 +566,7 @@ def test_markdown_table_layout_and_errors():
 )
 def test_markdown_reproduces_the_committed_results(mod):
     """Each benchmark's markdown(result), fed the committed JSON, gives the committed markdown:
-    the table writer and the sentences are what produced the README's tables."""
+    the table writer and the sentences are what produced the tables of docs/BENCHMARKS.md."""
     name = mod.__name__.split(".")[-1]
     with open(os.path.join(REPO, "docs", "benchmarks", f"{name}.json")) as f:
         result = json.load(f)

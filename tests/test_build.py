@@ -74,7 +74,7 @@ def _cfg(name, skip=True):
 
 
 def test_unknown_category_ids_skip_the_image_with_skip_bad_samples(dataset, caplog):
-    """README: SKIP_BAD_SAMPLES skips images with unknown category ids (counted, named)."""
+    """SKIP_BAD_SAMPLES skips images with unknown category ids (counted, named)."""
     name, js = dataset(bad_category=(1,))
     with pytest.raises(ValueError, match=r"pan\.json: segment 31 of .*1\.png has unknown category"):
         train_dataset_dicts(_cfg(name, skip=False))  # without: the whole dataset is refused

@@ -3,7 +3,7 @@
 
     python tools/benchmark.py SUBCOMMAND [--quick] [--output DIR] [options]
     python tools/benchmark.py all --quick        # every subcommand, small (CI smoke)
-    python tools/benchmark.py readme --results DIR   # README tables <- DIR/<name>.json
+    python tools/benchmark.py readme --results DIR   # docs/BENCHMARKS.md <- DIR/<name>.json
 
 Same as ``python -m benchmarks ...`` from the repository root; see benchmarks/cli.py.
 """

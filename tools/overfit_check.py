@@ -8,7 +8,7 @@ evaluate on the same two images. A correct pipeline memorizes them (aim: PQ >= 8
 
 Config: configs/COCO-PanopticSegmentation/jsis_R18_C4_overfit_2images.yaml.
 
-Too slow for CI (minutes on a 2-core CPU); the result is recorded in the README.
+Too slow for CI (minutes on a 2-core CPU); the result is recorded in docs/RESULTS.md.
 """
 
 import argparse

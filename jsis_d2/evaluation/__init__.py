@@ -1,5 +1,5 @@
-"""Evaluation: native PQ (:func:`pq_compute`), the JSIS-Net ``DatasetEvaluator`` and the ROI-head
-confusion diagnostic (:func:`roi_confusion_matrix`).
+"""Evaluation: native PQ (:func:`pq_compute`), the JSIS-Net ``DatasetEvaluator`` with its
+accumulator registry, and the ROI-head confusion diagnostic (:func:`roi_confusion_matrix`).
 
 Names are imported lazily so that ``python -m jsis_d2.evaluation.pq`` runs the module once.
 """
@@ -11,6 +11,9 @@ _WHERE = {  # name -> its submodule
     "PQStats": "pq",
     "PanopticEvalError": "pq",
     "JSISEvaluator": "evaluator",
+    "Accumulator": "accumulator_base",
+    "ACCUMULATOR_REGISTRY": "builtin_accumulators",
+    "EvalContext": "accumulator_base",
     "rpn_recall": "accumulators",
     "roi_confusion_matrix": "roi_confusion",
 }

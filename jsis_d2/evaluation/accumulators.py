@@ -30,6 +30,7 @@ import torch
 from jsis_d2.data.ids import IdIndex
 from jsis_d2.data.label_space import LabelSpace
 from jsis_d2.data.panoptic_png import write_panoptic_png
+from jsis_d2.evaluation.accumulator_base import Accumulator
 from jsis_d2.evaluation.pq import (
     GROUPS,
     PanopticEvalError,
@@ -145,7 +146,7 @@ def read_ground_truth(inp: Dict, num_classes: int) -> ImageGroundTruth:
 # ----------------------------------------------------------------------------- panoptic_seg
 
 
-class PanopticAccumulator:
+class PanopticAccumulator(Accumulator):
     """PQ / SQ / RQ (:class:`PQStats` sums) of ``panoptic_seg`` outputs, panopticapi's rules.
 
     Args:
@@ -272,7 +273,7 @@ class PanopticAccumulator:
 # ----------------------------------------------------------------------------- sem_seg
 
 
-class SemSegAccumulator:
+class SemSegAccumulator(Accumulator):
     """Pixel confusion matrix [K, K] of ``sem_seg.argmax(0)`` against the ground truth's
     classes, for mIoU etc. (:func:`sem_seg_metrics`).
 
@@ -358,7 +359,7 @@ def sem_seg_metrics(conf: np.ndarray, class_names: Sequence[str]) -> Dict[str, f
 IOU_TYPES = (("segm", "segmentation"), ("bbox", "bbox"))
 
 
-class CocoInstancesAccumulator:
+class CocoInstancesAccumulator(Accumulator):
     """COCO AP, AP50, AP75 of ``instances`` outputs on masks ("segm") and boxes ("bbox"), with
     pycocotools' ``COCOeval`` on a dataset built in memory: the non-crowd thing segments of the
     ground-truth PNG as RLE, crowd segments as ``iscrowd=1``.
@@ -478,7 +479,7 @@ def coco_ap(
 # ----------------------------------------------------------------------------- proposals
 
 
-class ProposalRecallAccumulator:
+class ProposalRecallAccumulator(Accumulator):
     """RPN mean recall of ``proposals`` outputs (paper Table 4): per image, the fraction of
     ground-truth non-crowd thing boxes that some proposal overlaps with IoU >= ``iou_threshold``;
     averaged over images. Images without such boxes have no defined recall and are left out of

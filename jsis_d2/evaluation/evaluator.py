@@ -1,8 +1,10 @@
 """One-pass JSIS-Net evaluation as a Detectron2 ``DatasetEvaluator``.
 
 For each image it reads the ground truth once (:func:`read_ground_truth`) and hands it, with
-the matching model output, to one accumulator per output key
-(:mod:`jsis_d2.evaluation.accumulators`), each reporting its sections:
+the matching model output, to one accumulator per output key, each reporting its sections. The
+accumulators are built by name from :data:`ACCUMULATOR_REGISTRY`
+(:mod:`jsis_d2.evaluation.accumulator_base`; ``TEST.JSIS.ACCUMULATORS``); the built-in ones
+(:mod:`jsis_d2.evaluation.builtin_accumulators`):
 
 - ``"panoptic_seg"`` -> ``"panoptic_seg"``: PQ / SQ / RQ for all, things, stuff and per class
   (panopticapi's rules, same core as :func:`pq_compute`), in percent; with ``output_dir`` and
@@ -19,18 +21,14 @@ main process, which returns the results; other processes return ``{}``. Id space
 
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from tabulate import tabulate
 
 from jsis_d2.data.label_space import LabelSpace
-from jsis_d2.evaluation.accumulators import (
-    CocoInstancesAccumulator,
-    PanopticAccumulator,
-    ProposalRecallAccumulator,
-    SemSegAccumulator,
-    read_ground_truth,
-)
+from jsis_d2.evaluation.accumulator_base import EvalContext, build_accumulators
+from jsis_d2.evaluation.accumulators import read_ground_truth
+from jsis_d2.evaluation.builtin_accumulators import DEFAULT_ACCUMULATORS
 from jsis_d2.evaluation.pq import GROUPS
 
 from detectron2.data import MetadataCatalog
@@ -53,6 +51,8 @@ class JSISEvaluator(DatasetEvaluator):
         rpn_recall_iou: a ground-truth box counts as recalled when a proposal has IoU >= this.
         save_panoptic: write the panoptic predictions under ``output_dir``.
         crowd_sem_seg: "class" (crowd pixels count with their category in mIoU) or "ignore".
+        accumulators: names in :data:`ACCUMULATOR_REGISTRY` of the accumulators to run
+            (default: all four built-in ones). An unknown name is a ``ConfigError``.
     """
 
     def __init__(
@@ -63,17 +63,23 @@ class JSISEvaluator(DatasetEvaluator):
         rpn_recall_iou: float = 0.5,
         save_panoptic: bool = True,
         crowd_sem_seg: str = "class",
+        accumulators: Sequence[str] = DEFAULT_ACCUMULATORS,
     ):
         if crowd_sem_seg not in ("class", "ignore"):
             raise ValueError(f"crowd_sem_seg must be 'class' or 'ignore', got {crowd_sem_seg!r}")
         self._dataset_name = dataset_name
         metadata = MetadataCatalog.get(dataset_name)
         self._labels = LabelSpace.from_metadata(metadata)
-        self._label_divisor = int(getattr(metadata, "label_divisor", 1000))
-        self._save_dir = output_dir if save_panoptic and output_dir else None
+        self._context = EvalContext(
+            labels=self._labels,
+            dataset_name=dataset_name,
+            label_divisor=int(getattr(metadata, "label_divisor", 1000)),
+            output_dir=output_dir if save_panoptic and output_dir else None,
+            rpn_recall_iou=float(rpn_recall_iou),
+            crowd_ignore=crowd_sem_seg == "ignore",
+        )
+        self._accumulator_names = tuple(accumulators)
         self._distributed = distributed
-        self._rpn_iou = float(rpn_recall_iou)
-        self._crowd_ignore = crowd_sem_seg == "ignore"
         self.reset()
 
     @classmethod
@@ -86,16 +92,12 @@ class JSISEvaluator(DatasetEvaluator):
             rpn_recall_iou=cfg.TEST.JSIS.RPN_RECALL_IOU,
             save_panoptic=cfg.TEST.JSIS.SAVE_PANOPTIC,
             crowd_sem_seg=cfg.INPUT.JSIS.CROWD_SEM_SEG,
+            accumulators=cfg.TEST.JSIS.ACCUMULATORS,
         )
 
     def reset(self):
-        labels = self._labels
-        self._accumulators = [
-            PanopticAccumulator(labels, self._label_divisor, self._save_dir),
-            SemSegAccumulator(labels.names, self._crowd_ignore),
-            CocoInstancesAccumulator(labels.names[: labels.num_things], self._dataset_name),
-            ProposalRecallAccumulator(labels.num_things, self._rpn_iou),
-        ]
+        """New, empty accumulators (``TEST.JSIS.ACCUMULATORS``) for the next evaluation."""
+        self._accumulators = build_accumulators(self._accumulator_names, self._context)
         self._seen = set()  # output keys processed
 
     def process(self, inputs, outputs):
@@ -117,8 +119,13 @@ class JSISEvaluator(DatasetEvaluator):
                     acc.process(gt, out[acc.key])
 
     def _state(self) -> Dict:
-        """{output key: accumulator state} of the keys seen by this process."""
-        return {acc.key: acc.state() for acc in self._accumulators if acc.key in self._seen}
+        """{accumulator name: state} of the accumulators whose output key this process saw
+        (every process builds the same names; two accumulators may read one key)."""
+        return {
+            name: acc.state()
+            for name, acc in zip(self._accumulator_names, self._accumulators)
+            if acc.key in self._seen
+        }
 
     def evaluate(self):
         if self._distributed:
@@ -132,8 +139,8 @@ class JSISEvaluator(DatasetEvaluator):
             logger.warning("JSISEvaluator on %s: no outputs were processed", self._dataset_name)
             return {}
         results = OrderedDict()
-        for acc in self._accumulators:
-            mine = [s[acc.key] for s in states if acc.key in s]
+        for name, acc in zip(self._accumulator_names, self._accumulators):
+            mine = [s[name] for s in states if name in s]
             if mine:
                 results.update(acc.results(mine))
         self._log(results)

@@ -2,9 +2,9 @@
 training.
 
 torchvision's CPU ``roi_align`` has no bfloat16 kernel: under autocast it casts the features to
-float32, pools, and casts the [R, C, PH, PW] result back (on R50-C4 at 400x400, 100 ROIs, that
-is ~150 ms per call: kernel, zero fill and output cast). Averaged bilinear sampling on a regular
-grid is separable: bin (ph, pw) of ROI r is
+float32, pools, and casts the [R, C, PH, PW] result back (a float32 kernel, a zero fill and an
+output cast per call). Averaged bilinear sampling on a regular grid is separable: bin (ph, pw)
+of ROI r is
 
     out[r, c, ph, pw] = sum_{y, x} Ay[r, ph, y] * F[c, y, x] * Ax[r, pw, x]
 
@@ -14,10 +14,10 @@ GEMM over rows and one batched GEMM over columns, which run in bfloat16 on oneDN
 ``roi_align_separable`` matches torchvision's ``roi_align`` (aligned or not, fixed or adaptive
 sampling ratio) to float32 rounding; in bfloat16 its weights and intermediate are rounded too.
 
-torchvision's CPU backward is a scatter, slow next to the two GEMMs' backward (README,
-``tools/benchmark.py roi_align``: 5.9x on the demo model's pooling, 3.0x on R50-C4's, forward +
-backward in float32). float32 inference is close either way and machine dependent (1.07x on an
-Intel Xeon, 0.7x on an AMD EPYC), so it keeps torchvision's kernel.
+torchvision's CPU backward is a scatter, slow next to the two GEMMs' backward, so training
+takes this path in float32 too. In float32 inference the two are close and which one wins
+depends on the CPU, so it keeps torchvision's kernel. The measurements:
+``tools/benchmark.py roi_align``, tabled in docs/BENCHMARKS.md.
 
 :class:`SeparableROIAlign` is Detectron2's ``ROIAlign`` that takes this path on the CPU for
 bfloat16 / float16 features and for features that need a gradient, and Detectron2's otherwise
@@ -136,8 +136,8 @@ class SeparableROIAlign(ROIAlign):
 
     ROI coordinates stay float32 on every path. Detectron2's ``ROIAlign`` casts them to the
     features' dtype: in bfloat16 a coordinate near 400 px moves to a multiple of 2 px, near
-    1000 px of 4 px (float16: 0.25 / 0.5 px), which misplaces the pooled boxes (8 % of the
-    largest value off on R50-C4 400x400, ``tools/benchmark.py roi_align``). So low-precision
+    1000 px of 4 px (float16: 0.25 / 0.5 px), which misplaces the pooled boxes (the error is
+    measured by ``tools/benchmark.py roi_align``). So low-precision
     features elsewhere (CUDA) are pooled as autocast would pool them, in float32, but with
     float32 ROIs; float32 features go through Detectron2 unchanged."""
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""The GPU check behind tools/gpu_check.sh: one JSON with everything a lent GPU should tell us.
+"""The GPU check behind dev/gpu_check.sh: one JSON with everything a lent GPU should tell us.
 
-    python tools/gpu_check.py --out FILE [--cpu] [--train-iters N] [--skip-tests]
+    python dev/gpu_check.py --out FILE [--cpu] [--train-iters N] [--skip-tests]
 
 Sections (each timed, each failure recorded in the JSON instead of ending the run):
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-command environment for jsis_d2 on a CPU machine (Linux x86_64, Python 3.11).
 #
-#   bash tools/setup_env.sh                        # or: make setup   (stack "pb1", ./.venv)
-#   DETECTRON2=official bash tools/setup_env.sh    # or: make setup DETECTRON2=official
+#   bash dev/setup_env.sh                        # or: make setup   (stack "pb1", ./.venv)
+#   DETECTRON2=official bash dev/setup_env.sh    # or: make setup DETECTRON2=official
 #
 # Two stacks, the same pinned torch/NumPy/... (requirements/base.txt):
 #   pb1       ./.venv: detectron2 v0.6 from the `pb1-detectron2` sdist (fetched with

@@ -2,7 +2,7 @@
 # Build the Dockerfile's image on a machine WITHOUT a GPU or registry access, and run the
 # whole test suite and the quick demo inside it.
 #
-#   make docker-check            # or: bash tools/docker_check.sh
+#   make docker-check            # or: bash dev/docker_check.sh
 #
 # Needs: a running dockerd (no bridge needed: everything uses --network host), debootstrap,
 # root, python3 with pip (the same minor version as the stand-in's Python, 3.11), PyPI and

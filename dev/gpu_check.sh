@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One command for a lent GPU machine (one GPU, Python 3.12 with its own torch and nvcc, no
 # network): CUDA tests, a short R50-C4 AMP training on synthetic data, inference latency in
-# fp32/bf16/fp16, joint vs two networks on the GPU -> one JSON (tools/gpu_check.py).
+# fp32/bf16/fp16, joint vs two networks on the GPU -> one JSON (dev/gpu_check.py).
 #
-#   tools/gpu_check.sh --prepare-wheels DIR   # CPU side, with network: the cp312 wheels
-#   tools/gpu_check.sh --wheels DIR [--out F] # GPU side: install from DIR (offline), run
-#   tools/gpu_check.sh --cpu [--out F]        # dry run here, tiny sizes, current python
+#   dev/gpu_check.sh --prepare-wheels DIR   # CPU side, with network: the cp312 wheels
+#   dev/gpu_check.sh --wheels DIR [--out F] # GPU side: install from DIR (offline), run
+#   dev/gpu_check.sh --cpu [--out F]        # dry run here, tiny sizes, current python
 #   --lean (with --prepare-wheels and --wheels): only what the lent H200 image lacks (~4 MB
 #     instead of ~112 MB, under the device tool's 64 MiB carry limit); NumPy, Pillow, OpenCV,
 #     matplotlib, TensorBoard, PyYAML, tqdm, tabulate, ... come from the machine, unpinned.
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
 done
 
 # pb1-detectron2 0.6 sdist, fetched through pip (the user's index, proxy and CA settings
-# apply) and checked by hash, as tools/setup_env.sh does.
+# apply) and checked by hash, as dev/setup_env.sh does.
 D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 # Runtime packages beyond torch (requirements/base.txt's pins, minus torch and the test-only
 # extras) and detectron2 0.6's own runtime imports; torchvision is installed on the GPU side
@@ -68,7 +68,7 @@ if [ "$mode" = prepare ]; then
       --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any \
       -d "$wheels" "${LEAN[@]}"
     echo "gpu_check: $(ls "$wheels" | wc -l) wheels in $wheels ($(du -sh "$wheels" | cut -f1));"\
-         "run there: tools/gpu_check.sh --lean --wheels $wheels"
+         "run there: dev/gpu_check.sh --lean --wheels $wheels"
     exit 0
   fi
   # 3. Everything else as cp312 manylinux binaries, dependencies resolved for that target.
@@ -81,13 +81,13 @@ if [ "$mode" = prepare ]; then
     --implementation cp --abi cp312 --platform manylinux_2_28_x86_64 -d "$wheels/torchvision" \
     "torchvision==0.29.1"
   echo "gpu_check: $(ls "$wheels" | wc -l) wheels in $wheels ($(du -sh "$wheels" | cut -f1));"\
-       "copy it with the repo and run: tools/gpu_check.sh --wheels $wheels"
+       "copy it with the repo and run: dev/gpu_check.sh --wheels $wheels"
   exit 0
 fi
 
 if [ "$mode" = cpu ]; then
   py=${py:-python3}
-  PYTHONPATH=$PWD "$py" tools/gpu_check.py --cpu --out "$out" "${extra[@]}"
+  PYTHONPATH=$PWD "$py" dev/gpu_check.py --cpu --out "$out" "${extra[@]}"
   exit $?
 fi
 
@@ -109,4 +109,4 @@ if [ ! -x "$venv/bin/python" ]; then
     "${vpip[@]}" --no-deps pb1-detectron2 panopticapi-lite
   fi
 fi
-PYTHONPATH=$PWD "$venv/bin/python" tools/gpu_check.py --out "$out" "${extra[@]}"
+PYTHONPATH=$PWD "$venv/bin/python" dev/gpu_check.py --out "$out" "${extra[@]}"
