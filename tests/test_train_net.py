@@ -273,3 +273,21 @@ def test_known_failures_are_described_in_one_line():
         wrapped.reraise()
     assert "Original Traceback" in str(e.value)
     assert describe_failure(e.value) == ("train_net: error: sample 3: PNG missing", 2)
+
+
+def test_full_disk_behind_another_error_is_one_line():
+    """torch reports a full disk during torch.save as a RuntimeError raised while handling
+    the ENOSPC OSError: the ENOSPC in ``__context__`` still gives the one line."""
+    import errno
+
+    from jsis_d2.engine.launcher import describe_failure
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/out/.model.pth.tmp-1")
+        except OSError:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/3")  # noqa: B904
+    except RuntimeError as e:
+        text, code = describe_failure(e)
+    assert code == 2 and text.startswith("train_net: error: no space left on the device")
+    assert "/out/.model.pth.tmp-1" in text

@@ -16,6 +16,7 @@ import sys
 
 from jsis_d2.data.datasets.builtin import default_synthetic_root, make_synthetic_datasets
 from jsis_d2.data.synthetic import SyntheticSplitMismatch
+from jsis_d2.utils.folder_lock import FolderBusyError
 
 
 def main(argv=None):
@@ -56,7 +57,7 @@ def main(argv=None):
             "to regenerate it, or choose another --root.\n"
         )
         return 2
-    except ValueError as e:
+    except (ValueError, FolderBusyError) as e:
         sys.stderr.write(f"make_synthetic_dataset: error: {e}\n")
         return 2
     for split, p in paths.items():

@@ -26,6 +26,7 @@ from jsis_d2.data.datasets import make_synthetic_datasets
 from jsis_d2.data.image_io import read_image
 from jsis_d2.data.synthetic import SyntheticSplitMismatch
 from jsis_d2.engine.checks import UsageError
+from jsis_d2.engine.launcher import describe_failure
 from jsis_d2.engine.launcher import main as launch_main
 from jsis_d2.engine.report import (
     format_summary,
@@ -35,6 +36,7 @@ from jsis_d2.engine.report import (
 )
 from jsis_d2.precision import cpu_bf16_support
 from jsis_d2.predictor import JSISPredictor
+from jsis_d2.utils.folder_lock import hold_folder
 from jsis_d2.visualization import draw_four_panel
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -117,7 +119,8 @@ def main(argv=None):
     """Parse arguments, run, turn known failures into one ``run_demo: error:`` line (exit 2)."""
     args = get_parser().parse_args(argv)
     try:
-        return run(args)
+        with hold_folder(args.output, "--output"):  # one demo per output folder
+            return run(args)
     except SyntheticSplitMismatch as e:
         other = "choose another --output" if args.quick else "set DETECTRON2_DATASETS elsewhere"
         sys.stderr.write(
@@ -126,6 +129,12 @@ def main(argv=None):
         )
     except (ConfigError, UsageError) as e:
         sys.stderr.write(f"run_demo: error: {e}\n")
+    except Exception as e:
+        failure = describe_failure(e, prog="run_demo")
+        if failure is None:
+            raise
+        sys.stderr.write(failure[0] + "\n")
+        return failure[1]
     return 2
 
 

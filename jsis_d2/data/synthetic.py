@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..utils.atomic import atomic_write_text
+from ..utils.folder_lock import hold_folder
 from .panoptic_png import write_panoptic_png
 
 __all__ = [
@@ -359,6 +360,8 @@ def generate_synthetic_dataset(
         raise ValueError(f"synthetic image_size must be >= 32 px, got {image_size}")
     if image_format not in ("png", "jpg"):
         raise ValueError(f"synthetic image_format must be 'png' or 'jpg', got {image_format!r}")
+    if int(num_images) < 1:
+        raise ValueError(f"synthetic split {split!r} needs num_images >= 1, got {num_images}")
     paths = synthetic_split_paths(root, split)
     params = {
         "version": GENERATOR_VERSION,
@@ -368,6 +371,15 @@ def generate_synthetic_dataset(
         "seed": int(seed),
         "image_format": image_format,
     }
+    with hold_folder(root, "dataset root"):  # one generator per root
+        return _write_split(paths, params, overwrite)
+
+
+def _write_split(paths: Dict[str, str], params: Dict, overwrite: bool) -> Dict[str, str]:
+    """:func:`generate_synthetic_dataset` once its arguments are checked and the root held."""
+    h, w = params["image_size"]
+    seed, split, image_format = params["seed"], params["split"], params["image_format"]
+    num_images = params["num_images"]
     if _reuse_existing_split(paths, params, overwrite):
         return paths
     os.makedirs(paths["image_root"], exist_ok=True)
