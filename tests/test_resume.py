@@ -140,7 +140,9 @@ def test_amp_trainer_state_includes_the_grad_scaler(tiny_synthetic, tmp_path, is
     trainer = Trainer(setup(args))
     inner = trainer._trainer
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    trainer._trainer = AMPTrainer(inner.model, inner.data_loader, inner.optimizer, scaler)
+    trainer._trainer = AMPTrainer(
+        inner.model, inner.data_loader, inner.optimizer, grad_scaler=scaler
+    )
     state = trainer.state_dict()
     assert state["_trainer"]["grad_scaler"]["scale"] == 1024.0
     state["_trainer"]["grad_scaler"]["scale"] = 64.0

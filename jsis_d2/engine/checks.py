@@ -12,9 +12,12 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
+from ..data.label_space import LabelSpace, label_space_difference
+
 __all__ = [
     "UsageError",
     "check_datasets",
+    "check_device",
     "check_output_dir",
     "check_checkpoint_matches_model",
     "check_weights_readable",
@@ -30,9 +33,11 @@ class UsageError(RuntimeError):
 
 
 def check_datasets(cfg):
-    """Every dataset named in DATASETS.TRAIN/TEST is registered, and its label space matches
-    MODEL.SEM_SEG_HEAD.NUM_CLASSES (K) and MODEL.ROI_HEADS.NUM_CLASSES (T)."""
+    """Every dataset named in DATASETS.TRAIN/TEST is registered, its label space matches
+    MODEL.SEM_SEG_HEAD.NUM_CLASSES (K) and MODEL.ROI_HEADS.NUM_CLASSES (T), and all of them
+    have the same label space (ids, names, thing/stuff: the model's class k means one thing)."""
     registered = set(DatasetCatalog.list())
+    first = None  # (name, LabelSpace) of the first jsis_d2 dataset
     for key in ("TRAIN", "TEST"):
         for name in cfg.DATASETS[key]:
             if name not in registered:
@@ -51,11 +56,44 @@ def check_datasets(cfg):
                     f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} but "
                     f"dataset {name!r} has K={k} classes ({t} things + {k - t} stuff)"
                 )
-            if cfg.MODEL.ROI_HEADS.NUM_CLASSES != t:
+            if t == 0 and "instance" in cfg.MODEL.JSIS.BRANCHES:
+                raise UsageError(
+                    f"dataset {name!r} has no thing class ({k} stuff classes): the instance "
+                    "branch would have nothing to detect. Train the semantic branch alone: "
+                    "MODEL.JSIS.BRANCHES \"['semantic']\""
+                )
+            if "instance" in cfg.MODEL.JSIS.BRANCHES and cfg.MODEL.ROI_HEADS.NUM_CLASSES != t:
                 raise UsageError(
                     f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but dataset "
                     f"{name!r} has T={t} thing classes"
                 )
+            labels = LabelSpace.from_metadata(md)
+            if first is None:
+                first = (name, labels)
+                continue
+            diff = label_space_difference(first[1], labels)
+            if diff:
+                raise UsageError(
+                    f"DATASETS.{key}: dataset {name!r} has another label space than "
+                    f"{first[0]!r} ({diff}); class indices would mean different categories"
+                )
+
+
+def check_device(cfg):
+    """MODEL.DEVICE names a device this machine has (a CUDA one needs a visible GPU)."""
+    device = torch.device(cfg.MODEL.DEVICE)
+    if device.type == "cuda":
+        n = torch.cuda.device_count()
+        if n == 0:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise UsageError(
+                f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but no CUDA GPU is visible (torch "
+                f"{torch.__version__}, CUDA_VISIBLE_DEVICES={visible!r}): use MODEL.DEVICE cpu"
+            )
+        if device.index is not None and device.index >= n:
+            raise UsageError(
+                f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but only {n} CUDA GPU(s) are visible"
+            )
 
 
 def check_output_dir(output_dir, resume=False, eval_only=False):

@@ -26,6 +26,7 @@ from .checks import (
     UsageError,
     check_checkpoint_matches_model,
     check_datasets,
+    check_device,
     check_output_dir,
     check_weights_readable,
     fallback_syncbn,
@@ -156,6 +157,7 @@ def setup(args, holds=None):
         if holds is not None:
             holds.append(hold)
     check_output_dir(cfg.OUTPUT_DIR, resume=args.resume, eval_only=args.eval_only)
+    check_device(cfg)
     fallback_syncbn(cfg)
     check_datasets(cfg)
     if not args.eval_only:

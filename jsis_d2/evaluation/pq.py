@@ -63,6 +63,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 from ..data.ids import IdIndex
+from ..data.label_space import parse_isthing
 from ..data.panoptic_format import check_annotations
 from ..data.panoptic_png import ID_LIMIT, VOID, PanopticPNGError, read_panoptic_png
 
@@ -576,6 +577,12 @@ def _checked_categories(categories, path: str) -> List[Dict]:
                     f"{path}: category {c.get('id', '#' + str(i))} ({c.get('name')!r}) has no "
                     f"{key!r} (every category needs 'id' and 'isthing': 1 thing, 0 stuff)"
                 )
+        try:
+            parse_isthing(c["isthing"])
+        except ValueError as e:
+            raise PanopticEvalError(
+                f"{path}: category {c['id']} ({c.get('name')!r}): {e}"
+            ) from None
     cat_ids = [c["id"] for c in categories]
     if len(set(cat_ids)) != len(cat_ids):
         dup = sorted({c for c in cat_ids if cat_ids.count(c) > 1})
@@ -596,7 +603,9 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
     """
     start = time.perf_counter()
     stats, categories = compute_pq_stats(gt_json_file, pred_json_file, gt_folder, pred_folder)
-    results = stats.results([c["id"] for c in categories], [c["isthing"] == 1 for c in categories])
+    results = stats.results(
+        [c["id"] for c in categories], [parse_isthing(c["isthing"]) for c in categories]
+    )
     logger.info(
         "PQ of %s vs %s (%.2f s):\n%s",
         pred_json_file,
@@ -651,7 +660,9 @@ def main(argv=None) -> int:
     except PanopticEvalError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    results = stats.results([c["id"] for c in categories], [c["isthing"] == 1 for c in categories])
+    results = stats.results(
+        [c["id"] for c in categories], [parse_isthing(c["isthing"]) for c in categories]
+    )
     per_class = None
     if args.per_class:
         per_class = {
