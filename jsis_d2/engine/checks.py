@@ -20,6 +20,8 @@ __all__ = [
     "check_device",
     "check_output_dir",
     "check_checkpoint_matches_model",
+    "check_checkpoint_label_space",
+    "LabelSpaceRecord",
     "check_weights_readable",
     "checkpoint_problem",
     "fallback_syncbn",
@@ -172,10 +174,14 @@ def check_weights_readable(path, key="MODEL.WEIGHTS"):
 def check_checkpoint_matches_model(model, path, require_all=False):
     """Fail when a checkpoint's tensors have other shapes than the model's (e.g. trained for
     another number of classes) or, with ``require_all`` (inference, evaluation), when it
-    lacks some of the model's parameters (they would stay randomly initialized). Only for
-    our own ``.pth`` checkpoints; ``.pkl`` backbones and remote URLs are left to
-    Detectron2's checkpointer."""
-    if not path or not path.endswith(".pth") or "://" in path:
+    lacks some of the model's parameters (they would stay randomly initialized). For every
+    local torch file (``.pth``, ``.pt``, any name); ``.pkl`` backbones (Detectron2's model
+    zoo format, checked for completeness only) and remote URLs are left to Detectron2's
+    checkpointer."""
+    if not path or "://" in path:
+        return
+    if path.endswith(".pkl"):
+        _require_complete(path, "checkpoint")
         return
     _require_complete(path, "checkpoint")
     try:
@@ -220,3 +226,43 @@ def fallback_syncbn(cfg):
             )
             cfg.MODEL[node].NORM = "BN"
     return cfg
+
+
+class LabelSpaceRecord:
+    """Checkpointable (fvcore ``checkpointables``) that saves the training label space in
+    every checkpoint as ``label_space`` (the categories, contiguous order) and, on resume,
+    refuses a checkpoint trained on another one."""
+
+    def __init__(self, labels, dataset_name):
+        self.labels, self.dataset_name = labels, dataset_name
+
+    def state_dict(self):
+        return {"categories": [dict(c) for c in self.labels.categories]}
+
+    def load_state_dict(self, state):
+        _compare_label_spaces(state, self.labels, "the checkpoint", self.dataset_name)
+
+
+def _compare_label_spaces(state, labels, what, dataset_name):
+    saved = LabelSpace(state["categories"])
+    diff = label_space_difference(saved, labels)
+    if diff:
+        raise UsageError(
+            f"{what} was trained on another label space than dataset {dataset_name!r} ({diff}; "
+            "first = the checkpoint's): its class indices would be drawn or scored as other "
+            "categories. Use the DATASETS.TEST / DATASETS.TRAIN it was trained with"
+        )
+
+
+def check_checkpoint_label_space(path, labels, dataset_name):
+    """UsageError when the checkpoint at ``path`` records a training label space
+    (:class:`LabelSpaceRecord`) other than ``labels`` (dataset ``dataset_name``'s). Files
+    without the record (older, or not jsis_d2's) are not checked."""
+    if not path or "://" in path or path.endswith(".pkl") or not os.path.isfile(path):
+        return
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # not a zip checkpoint (mmap needs one), unreadable: others report it
+        return
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("label_space"), dict):
+        _compare_label_spaces(ckpt["label_space"], labels, f"checkpoint {path}", dataset_name)

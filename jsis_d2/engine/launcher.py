@@ -11,6 +11,7 @@ import tempfile
 
 from torch.multiprocessing.spawn import ProcessException
 
+from detectron2.data import MetadataCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils import logger as d2_logger
@@ -19,11 +20,13 @@ from detectron2.utils.logger import setup_logger
 from ..config import ConfigError, setup_cfg
 from ..data.dataset_mapper import BadSampleError
 from ..data.datasets.panoptic import DatasetNotFoundError
+from ..data.label_space import LabelSpace
 from ..evaluation.pq import PanopticEvalError
 from ..utils.folder_lock import FolderBusyError, acquire_folder
 from .checkpoint import JSISCheckpointer
 from .checks import (
     UsageError,
+    check_checkpoint_label_space,
     check_checkpoint_matches_model,
     check_datasets,
     check_device,
@@ -196,6 +199,10 @@ def _main(args, holds):
         if not path:
             raise UsageError("--eval-only needs MODEL.WEIGHTS (a checkpoint) or --resume")
         check_checkpoint_matches_model(model, path, require_all=True)
+        for name in cfg.DATASETS.TEST:
+            md = MetadataCatalog.get(name)
+            if getattr(md, "categories", None) is not None:
+                check_checkpoint_label_space(path, LabelSpace.from_metadata(md), name)
         checkpointer.load(path)
         logger.info("Evaluating checkpoint %s", path)
         results = Trainer.test(cfg, model)

@@ -6,7 +6,11 @@ import os
 
 import torch
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
@@ -15,10 +19,11 @@ from detectron2.utils import comm
 from ..config import OPTIMIZERS, ConfigError
 from ..data.build import train_dataset_dicts
 from ..data.dataset_mapper import JSISDatasetMapper
+from ..data.label_space import LabelSpace
 from ..evaluation import JSISEvaluator
 from ..precision import training_dtype
 from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
-from .checks import UsageError
+from .checks import LabelSpaceRecord, UsageError
 from .distributed import cpu_aware_ddp
 from .report import drop_metrics_after, set_aside_torn_metrics_line
 
@@ -107,6 +112,12 @@ class Trainer(DefaultTrainer):
         __init__ creates ``self.checkpointer`` just before calling this, and the
         PeriodicCheckpointer hook built here must hold the replacement."""
         self.checkpointer = JSISCheckpointer.like(self.checkpointer)
+        train = self.cfg.DATASETS.TRAIN
+        md = MetadataCatalog.get(train[0]) if train else None
+        if md is not None and getattr(md, "categories", None) is not None:
+            self.checkpointer.add_checkpointable(
+                "label_space", LabelSpaceRecord(LabelSpace.from_metadata(md), train[0])
+            )
         if comm.is_main_process():  # before Detectron2's JSONWriter appends to it
             set_aside_torn_metrics_line(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
         return super().build_hooks() + [EnsureFinalCheckpoint(self.checkpointer)]

@@ -70,6 +70,7 @@ class JSISEvaluator(DatasetEvaluator):
         metadata = MetadataCatalog.get(dataset_name)
         self._labels = LabelSpace.from_metadata(metadata)
         self._label_divisor = int(getattr(metadata, "label_divisor", 1000))
+        self._gt_root = getattr(metadata, "panoptic_root", None)
         self._save_dir = output_dir if save_panoptic and output_dir else None
         self._distributed = distributed
         self._rpn_iou = float(rpn_recall_iou)
@@ -91,7 +92,7 @@ class JSISEvaluator(DatasetEvaluator):
     def reset(self):
         labels = self._labels
         self._accumulators = [
-            PanopticAccumulator(labels, self._label_divisor, self._save_dir),
+            PanopticAccumulator(labels, self._label_divisor, self._save_dir, self._gt_root),
             SemSegAccumulator(labels.names, self._crowd_ignore),
             CocoInstancesAccumulator(labels.names[: labels.num_things], self._dataset_name),
             ProposalRecallAccumulator(labels.num_things, self._rpn_iou),
