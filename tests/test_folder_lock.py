@@ -93,8 +93,13 @@ def test_train_net_run_demo_and_generator_refuse_a_held_folder(
     )
     assert sorted(os.listdir(root)) == [".jsis_d2.lock"]
 
-    # A killed holder: the next run goes past the lock (to its next check).
+    # A killed holder: the next run goes past the lock (to its next check), and removes the
+    # hidden temporary of a save that was killed (only the run holding the folder may).
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
+    (out / ".model_0000001.pth.tmp-x1y2").write_bytes(b"half a checkpoint")
+    (out / "model_0000001.pth").write_bytes(b"the user's")
     assert run(["--eval-only"] + argv) == 2
     assert "--eval-only needs MODEL.WEIGHTS" in capsys.readouterr().err
+    assert not (out / ".model_0000001.pth.tmp-x1y2").exists()
+    assert (out / "model_0000001.pth").read_bytes() == b"the user's"

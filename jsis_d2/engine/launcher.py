@@ -22,6 +22,7 @@ from ..data.dataset_mapper import BadSampleError
 from ..data.datasets.panoptic import DatasetNotFoundError
 from ..data.label_space import LabelSpace
 from ..evaluation.pq import PanopticEvalError
+from ..utils.atomic import remove_stale_temporaries
 from ..utils.folder_lock import FolderBusyError, acquire_folder
 from .checkpoint import JSISCheckpointer
 from .checks import (
@@ -159,6 +160,8 @@ def setup(args, holds=None):
         hold = lock_output_dir(cfg.OUTPUT_DIR)
         if holds is not None:
             holds.append(hold)
+        for path in remove_stale_temporaries(cfg.OUTPUT_DIR):  # held: no writer is using them
+            logger.warning("Removed %s, the temporary file of a save that was killed", path)
     check_output_dir(cfg.OUTPUT_DIR, resume=args.resume, eval_only=args.eval_only)
     check_device(cfg)
     fallback_syncbn(cfg)
