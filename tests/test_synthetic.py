@@ -284,3 +284,38 @@ def test_negative_or_zero_images_are_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="needs num_images >= 1, got -5"):
         generate_synthetic_dataset(str(tmp_path), "train", -5, 48)
     assert not os.listdir(tmp_path)
+
+
+def test_cli_negative_count_unwritable_root_and_ctrl_c_are_one_line(
+    tmp_path, capsys, monkeypatch, isolated_logs
+):
+    import errno
+
+    import jsis_d2.data.synthetic as synthetic
+    import jsis_d2.utils.folder_lock as folder_lock
+
+    cli = _load_cli()
+    assert cli.main(["--root", str(tmp_path / "a"), "--num-train", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "make_synthetic_dataset: error: synthetic split 'train' needs num_images >= 1, got -5\n"
+    )
+
+    def denied(path, *args, **kwargs):  # as root, chmod forbids nothing: the OS's answer
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(folder_lock.os, "makedirs", denied)
+        assert cli.main(["--root", str(tmp_path / "ro"), "--num-train", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"make_synthetic_dataset: error: cannot write {tmp_path / 'ro'}: Permission denied\n"
+    )
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "render_synthetic_image", interrupted)
+    assert cli.main(["--root", str(tmp_path / "c"), "--num-train", "1"]) == 130
+    assert "interrupted; run it again to finish" in capsys.readouterr().err

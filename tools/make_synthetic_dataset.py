@@ -11,6 +11,7 @@ with other arguments is left alone (error) unless --overwrite.
 """
 
 import argparse
+import errno
 import logging
 import sys
 
@@ -60,6 +61,24 @@ def main(argv=None):
     except (ValueError, FolderBusyError) as e:
         sys.stderr.write(f"make_synthetic_dataset: error: {e}\n")
         return 2
+    except PermissionError as e:
+        sys.stderr.write(
+            f"make_synthetic_dataset: error: cannot write {e.filename}: {e.strerror}\n"
+        )
+        return 2
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            raise
+        sys.stderr.write(
+            f"make_synthetic_dataset: error: cannot write {e.filename}: {e.strerror}\n"
+        )
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "make_synthetic_dataset: interrupted; run it again to finish (the incomplete split "
+            "is redone)\n"
+        )
+        return 130
     for split, p in paths.items():
         logging.getLogger("jsis_d2").info("%s: %s", split, p["panoptic_json"])
     return 0

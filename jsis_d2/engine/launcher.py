@@ -18,6 +18,7 @@ from detectron2.utils import logger as d2_logger
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, setup_cfg
+from ..data.build import DatasetError, checked_dataset_dicts
 from ..data.dataset_mapper import BadSampleError
 from ..data.datasets.panoptic import DatasetNotFoundError
 from ..data.label_space import LabelSpace
@@ -60,6 +61,14 @@ USER_ERRORS = (
     DatasetNotFoundError,
     PanopticEvalError,
     FolderBusyError,
+    DatasetError,
+)
+
+
+#: The line a Ctrl-C ends a training with (exit code 130, the shell's for SIGINT).
+INTERRUPTED = (
+    "interrupted; checkpoints already in OUTPUT_DIR are intact (saves are atomic): continue "
+    "with --resume"
 )
 
 
@@ -192,6 +201,8 @@ def main(args):
 
 def _main(args, holds):
     cfg = setup(args, holds)
+    for name in cfg.DATASETS.TEST:  # up front: not after the whole training
+        checked_dataset_dicts(name)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         checkpointer = JSISCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
@@ -259,6 +270,9 @@ def run(argv=None):
                 dist_url=args.dist_url,
                 args=(args,),
             )
+        except KeyboardInterrupt:
+            sys.stderr.write(f"train_net: {INTERRUPTED}\n")
+            return 130
         except Exception as e:
             if isinstance(e, ProcessException):  # a worker failed: its own line, if it left one
                 failure = report_worker_error(error_file)

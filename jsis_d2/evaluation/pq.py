@@ -460,10 +460,16 @@ class PQStats:
 
 def _load_json(path: str, what: str) -> Dict:
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, "rb") as f:  # bytes: json detects UTF-8/16/32 itself
+            return json.loads(f.read())
     except FileNotFoundError:
         raise MissingFileError(f"{what} JSON not found: {path}") from None
+    except IsADirectoryError:
+        raise PanopticEvalError(f"{what} JSON {path} is a folder, not a JSON file") from None
+    except OSError as e:
+        raise PanopticEvalError(f"cannot read {what} JSON {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise PanopticEvalError(f"{what} JSON {path} is not UTF-8 text ({e.reason})") from e
     except json.JSONDecodeError as e:
         raise PanopticEvalError(f"{what} JSON {path} does not parse: {e}") from e
 
