@@ -237,11 +237,15 @@ def validate_config(cfg):
             f"one of {CROWD_SEM_SEG_MODES}",
         )
     branches = list(cfg.MODEL.JSIS.BRANCHES)
-    if not branches or len(set(branches)) != len(branches) or set(branches) - set(BRANCHES):
-        bad("MODEL.JSIS.BRANCHES", branches, f"a non-empty list of distinct names from {BRANCHES}")
+    unknown = [b for b in branches if b not in BRANCHES]
+    if not branches or len(set(branches)) != len(branches) or unknown:
+        raise ConfigError(  # the model's own wording (meta_arch), one line
+            f"MODEL.JSIS.BRANCHES must be a non-empty list of distinct names from "
+            f"{list(BRANCHES)}, got {branches}" + (f" (unknown: {unknown})" if unknown else "")
+        )
     merges = _merge_names()
     if merges is not None and cfg.MODEL.JSIS.MERGE not in merges:
-        bad("MODEL.JSIS.MERGE", cfg.MODEL.JSIS.MERGE, f"one of {merges}")
+        raise ConfigError(f"MODEL.JSIS.MERGE must be one of {merges}, got {cfg.MODEL.JSIS.MERGE!r}")
     k, ignore = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
     if "semantic" in branches and 0 <= ignore < k:
         raise ConfigError(

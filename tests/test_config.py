@@ -121,9 +121,9 @@ def test_broken_config_files_give_one_line_naming_the_file(tmp_path, files, mess
         ("SOLVER.BASE_LR", "-0.1", "SOLVER.BASE_LR=-0.1: must be >= 0"),
         ("MODEL.DEVICE", "gpu", "MODEL.DEVICE='gpu': not a device name"),
         ("INPUT.JSIS.CROWD_SEM_SEG", "void", "INPUT.JSIS.CROWD_SEM_SEG='void': one of"),
-        ("MODEL.JSIS.BRANCHES", "['semantics']", "MODEL.JSIS.BRANCHES=['semantics']: a non-empty"),
-        ("MODEL.JSIS.BRANCHES", "[]", "MODEL.JSIS.BRANCHES=[]: a non-empty"),
-        ("MODEL.JSIS.MERGE", "panopticfpn", "MODEL.JSIS.MERGE='panopticfpn': one of"),
+        ("MODEL.JSIS.BRANCHES", "['semantics']", "MODEL.JSIS.BRANCHES must be a non-empty"),
+        ("MODEL.JSIS.BRANCHES", "[]", "MODEL.JSIS.BRANCHES must be a non-empty"),
+        ("MODEL.JSIS.MERGE", "panopticfpn", "MODEL.JSIS.MERGE must be one of"),
     ],
 )
 def test_values_no_job_can_run_with_are_one_config_error(key, value, message):
