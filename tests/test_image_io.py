@@ -82,3 +82,7 @@ def test_image_over_the_pixel_limit_is_an_unsupported_image(tmp_path, monkeypatc
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(UnsupportedImageError, match=f"image {path} is over Pillow's pixel limit"):
         read_image(str(path))
+    from jsis_d2.data.dataset_mapper import _read_image
+
+    with pytest.raises(BadSampleError, match="over Pillow's pixel limit"):  # SKIP_BAD_SAMPLES
+        _read_image(str(path), "RGB")
