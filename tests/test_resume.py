@@ -148,6 +148,11 @@ def test_amp_trainer_state_includes_the_grad_scaler(tiny_synthetic, tmp_path, is
     state["_trainer"]["grad_scaler"]["scale"] = 64.0
     trainer.load_state_dict(state)
     assert scaler.get_scale() == 64.0
+    # a checkpoint saved without AMP (no scaler state) resumes with AMP: optimizer restored,
+    # scaler left as it is (was: KeyError 'grad_scaler')
+    del state["_trainer"]["grad_scaler"]
+    trainer.load_state_dict(state)
+    assert scaler.get_scale() == 64.0 and "optimizer state" in trainer._restored
 
 
 def test_resume_past_max_iter_is_refused(tiny_synthetic, tmp_path, capsys, isolated_logs):

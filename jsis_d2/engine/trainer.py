@@ -179,7 +179,13 @@ class Trainer(DefaultTrainer):
         step_state = state_dict.get("_trainer")
         TrainerBase.load_state_dict(self, state_dict)  # iteration, hooks (both stacks)
         if step_state is not None:
-            self._trainer.load_state_dict(step_state)
+            if isinstance(self._trainer, AMPTrainer) and "grad_scaler" not in step_state:
+                logger.warning(  # saved without float16 AMP (SOLVER.AMP changed since)
+                    "The checkpoint holds no AMP grad scaler state: the scaler starts fresh"
+                )
+                SimpleTrainer.load_state_dict(self._trainer, step_state)
+            else:
+                self._trainer.load_state_dict(step_state)
         self._restored = ["model", "iteration"]
         if "LRScheduler" in state_dict.get("hooks", {}):
             self._restored.append("LR scheduler")
