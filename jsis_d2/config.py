@@ -11,7 +11,7 @@ import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_jsis_config", "get_jsis_cfg", "setup_cfg", "ConfigError"]
+__all__ = ["add_jsis_config", "get_jsis_cfg", "setup_cfg", "validate_config", "ConfigError"]
 
 
 #: Values of SOLVER.OPTIMIZER (jsis_d2.engine.trainer.build_optimizer).
@@ -184,6 +184,77 @@ def setup_cfg(config_file=None, opts=None, freeze=True):
             f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r} (from {config_file or 'the defaults'}"
             f"{' and the overrides' if opts else ''}) is not one of {', '.join(OPTIMIZERS)}"
         )
+    validate_config(cfg)
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def _merge_names():
+    """The names MODEL.JSIS.MERGE accepts, from the model module (a ``MERGES`` tuple, or a
+    registry of merges), or None when neither is found (then the model checks it)."""
+    from .modeling import meta_arch
+
+    names = getattr(meta_arch, "MERGES", None)
+    if names is None:
+        for value in vars(meta_arch).values():
+            if type(value).__name__ == "Registry" and "MERGE" in str(getattr(value, "_name", "")):
+                names = [name for name, _ in value]
+    return tuple(names) if names is not None else None
+
+
+def validate_config(cfg):
+    """ConfigError (one line naming the key and value) for values no job can run with: the
+    solver's sizes and periods, the LR and its steps, the device name, the semantic ignore
+    value among the class indices, and the project's own choices (crowd pixels, branches,
+    merge). Whether a CUDA device is present is the job's check
+    (:func:`jsis_d2.engine.checks.check_device`), not the config's."""
+    import torch
+
+    from .data.targets import CROWD_SEM_SEG_MODES
+    from .modeling.meta_arch import BRANCHES
+
+    def bad(key, value, want):
+        raise ConfigError(f"{key}={value!r}: {want}")
+
+    s = cfg.SOLVER
+    if s.IMS_PER_BATCH < 1:
+        bad("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH, "must be >= 1 (images per iteration)")
+    if s.EPOCHS <= 0 and s.MAX_ITER < 1:
+        bad("SOLVER.MAX_ITER", s.MAX_ITER, "must be >= 1 (or set SOLVER.EPOCHS)")
+    if s.CHECKPOINT_PERIOD < 1:
+        bad("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD, "must be >= 1 (iterations)")
+    if s.BASE_LR < 0:
+        bad("SOLVER.BASE_LR", s.BASE_LR, "must be >= 0")
+    steps = list(s.STEPS)
+    if steps != sorted(steps) or any(x < 1 for x in steps):
+        bad("SOLVER.STEPS", tuple(steps), "must be increasing iterations >= 1")
+    if cfg.DATALOADER.NUM_WORKERS < 0:
+        bad("DATALOADER.NUM_WORKERS", cfg.DATALOADER.NUM_WORKERS, "must be >= 0 (0: no worker)")
+    try:
+        torch.device(cfg.MODEL.DEVICE)
+    except (RuntimeError, TypeError, ValueError):
+        bad("MODEL.DEVICE", cfg.MODEL.DEVICE, 'not a device name ("cpu", "cuda", "cuda:1", ...)')
+    if cfg.INPUT.JSIS.CROWD_SEM_SEG not in CROWD_SEM_SEG_MODES:
+        bad(
+            "INPUT.JSIS.CROWD_SEM_SEG",
+            cfg.INPUT.JSIS.CROWD_SEM_SEG,
+            f"one of {CROWD_SEM_SEG_MODES}",
+        )
+    branches = list(cfg.MODEL.JSIS.BRANCHES)
+    unknown = [b for b in branches if b not in BRANCHES]
+    if not branches or len(set(branches)) != len(branches) or unknown:
+        raise ConfigError(  # the model's own wording (meta_arch), one line
+            f"MODEL.JSIS.BRANCHES must be a non-empty list of distinct names from "
+            f"{list(BRANCHES)}, got {branches}" + (f" (unknown: {unknown})" if unknown else "")
+        )
+    merges = _merge_names()
+    if merges is not None and cfg.MODEL.JSIS.MERGE not in merges:
+        raise ConfigError(f"MODEL.JSIS.MERGE must be one of {merges}, got {cfg.MODEL.JSIS.MERGE!r}")
+    k, ignore = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+    if "semantic" in branches and 0 <= ignore < k:
+        raise ConfigError(
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={k}: class {ignore} would be the semantic ignore "
+            f"value MODEL.SEM_SEG_HEAD.IGNORE_VALUE={ignore} (void pixels) and never be trained. "
+            f"Set MODEL.SEM_SEG_HEAD.IGNORE_VALUE to {k} or more (e.g. {max(k, 65535)})"
+        )

@@ -108,3 +108,36 @@ def test_broken_config_files_give_one_line_naming_the_file(tmp_path, files, mess
     with pytest.raises(ConfigError, match=message) as e:
         setup_cfg(str(tmp_path / "a.yaml"))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("SOLVER.IMS_PER_BATCH", "0", "SOLVER.IMS_PER_BATCH=0: must be >= 1"),
+        ("SOLVER.MAX_ITER", "0", "SOLVER.MAX_ITER=0: must be >= 1"),
+        ("SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD=0: must be >= 1"),
+        ("DATALOADER.NUM_WORKERS", "-1", "DATALOADER.NUM_WORKERS=-1: must be >= 0"),
+        ("SOLVER.STEPS", "(700, 300)", "SOLVER.STEPS=(700, 300): must be increasing"),
+        ("SOLVER.BASE_LR", "-0.1", "SOLVER.BASE_LR=-0.1: must be >= 0"),
+        ("MODEL.DEVICE", "gpu", "MODEL.DEVICE='gpu': not a device name"),
+        ("INPUT.JSIS.CROWD_SEM_SEG", "void", "INPUT.JSIS.CROWD_SEM_SEG='void': one of"),
+        ("MODEL.JSIS.BRANCHES", "['semantics']", "MODEL.JSIS.BRANCHES must be a non-empty"),
+        ("MODEL.JSIS.BRANCHES", "[]", "MODEL.JSIS.BRANCHES must be a non-empty"),
+        ("MODEL.JSIS.MERGE", "panopticfpn", "MODEL.JSIS.MERGE must be one of"),
+    ],
+)
+def test_values_no_job_can_run_with_are_one_config_error(key, value, message):
+    with pytest.raises(ConfigError) as e:
+        setup_cfg(None, [key, value])
+    assert str(e.value).startswith(message)
+
+
+def test_cuda_device_without_gpu_is_a_usage_error(monkeypatch):
+    import torch
+
+    from jsis_d2.engine.checks import UsageError, check_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(UsageError, match="MODEL.DEVICE='cuda' but no CUDA GPU is visible"):
+        check_device(setup_cfg(None, ["MODEL.DEVICE", "cuda"]))
+    check_device(setup_cfg(None, ["MODEL.DEVICE", "cpu"]))

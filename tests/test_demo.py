@@ -182,3 +182,85 @@ def test_predictor_takes_bgr_and_resizes_to_the_fixed_size(fmt):
     assert torch.equal(x["image"], torch.from_numpy(want.astype(np.float32).transpose(2, 0, 1)))
     with pytest.raises(ValueError, match=r"expected an HxWx3 image, got shape \(30, 50\)"):
         predictor(bgr[:, :, 0])
+
+
+def _video(path, frames=2):
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (32, 32))
+    for i in range(frames):
+        writer.write(np.full((32, 32, 3), 40 * i, np.uint8))
+    writer.release()
+    return str(path)
+
+
+def _video_argv(video, out, weights, *opts):
+    argv = _argv([], out, weights, *opts)
+    i = argv.index("--input")
+    return argv[:i] + ["--video-input", video] + argv[i + 1 :]
+
+
+def test_video_output_that_is_the_input_a_folder_or_unknown_is_refused(
+    demo, weights, tmp_path, capsys
+):
+    clip = _video(tmp_path / "clip.mp4")
+    before = open(clip, "rb").read()
+    cases = [
+        (clip, "is the input video"),
+        (str(tmp_path), "is a folder; give a video file"),
+        (str(tmp_path / "out.xyz"), "unknown video extension"),
+        (str(tmp_path / "clip.mp4" / "out.mp4"), f"{clip} is a file, not a folder"),
+    ]
+    for out, message in cases:
+        assert demo.main(_video_argv(clip, out, weights)) == 2, out
+        err = capsys.readouterr().err
+        assert err.startswith("demo: error: --output") and message in err, err
+        assert err.count("\n") == 1
+    assert open(clip, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
+
+
+def test_inputs_datasets_and_weights_that_cannot_work_are_one_line(demo, weights, tmp_path, capsys):
+    image = _image(tmp_path / "in" / "x.png")
+    (tmp_path / "empty").mkdir()
+    assert demo.main(_argv([str(tmp_path / "empty")], tmp_path / "o", weights)) == 2
+    assert "no image found" in capsys.readouterr().err
+    assert demo.main(_argv([image], tmp_path / "in" / "x.png" / "o", weights)) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert demo.main(_argv([image], tmp_path / "o", weights, "DATASETS.TEST", "()")) == 2
+    assert "DATASETS.TEST is empty" in capsys.readouterr().err
+    assert demo.main(_argv([image], tmp_path / "o", weights, "DATASETS.TEST", "('nope',)")) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
+    pkl = tmp_path / "w.pkl"
+    pkl.write_bytes(b"\x80\x04\x95 torn")
+    assert demo.main(_argv([image], tmp_path / "o", str(pkl))) == 2
+    assert f"{pkl} is truncated or not a checkpoint" in capsys.readouterr().err
+    # a .pt of another model: refused like a .pth (was: loaded with warnings, PQ 0)
+    state = torch.load(weights, weights_only=False)
+    state["model"] = {
+        k: torch.zeros((3,) + tuple(v.shape[1:])) if k.startswith("sem_seg_head.predictor") else v
+        for k, v in state["model"].items()
+    }
+    torch.save(state, tmp_path / "other_k.pt")
+    assert demo.main(_argv([image], tmp_path / "o", str(tmp_path / "other_k.pt"))) == 2
+    assert "another number of classes" in capsys.readouterr().err
+    # weights that record another training label space than DATASETS.TEST[0]'s
+    from detectron2.data import MetadataCatalog
+
+    cats = [dict(c) for c in MetadataCatalog.get("jsis_synthetic_val").categories]
+    cats[0]["name"] = "something else"
+    state = torch.load(weights, weights_only=False)
+    state["label_space"] = {"categories": cats}
+    torch.save(state, tmp_path / "other_labels.pth")
+    assert demo.main(_argv([image], tmp_path / "o", str(tmp_path / "other_labels.pth"))) == 2
+    err = capsys.readouterr().err
+    assert "was trained on another label space than dataset 'jsis_synthetic_val'" in err
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "o")
+
+
+def test_image_over_the_pixel_limit_is_skipped(demo, weights, tmp_path, capsys, monkeypatch):
+    big = _image(tmp_path / "in" / "big.png", size=(40, 48))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1920 px > 2 x 100: Pillow raises
+    assert demo.main(_argv([big], tmp_path / "out", weights)) == 2
+    err = capsys.readouterr().err
+    assert "could not be read and were skipped: " + big in err and "Traceback" not in err

@@ -71,11 +71,15 @@ def _image(h, w, seed):
 def dataset(tmp_path):
     """Three images of different sizes; GT PNGs + a GT JSON in dataset ids; metadata."""
     name = f"jsis_test_eval_{uuid.uuid4().hex[:8]}"
-    MetadataCatalog.get(name).set(
-        **LS.metadata(), label_divisor=1000, ignore_label=255, evaluator_type="jsis_panoptic"
-    )
     gt_dir = tmp_path / "gt"
     gt_dir.mkdir()
+    MetadataCatalog.get(name).set(
+        **LS.metadata(),
+        label_divisor=1000,
+        ignore_label=255,
+        evaluator_type="jsis_panoptic",
+        panoptic_root=str(gt_dir),
+    )
     dicts, anns = [], []
     for i, (h, w) in enumerate([(24, 32), (30, 20), (16, 16)]):
         ids, segs = _image(h, w, i)

@@ -68,3 +68,21 @@ def test_mapper_reads_16bit_images(tmp_path):
     Image.fromarray(values.astype(np.float32)).save(tmp_path / "f.tif")
     with pytest.raises(BadSampleError, match="f.tif"):
         mapper({"file_name": str(tmp_path / "f.tif"), "image_id": 1, "height": H, "width": W})
+
+
+def test_image_over_the_pixel_limit_is_an_unsupported_image(tmp_path, monkeypatch):
+    """Pillow's DecompressionBombError is not an OSError: read_image turns it into the
+    ValueError the mapper (BadSampleError, skippable) and demo.py (skipped) handle."""
+    from PIL import Image
+
+    from jsis_d2.data.image_io import UnsupportedImageError, read_image
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (48, 40)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(UnsupportedImageError, match=f"image {path} is over Pillow's pixel limit"):
+        read_image(str(path))
+    from jsis_d2.data.dataset_mapper import _read_image
+
+    with pytest.raises(BadSampleError, match="over Pillow's pixel limit"):  # SKIP_BAD_SAMPLES
+        _read_image(str(path), "RGB")

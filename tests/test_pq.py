@@ -488,3 +488,18 @@ def test_ground_truth_area_that_is_not_a_number_does_not_matter(good_case):
     exact = pq_compute(gt_json, pred_json)
     _rewrite(gt_json, lambda d: d["annotations"][0]["segments_info"][0].update(area="big"))
     assert pq_compute(gt_json, pred_json) == exact
+
+
+def test_cli_non_utf8_file_or_folder_is_one_line(tmp_path, capsys):
+    from jsis_d2.evaluation.pq import main
+
+    bad = tmp_path / "latin1.json"
+    bad.write_bytes('{"annotations": [], "name": "caf\xe9"}'.encode("latin-1"))
+    assert main([str(bad), str(bad)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: ground-truth JSON {bad} is not UTF-8 text (invalid continuation byte)\n"
+    )
+    assert main([str(tmp_path), str(bad)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: ground-truth JSON {tmp_path} is a folder, not a JSON file\n"
+    )

@@ -64,3 +64,29 @@ def test_default_config_is_bf16_only_where_the_cpu_has_it(monkeypatch, flags, ex
     monkeypatch.setattr(run_demo, "cpu_bf16_support", lambda: dict(flags, capability="x"))
     assert run_demo.default_config() == getattr(run_demo, expected)
     assert os.path.isfile(os.path.join(REPO, run_demo.default_config()))
+
+
+def test_bad_arguments_and_unwritable_folders_are_one_line(tmp_path, capsys, monkeypatch):
+    run_demo = _load()
+    try:
+        assert run_demo.main(["--quick", "--output", str(tmp_path / "a"), "--quick-images", "0"])
+        err = capsys.readouterr().err
+        assert "run_demo: error: synthetic split 'train' needs num_images >= 1, got 0" in err
+        argv = ["--quick", "--output", str(tmp_path / "b"), "--opts", "DATASETS.TEST", "()"]
+        assert run_demo.main(argv) == 2
+        assert "run_demo: error: DATASETS.TEST is empty" in capsys.readouterr().err
+    finally:
+        register_synthetic_datasets()
+    # a folder it may not write (read-only mount, another user's): the tests run as root,
+    # for whom chmod does not forbid anything, so the OS's answer is simulated
+    import errno
+
+    import jsis_d2.utils.folder_lock as folder_lock
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(folder_lock.os, "makedirs", denied)
+    assert run_demo.main(["--quick", "--output", str(tmp_path / "ro")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"run_demo: error: cannot write {tmp_path / 'ro'}: Permission denied\n"

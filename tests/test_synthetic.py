@@ -235,3 +235,87 @@ def test_cli_refuses_to_replace_a_split_made_with_other_arguments(tmp_path, caps
         assert len(os.listdir(tmp_path / "train" / "images")) == 3
     finally:
         register_synthetic_datasets()
+
+
+def test_interrupted_generation_is_redone_by_the_next_run(tmp_path, monkeypatch):
+    """Ctrl-C after two of four images: the split has images and no JSON. The next run (no
+    --overwrite: the files are the generator's own) removes and redoes it; the result is
+    byte-identical to an uninterrupted run."""
+    import jsis_d2.data.synthetic as synthetic
+
+    real_write, calls = synthetic.write_panoptic_png, []
+
+    def interrupted(path, ids):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(path)
+        real_write(path, ids)
+
+    cut, whole = str(tmp_path / "cut"), str(tmp_path / "whole")
+    monkeypatch.setattr(synthetic, "write_panoptic_png", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic_dataset(cut, "val", 4, 48)
+    monkeypatch.undo()
+    assert not os.path.exists(os.path.join(cut, "val", "panoptic_val.json"))
+    generate_synthetic_dataset(cut, "val", 4, 48)
+    generate_synthetic_dataset(whole, "val", 4, 48)
+    assert _hashes(cut) == _hashes(whole) and len(_hashes(cut)) == 4 + 4 + 1
+
+
+def test_overwrite_recognises_a_split_interrupted_before_the_marker(tmp_path):
+    """A split cut short by an older version (images, no JSON, no marker): refused as before
+    without --overwrite; with it, recognised by its file names and regenerated. A folder with
+    one file of the user's is never taken for one."""
+    root = str(tmp_path)
+    generate_synthetic_dataset(root, "val", 3, 48)
+    os.remove(os.path.join(root, "val", "panoptic_val.json"))
+    with pytest.raises(ValueError, match="was not written by the synthetic generator"):
+        generate_synthetic_dataset(root, "val", 3, 48)
+    generate_synthetic_dataset(root, "val", 3, 48, overwrite=True)
+    assert os.path.isfile(os.path.join(root, "val", "panoptic_val.json"))
+    os.remove(os.path.join(root, "val", "panoptic_val.json"))
+    (tmp_path / "val" / "images" / "notes.txt").write_text("the user's")
+    with pytest.raises(ValueError, match="was not written by the synthetic generator"):
+        generate_synthetic_dataset(root, "val", 3, 48, overwrite=True)
+    assert (tmp_path / "val" / "images" / "notes.txt").read_text() == "the user's"
+
+
+def test_negative_or_zero_images_are_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="needs num_images >= 1, got -5"):
+        generate_synthetic_dataset(str(tmp_path), "train", -5, 48)
+    assert not os.listdir(tmp_path)
+
+
+def test_cli_negative_count_unwritable_root_and_ctrl_c_are_one_line(
+    tmp_path, capsys, monkeypatch, isolated_logs
+):
+    import errno
+
+    import jsis_d2.data.synthetic as synthetic
+    import jsis_d2.utils.folder_lock as folder_lock
+
+    cli = _load_cli()
+    assert cli.main(["--root", str(tmp_path / "a"), "--num-train", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "make_synthetic_dataset: error: synthetic split 'train' needs num_images >= 1, got -5\n"
+    )
+
+    def denied(path, *args, **kwargs):  # as root, chmod forbids nothing: the OS's answer
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(folder_lock.os, "makedirs", denied)
+        assert cli.main(["--root", str(tmp_path / "ro"), "--num-train", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"make_synthetic_dataset: error: cannot write {tmp_path / 'ro'}: Permission denied\n"
+    )
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "render_synthetic_image", interrupted)
+    assert cli.main(["--root", str(tmp_path / "c"), "--num-train", "1"]) == 130
+    assert "interrupted; run it again to finish" in capsys.readouterr().err

@@ -273,3 +273,65 @@ def test_known_failures_are_described_in_one_line():
         wrapped.reraise()
     assert "Original Traceback" in str(e.value)
     assert describe_failure(e.value) == ("train_net: error: sample 3: PNG missing", 2)
+
+
+def test_full_disk_behind_another_error_is_one_line():
+    """torch reports a full disk during torch.save as a RuntimeError raised while handling
+    the ENOSPC OSError: the ENOSPC in ``__context__`` still gives the one line."""
+    import errno
+
+    from jsis_d2.engine.launcher import describe_failure
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/out/.model.pth.tmp-1")
+        except OSError:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/3")  # noqa: B904
+    except RuntimeError as e:
+        text, code = describe_failure(e)
+    assert code == 2 and text.startswith("train_net: error: no space left on the device")
+    assert "/out/.model.pth.tmp-1" in text
+
+
+def test_dataset_errors_are_one_line_and_test_sets_checked_up_front(
+    tmp_path, capsys, isolated_logs
+):
+    root = str(tmp_path / "syn")
+    make_synthetic_datasets(root, num_train=2, num_val=2, image_size=64, register=False)
+    names = {"train": "jsis_test_tn_dserr_train", "val": "jsis_test_tn_dserr_val"}
+    register_synthetic_datasets(root, names=names)
+    opts = ("DATASETS.TRAIN", f"('{names['train']}',)", "DATASETS.TEST", f"('{names['val']}',)")
+    # a missing validation image: reported before training, not after it
+    val_image = os.path.join(root, "val", "images", "000001.png")
+    os.rename(val_image, val_image + ".away")
+    assert run(_argv(tmp_path / "a", *opts)) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"train_net: error: dataset '{names['val']}': 1 file(s) missing, the first: {val_image}\n"
+    ) in err
+    assert "Traceback" not in err
+    assert not os.path.exists(tmp_path / "a" / "metrics.json")
+    os.rename(val_image + ".away", val_image)
+    # an unknown category id in the training JSON (without SKIP_BAD_SAMPLES)
+    js = os.path.join(root, "train", "panoptic_train.json")
+    data = json.load(open(js))
+    data["annotations"][0]["segments_info"][0]["category_id"] = 99
+    json.dump(data, open(js, "w"))
+    assert run(_argv(tmp_path / "b", *opts)) == 2
+    (err,) = [e for e in capsys.readouterr().err.splitlines() if e.startswith("train_net")]
+    assert err.startswith(f"train_net: error: dataset '{names['train']}' cannot be loaded: {js}:")
+    assert "unknown category id 99" in err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    import jsis_d2.engine.launcher as launcher
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launcher, "launch", interrupted)
+    assert run(_argv(tmp_path / "run")) == 130
+    assert capsys.readouterr().err == (
+        "train_net: interrupted; checkpoints already in OUTPUT_DIR are intact (saves are "
+        "atomic): continue with --resume\n"
+    )

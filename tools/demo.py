@@ -31,14 +31,22 @@ import tqdm
 import jsis_d2  # noqa: F401
 from jsis_d2.config import ConfigError, setup_cfg
 from jsis_d2.data.image_io import read_image
-from jsis_d2.engine.checks import UsageError
+from jsis_d2.data.label_space import LabelSpace
+from jsis_d2.engine.checks import (
+    UsageError,
+    check_checkpoint_label_space,
+    check_device,
+    check_weights_readable,
+)
 from jsis_d2.predictor import JSISPredictor
 from jsis_d2.visualization import draw_four_panel, draw_panoptic
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Containers OpenCV writes with the "mp4v" codec used for videos.
+VIDEO_EXTS = (".mp4", ".m4v", ".mov")
 logger = logging.getLogger("jsis_d2.demo")
 
 
@@ -108,15 +116,67 @@ def render(predictor, image_bgr_or_rgb, metadata, mode, input_format, score_thre
     return draw_four_panel(rgb, outputs, metadata, score_thresh=score_thresh)
 
 
+def check_video_output(video, output):
+    """UsageError unless ``output`` is a new video file path: not the input itself, not a
+    folder, an extension of :data:`VIDEO_EXTS`."""
+    if os.path.isdir(output) or output.endswith(os.sep):
+        raise UsageError(f"--output {output} is a folder; give a video file (e.g. out.mp4)")
+    if not output.lower().endswith(VIDEO_EXTS):
+        raise UsageError(
+            f"--output {output}: unknown video extension; use one of {', '.join(VIDEO_EXTS)}"
+        )
+    if os.path.exists(output) and os.path.samefile(output, video):
+        raise UsageError(f"--output {output} is the input video; give another file")
+
+
+def check_output_parent(output):
+    """UsageError when ``output`` cannot be a folder or file because a path above it is a
+    file (``--output picture.png/out``)."""
+    parent = os.path.dirname(os.path.abspath(output))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise UsageError(f"--output {output}: {parent} is a file, not a folder")
+
+
+def dataset_metadata(cfg):
+    """The metadata of DATASETS.TEST[0], where the category names come from; UsageError when
+    it is not set, not registered or has no categories."""
+    if not cfg.DATASETS.TEST:
+        raise UsageError(
+            "DATASETS.TEST is empty: the category names come from DATASETS.TEST[0]; set it to "
+            "a dataset with the label space the model was trained on"
+        )
+    name = cfg.DATASETS.TEST[0]
+    if name not in DatasetCatalog.list():
+        raise UsageError(f"DATASETS.TEST: unknown dataset {name!r} (the category names' source)")
+    metadata = MetadataCatalog.get(name)
+    if getattr(metadata, "categories", None) is None:
+        raise UsageError(f"DATASETS.TEST: dataset {name!r} has no jsis_d2 categories")
+    return metadata
+
+
 def run(args):
     """The demo for parsed ``args``; returns the exit code or raises a known error."""
     if not args.video_input and not args.input:
         raise UsageError("give --input or --video-input")
-    if not args.video_input and os.path.exists(args.output) and not os.path.isdir(args.output):
+    check_output_parent(args.output)
+    if args.video_input:
+        check_video_output(args.video_input, args.output)
+    elif os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UsageError(f"--output {args.output} is an existing file; give a folder for pictures")
     paths = [] if args.video_input else expand_inputs(args.input)
+    if not args.video_input and not paths:
+        raise UsageError(
+            f"--input {' '.join(args.input)}: no image found ({', '.join(IMAGE_EXTS)})"
+        )
     cfg = setup_cfg(args.config_file, args.opts)
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
+    check_device(cfg)
+    metadata = dataset_metadata(cfg)
+    check_weights_readable(cfg.MODEL.WEIGHTS)
+    check_checkpoint_label_space(
+        cfg.MODEL.WEIGHTS, LabelSpace.from_metadata(metadata), cfg.DATASETS.TEST[0]
+    )
     predictor = JSISPredictor(cfg)
     draw = functools.partial(
         render,
@@ -148,10 +208,13 @@ def run_video(draw, video, output, fmt):
             writer = cv2.VideoWriter(
                 output, cv2.VideoWriter_fourcc(*"mp4v"), fps, (vis.shape[1], vis.shape[0])
             )
+            if not writer.isOpened():
+                raise UsageError(f"cannot write video {output} (OpenCV's VideoWriter refused it)")
         writer.write(vis[:, :, ::-1])
     cap.release()
-    if writer is not None:
-        writer.release()
+    if writer is None:
+        raise UsageError(f"video {video} has no frame that could be read; nothing written")
+    writer.release()
     logger.info("wrote %s", output)
     return 0
 
@@ -168,7 +231,8 @@ def run_images(draw, paths, output, mode, fmt):
     for path, out in tqdm.tqdm(list(zip(paths, outputs)), desc="images", disable=len(paths) < 2):
         try:
             image = read_image(path, format=fmt)
-        except (OSError, ValueError, SyntaxError) as e:  # missing, unreadable, not an image
+        except (OSError, ValueError, SyntaxError) as e:  # missing, unreadable, not an image,
+            # over Pillow's pixel limit (read_image: UnsupportedImageError, a ValueError)
             logger.warning("skipping %s: cannot read it as an image (%s)", path, e)
             skipped.append(path)
             continue
@@ -195,6 +259,9 @@ def main(argv=None):
     except (ConfigError, UsageError, FileNotFoundError) as e:
         sys.stderr.write(f"demo: error: {e}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("demo: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

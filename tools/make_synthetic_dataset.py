@@ -11,11 +11,13 @@ with other arguments is left alone (error) unless --overwrite.
 """
 
 import argparse
+import errno
 import logging
 import sys
 
 from jsis_d2.data.datasets.builtin import default_synthetic_root, make_synthetic_datasets
 from jsis_d2.data.synthetic import SyntheticSplitMismatch
+from jsis_d2.utils.folder_lock import FolderBusyError
 
 
 def main(argv=None):
@@ -56,9 +58,27 @@ def main(argv=None):
             "to regenerate it, or choose another --root.\n"
         )
         return 2
-    except ValueError as e:
+    except (ValueError, FolderBusyError) as e:
         sys.stderr.write(f"make_synthetic_dataset: error: {e}\n")
         return 2
+    except PermissionError as e:
+        sys.stderr.write(
+            f"make_synthetic_dataset: error: cannot write {e.filename}: {e.strerror}\n"
+        )
+        return 2
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            raise
+        sys.stderr.write(
+            f"make_synthetic_dataset: error: cannot write {e.filename}: {e.strerror}\n"
+        )
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "make_synthetic_dataset: interrupted; run it again to finish (the incomplete split "
+            "is redone)\n"
+        )
+        return 130
     for split, p in paths.items():
         logging.getLogger("jsis_d2").info("%s: %s", split, p["panoptic_json"])
     return 0

@@ -12,6 +12,7 @@ existing run in OUTPUT (``--resume`` semantics) and re-evaluates it.
 """
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from jsis_d2.data.datasets import make_synthetic_datasets
 from jsis_d2.data.image_io import read_image
 from jsis_d2.data.synthetic import SyntheticSplitMismatch
 from jsis_d2.engine.checks import UsageError
+from jsis_d2.engine.launcher import INTERRUPTED, describe_failure
 from jsis_d2.engine.launcher import main as launch_main
 from jsis_d2.engine.report import (
     format_summary,
@@ -35,6 +37,7 @@ from jsis_d2.engine.report import (
 )
 from jsis_d2.precision import cpu_bf16_support
 from jsis_d2.predictor import JSISPredictor
+from jsis_d2.utils.folder_lock import hold_folder
 from jsis_d2.visualization import draw_four_panel
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -117,7 +120,8 @@ def main(argv=None):
     """Parse arguments, run, turn known failures into one ``run_demo: error:`` line (exit 2)."""
     args = get_parser().parse_args(argv)
     try:
-        return run(args)
+        with hold_folder(args.output, "--output"):  # one demo per output folder
+            return run(args)
     except SyntheticSplitMismatch as e:
         other = "choose another --output" if args.quick else "set DETECTRON2_DATASETS elsewhere"
         sys.stderr.write(
@@ -126,6 +130,18 @@ def main(argv=None):
         )
     except (ConfigError, UsageError) as e:
         sys.stderr.write(f"run_demo: error: {e}\n")
+    except KeyboardInterrupt:
+        sys.stderr.write(f"run_demo: {INTERRUPTED} (run it again)\n")
+        return 130
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            sys.stderr.write(f"run_demo: error: cannot write {e.filename}: {e.strerror}\n")
+            return 2
+        failure = describe_failure(e, prog="run_demo")
+        if failure is None:
+            raise
+        sys.stderr.write(failure[0] + "\n")
+        return failure[1]
     return 2
 
 
@@ -142,6 +158,9 @@ def run(args):
     """Dataset, training + evaluation, reports and pictures; returns 0."""
     config_file = args.config_file or (QUICK_CONFIG if args.quick else default_config())
     t0 = time.time()
+    cfg = setup_cfg(config_file, list(args.opts) + ["OUTPUT_DIR", args.output])
+    if not cfg.DATASETS.TEST:
+        raise UsageError("DATASETS.TEST is empty: the demo evaluates and draws DATASETS.TEST[0]")
     make_dataset(args)
 
     # 2. Train (or continue) + the final evaluation, on Detectron2's engine.
@@ -151,7 +170,6 @@ def run(args):
     results = launch_main(train_args)
     t_train = time.time() - t0
 
-    cfg = setup_cfg(config_file, list(args.opts) + ["OUTPUT_DIR", args.output])
     # 3. Reports.
     summary = summarize_results(results)
     record = {

@@ -6,14 +6,55 @@ BadSampleError`); an unknown category id is found when the JSON loads, so with
 never skips: ``DatasetCatalog.get`` keeps refusing such a dataset.
 """
 
+import contextlib
 import functools
+import os
 from typing import Dict, List
 
 from detectron2.data import DatasetCatalog, get_detection_dataset_dicts
 
-from .datasets.panoptic import load_panoptic_json
+from .dataset_mapper import BadSampleError
+from .datasets.panoptic import DatasetNotFoundError, load_panoptic_json
 
-__all__ = ["train_dataset_dicts"]
+__all__ = ["DatasetError", "train_dataset_dicts", "checked_dataset_dicts"]
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded as registered (format error, unknown category id, an
+    unreadable image header); the message names the dataset and the file."""
+
+
+@contextlib.contextmanager
+def _dataset_errors(names):
+    """Loader errors (ValueError, OSError) -> one :class:`DatasetError` naming the datasets;
+    the errors that already name their cause for the user pass through."""
+    try:
+        yield
+    except (DatasetNotFoundError, BadSampleError):
+        raise
+    except (ValueError, OSError) as e:
+        what = ", ".join(map(repr, names))
+        detail = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else e
+        raise DatasetError(f"dataset {what} cannot be loaded: {detail}") from e
+
+
+def checked_dataset_dicts(name: str) -> List[Dict]:
+    """The dataset dicts of an evaluation dataset, loaded now and their files checked: a
+    missing image or panoptic PNG is a :class:`DatasetError` naming the first one and the
+    count, before any training (not after it, when the evaluation would reach it)."""
+    with _dataset_errors([name]):
+        dicts = DatasetCatalog.get(name)
+    missing = [
+        d[key]
+        for d in dicts
+        for key in ("file_name", "pan_seg_file_name")
+        if key in d and not os.path.isfile(d[key])
+    ]
+    if missing:
+        raise DatasetError(
+            f"dataset {name!r}: {len(missing)} file(s) missing, the first: {missing[0]}"
+        )
+    return dicts
 
 
 def _load_skipping_bad_images(name: str) -> List[Dict]:
@@ -31,6 +72,11 @@ def train_dataset_dicts(cfg) -> List[Dict]:
     (see the module docstring); :class:`BadSampleError` when no image is left.
     """
     names = list(cfg.DATASETS.TRAIN)
+    with _dataset_errors(names):
+        return _train_dataset_dicts(cfg, names)
+
+
+def _train_dataset_dicts(cfg, names) -> List[Dict]:
     if not cfg.DATALOADER.SKIP_BAD_SAMPLES:
         return get_detection_dataset_dicts(
             names,

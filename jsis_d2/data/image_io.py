@@ -49,8 +49,16 @@ def to_8bit(image: Image.Image, file_name: str = "image") -> Image.Image:
 
 def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
     """Like Detectron2's ``read_image`` (EXIF orientation, then conversion to ``format``):
-    uint8 [H, W, C] (C = 3 for "RGB"/"BGR"), with 16-bit files scaled to 8 bits."""
+    uint8 [H, W, C] (C = 3 for "RGB"/"BGR"), with 16-bit files scaled to 8 bits. An image over
+    Pillow's pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``, a decompression-bomb guard whose
+    error is not an OSError) is an :class:`UnsupportedImageError` naming the file."""
     with PathManager.open(file_name, "rb") as f:
-        image = Image.open(f)
-        image = d2_utils._apply_exif_orientation(image)  # d2's fix for Pillow's EXIF handling
-        return d2_utils.convert_PIL_to_numpy(to_8bit(image, file_name), format)
+        try:
+            image = Image.open(f)
+            image = d2_utils._apply_exif_orientation(image)  # d2's fix for Pillow's EXIF
+            return d2_utils.convert_PIL_to_numpy(to_8bit(image, file_name), format)
+        except Image.DecompressionBombError as e:
+            raise UnsupportedImageError(
+                f"image {file_name} is over Pillow's pixel limit ({e}); raise "
+                "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+            ) from None

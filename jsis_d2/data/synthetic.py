@@ -18,17 +18,20 @@ Same arguments -> byte-identical files (each image has its own RNG seeded by
 (seed, split, index), so the images do not depend on ``num_images``).
 """
 
+import contextlib
 import json
 import logging
 import os
+import re
 import zlib
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..utils.atomic import atomic_write_text
+from ..utils.atomic import atomic_write_text, is_atomic_temporary, remove_stale_temporaries
+from ..utils.folder_lock import hold_folder
 from .panoptic_png import write_panoptic_png
 
 __all__ = [
@@ -293,10 +296,66 @@ class SyntheticSplitMismatch(ValueError):
         )
 
 
+#: Written into a split folder before its first image, removed after its JSON: a split that
+#: has it was interrupted (Ctrl-C, kill, full disk). Holds the generation's arguments.
+INCOMPLETE_MARKER = ".jsis_synthetic_incomplete.json"
+_IMAGE_NAME = re.compile(r"^\d{6}\.(png|jpg)$")
+_PNG_NAME = re.compile(r"^\d{6}\.png$")
+
+
+def _generated_names(params: Dict) -> List[str]:
+    """Relative paths (below the split folder) of every file a generation with ``params``
+    writes before its JSON."""
+    n, fmt = params["num_images"], params["image_format"]
+    return [f"images/{i:06d}.{fmt}" for i in range(n)] + [f"panoptic/{i:06d}.png" for i in range(n)]
+
+
+def _remove_interrupted_split(split_dir: str, names: List[str], why: str) -> None:
+    logger.warning(
+        "Removing an incomplete synthetic split in %s (%s); regenerating it", split_dir, why
+    )
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(split_dir, name))
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(split_dir, INCOMPLETE_MARKER))
+    remove_stale_temporaries(split_dir)
+
+
+def _looks_generated(split_dir: str) -> Optional[List[str]]:
+    """The files of ``split_dir`` when they are all named as this generator names them
+    (``images/NNNNNN.png|jpg``, ``panoptic/NNNNNN.png``, hidden temporaries of atomic
+    writes) and there is nothing else; else None. For splits interrupted before the
+    generator wrote :data:`INCOMPLETE_MARKER`."""
+    names = []
+    for top in os.listdir(split_dir):
+        full = os.path.join(split_dir, top)
+        if top in ("images", "panoptic") and os.path.isdir(full):
+            pattern = _IMAGE_NAME if top == "images" else _PNG_NAME
+            for f in os.listdir(full):
+                if not (pattern.match(f) and os.path.isfile(os.path.join(full, f))):
+                    return None
+                names.append(f"{top}/{f}")
+        elif not is_atomic_temporary(top):
+            return None
+    return names
+
+
+def _read_marker(split_dir: str) -> Optional[Dict]:
+    try:
+        with open(os.path.join(split_dir, INCOMPLETE_MARKER)) as f:
+            marker = json.load(f)
+        _generated_names(marker)  # has the keys it needs
+        return marker
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _reuse_existing_split(paths: Dict[str, str], params: Dict, overwrite: bool) -> bool:
     """Whether the split folder already holds this generator's output made with ``params``
     (then it is reused). Errors and ``overwrite``: see :func:`generate_synthetic_dataset`;
-    overwriting deletes the files the JSON lists, and the JSON, not the others."""
+    overwriting deletes the files the JSON lists, and the JSON, not the others. An
+    interrupted generation (its marker) is removed and redone without ``overwrite``."""
     split_dir = os.path.dirname(paths["panoptic_json"])
     if not (os.path.isdir(split_dir) and os.listdir(split_dir)):
         return False
@@ -307,6 +366,16 @@ def _reuse_existing_split(paths: Dict[str, str], params: Dict, overwrite: bool) 
         data = None
     old = data.get("info", {}).get("jsis_synthetic") if isinstance(data, dict) else None
     if old is None:
+        marker = _read_marker(split_dir)
+        if marker is not None:  # our own, interrupted: nothing of the user's to protect
+            _remove_interrupted_split(split_dir, _generated_names(marker), "it was interrupted")
+            return False
+        generated = _looks_generated(split_dir) if overwrite else None
+        if generated is not None:
+            _remove_interrupted_split(
+                split_dir, generated, "--overwrite; no JSON, only files named as it names them"
+            )
+            return False
         raise ValueError(
             f"{split_dir} exists and was not written by the synthetic generator (no "
             f"{os.path.basename(paths['panoptic_json'])} from it); choose another root or "
@@ -350,7 +419,10 @@ def generate_synthetic_dataset(
     written with other arguments raises :class:`SyntheticSplitMismatch`, or with
     ``overwrite`` has the files this generator wrote deleted (others stay). A non-empty
     folder it did not write is never touched (ValueError). The JSON is written last,
-    atomically: an interrupted split has none.
+    atomically: an interrupted split has none, but has :data:`INCOMPLETE_MARKER`, so the
+    next call removes and redoes it (no ``overwrite`` needed: those files are the
+    generator's own). A split interrupted before the marker existed is recognised with
+    ``overwrite`` when every file in it is named as the generator names them.
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
@@ -359,6 +431,8 @@ def generate_synthetic_dataset(
         raise ValueError(f"synthetic image_size must be >= 32 px, got {image_size}")
     if image_format not in ("png", "jpg"):
         raise ValueError(f"synthetic image_format must be 'png' or 'jpg', got {image_format!r}")
+    if int(num_images) < 1:
+        raise ValueError(f"synthetic split {split!r} needs num_images >= 1, got {num_images}")
     paths = synthetic_split_paths(root, split)
     params = {
         "version": GENERATOR_VERSION,
@@ -368,10 +442,21 @@ def generate_synthetic_dataset(
         "seed": int(seed),
         "image_format": image_format,
     }
+    with hold_folder(root, "dataset root"):  # one generator per root
+        return _write_split(paths, params, overwrite)
+
+
+def _write_split(paths: Dict[str, str], params: Dict, overwrite: bool) -> Dict[str, str]:
+    """:func:`generate_synthetic_dataset` once its arguments are checked and the root held."""
+    h, w = params["image_size"]
+    seed, split, image_format = params["seed"], params["split"], params["image_format"]
+    num_images = params["num_images"]
     if _reuse_existing_split(paths, params, overwrite):
         return paths
     os.makedirs(paths["image_root"], exist_ok=True)
     os.makedirs(paths["panoptic_root"], exist_ok=True)
+    split_dir = os.path.dirname(paths["panoptic_json"])
+    atomic_write_text(os.path.join(split_dir, INCOMPLETE_MARKER), json.dumps(params))
 
     split_code = zlib.crc32(split.encode("utf-8"))
     images, annotations = [], []
@@ -396,6 +481,6 @@ def generate_synthetic_dataset(
     }
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     atomic_write_text(paths["panoptic_json"], text)  # last: marks the split complete
-    split_dir = os.path.dirname(paths["panoptic_json"])
+    os.remove(os.path.join(split_dir, INCOMPLETE_MARKER))
     logger.info("Wrote %d synthetic %dx%d images (%s) to %s", num_images, h, w, split, split_dir)
     return paths

@@ -12,11 +12,16 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
+from ..data.label_space import LabelSpace, label_space_difference
+
 __all__ = [
     "UsageError",
     "check_datasets",
+    "check_device",
     "check_output_dir",
     "check_checkpoint_matches_model",
+    "check_checkpoint_label_space",
+    "LabelSpaceRecord",
     "check_weights_readable",
     "checkpoint_problem",
     "fallback_syncbn",
@@ -30,9 +35,11 @@ class UsageError(RuntimeError):
 
 
 def check_datasets(cfg):
-    """Every dataset named in DATASETS.TRAIN/TEST is registered, and its label space matches
-    MODEL.SEM_SEG_HEAD.NUM_CLASSES (K) and MODEL.ROI_HEADS.NUM_CLASSES (T)."""
+    """Every dataset named in DATASETS.TRAIN/TEST is registered, its label space matches
+    MODEL.SEM_SEG_HEAD.NUM_CLASSES (K) and MODEL.ROI_HEADS.NUM_CLASSES (T), and all of them
+    have the same label space (ids, names, thing/stuff: the model's class k means one thing)."""
     registered = set(DatasetCatalog.list())
+    first = None  # (name, LabelSpace) of the first jsis_d2 dataset
     for key in ("TRAIN", "TEST"):
         for name in cfg.DATASETS[key]:
             if name not in registered:
@@ -51,11 +58,44 @@ def check_datasets(cfg):
                     f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} but "
                     f"dataset {name!r} has K={k} classes ({t} things + {k - t} stuff)"
                 )
-            if cfg.MODEL.ROI_HEADS.NUM_CLASSES != t:
+            if t == 0 and "instance" in cfg.MODEL.JSIS.BRANCHES:
+                raise UsageError(
+                    f"dataset {name!r} has no thing class ({k} stuff classes): the instance "
+                    "branch would have nothing to detect. Train the semantic branch alone: "
+                    "MODEL.JSIS.BRANCHES \"['semantic']\""
+                )
+            if "instance" in cfg.MODEL.JSIS.BRANCHES and cfg.MODEL.ROI_HEADS.NUM_CLASSES != t:
                 raise UsageError(
                     f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but dataset "
                     f"{name!r} has T={t} thing classes"
                 )
+            labels = LabelSpace.from_metadata(md)
+            if first is None:
+                first = (name, labels)
+                continue
+            diff = label_space_difference(first[1], labels)
+            if diff:
+                raise UsageError(
+                    f"DATASETS.{key}: dataset {name!r} has another label space than "
+                    f"{first[0]!r} ({diff}); class indices would mean different categories"
+                )
+
+
+def check_device(cfg):
+    """MODEL.DEVICE names a device this machine has (a CUDA one needs a visible GPU)."""
+    device = torch.device(cfg.MODEL.DEVICE)
+    if device.type == "cuda":
+        n = torch.cuda.device_count()
+        if n == 0:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise UsageError(
+                f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but no CUDA GPU is visible (torch "
+                f"{torch.__version__}, CUDA_VISIBLE_DEVICES={visible!r}): use MODEL.DEVICE cpu"
+            )
+        if device.index is not None and device.index >= n:
+            raise UsageError(
+                f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but only {n} CUDA GPU(s) are visible"
+            )
 
 
 def check_output_dir(output_dir, resume=False, eval_only=False):
@@ -134,10 +174,14 @@ def check_weights_readable(path, key="MODEL.WEIGHTS"):
 def check_checkpoint_matches_model(model, path, require_all=False):
     """Fail when a checkpoint's tensors have other shapes than the model's (e.g. trained for
     another number of classes) or, with ``require_all`` (inference, evaluation), when it
-    lacks some of the model's parameters (they would stay randomly initialized). Only for
-    our own ``.pth`` checkpoints; ``.pkl`` backbones and remote URLs are left to
-    Detectron2's checkpointer."""
-    if not path or not path.endswith(".pth") or "://" in path:
+    lacks some of the model's parameters (they would stay randomly initialized). For every
+    local torch file (``.pth``, ``.pt``, any name); ``.pkl`` backbones (Detectron2's model
+    zoo format, checked for completeness only) and remote URLs are left to Detectron2's
+    checkpointer."""
+    if not path or "://" in path:
+        return
+    if path.endswith(".pkl"):
+        _require_complete(path, "checkpoint")
         return
     _require_complete(path, "checkpoint")
     try:
@@ -182,3 +226,43 @@ def fallback_syncbn(cfg):
             )
             cfg.MODEL[node].NORM = "BN"
     return cfg
+
+
+class LabelSpaceRecord:
+    """Checkpointable (fvcore ``checkpointables``) that saves the training label space in
+    every checkpoint as ``label_space`` (the categories, contiguous order) and, on resume,
+    refuses a checkpoint trained on another one."""
+
+    def __init__(self, labels, dataset_name):
+        self.labels, self.dataset_name = labels, dataset_name
+
+    def state_dict(self):
+        return {"categories": [dict(c) for c in self.labels.categories]}
+
+    def load_state_dict(self, state):
+        _compare_label_spaces(state, self.labels, "the checkpoint", self.dataset_name)
+
+
+def _compare_label_spaces(state, labels, what, dataset_name):
+    saved = LabelSpace(state["categories"])
+    diff = label_space_difference(saved, labels)
+    if diff:
+        raise UsageError(
+            f"{what} was trained on another label space than dataset {dataset_name!r} ({diff}; "
+            "first = the checkpoint's): its class indices would be drawn or scored as other "
+            "categories. Use the DATASETS.TEST / DATASETS.TRAIN it was trained with"
+        )
+
+
+def check_checkpoint_label_space(path, labels, dataset_name):
+    """UsageError when the checkpoint at ``path`` records a training label space
+    (:class:`LabelSpaceRecord`) other than ``labels`` (dataset ``dataset_name``'s). Files
+    without the record (older, or not jsis_d2's) are not checked."""
+    if not path or "://" in path or path.endswith(".pkl") or not os.path.isfile(path):
+        return
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # not a zip checkpoint (mmap needs one), unreadable: others report it
+        return
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("label_space"), dict):
+        _compare_label_spaces(ckpt["label_space"], labels, f"checkpoint {path}", dataset_name)

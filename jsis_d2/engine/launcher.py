@@ -11,20 +11,27 @@ import tempfile
 
 from torch.multiprocessing.spawn import ProcessException
 
+from detectron2.data import MetadataCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils import logger as d2_logger
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, setup_cfg
+from ..data.build import DatasetError, checked_dataset_dicts
 from ..data.dataset_mapper import BadSampleError
 from ..data.datasets.panoptic import DatasetNotFoundError
+from ..data.label_space import LabelSpace
 from ..evaluation.pq import PanopticEvalError
+from ..utils.atomic import remove_stale_temporaries
+from ..utils.folder_lock import FolderBusyError, acquire_folder
 from .checkpoint import JSISCheckpointer
 from .checks import (
     UsageError,
+    check_checkpoint_label_space,
     check_checkpoint_matches_model,
     check_datasets,
+    check_device,
     check_output_dir,
     check_weights_readable,
     fallback_syncbn,
@@ -47,7 +54,22 @@ logger = logging.getLogger(__name__)
 
 #: Failures with a known cause: the job ends with one line naming it (exit code 2), not a
 #: traceback.
-USER_ERRORS = (ConfigError, UsageError, BadSampleError, DatasetNotFoundError, PanopticEvalError)
+USER_ERRORS = (
+    ConfigError,
+    UsageError,
+    BadSampleError,
+    DatasetNotFoundError,
+    PanopticEvalError,
+    FolderBusyError,
+    DatasetError,
+)
+
+
+#: The line a Ctrl-C ends a training with (exit code 130, the shell's for SIGINT).
+INTERRUPTED = (
+    "interrupted; checkpoints already in OUTPUT_DIR are intact (saves are atomic): continue "
+    "with --resume"
+)
 
 
 def _message(e: BaseException) -> str:
@@ -60,20 +82,35 @@ def _message(e: BaseException) -> str:
     return msg.strip()
 
 
-def describe_failure(e: BaseException):
-    """``(text, exit_code)`` for a failure with a known cause, or None (a bug: traceback)."""
+def _no_space(e: BaseException):
+    """The ENOSPC OSError behind ``e`` (itself, or in its ``__cause__``/``__context__`` chain:
+    a full disk often surfaces as another error raised while handling it, e.g. torch's
+    "PytorchStreamWriter failed writing file"), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def describe_failure(e: BaseException, prog: str = "train_net"):
+    """``(text, exit_code)`` for a failure with a known cause, or None (a bug: traceback);
+    ``prog`` starts the text (the tool's name)."""
     if isinstance(e, USER_ERRORS):
-        return f"train_net: error: {_message(e)}", 2
+        return f"{prog}: error: {_message(e)}", 2
     if isinstance(e, FloatingPointError):
         return (
-            f"train_net: training stopped: {_message(e)}\nThe last checkpoint in OUTPUT_DIR is "
+            f"{prog}: training stopped: {_message(e)}\nThe last checkpoint in OUTPUT_DIR is "
             "intact; lower SOLVER.BASE_LR or check the data, then continue with --resume.",
             3,
         )
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        where = f" writing {e.filename}" if e.filename else ""
+    full = _no_space(e)
+    if full is not None:
+        where = f" writing {full.filename}" if full.filename else ""
         return (
-            f"train_net: error: no space left on the device{where}; checkpoints already in "
+            f"{prog}: error: no space left on the device{where}; checkpoints already in "
             "OUTPUT_DIR are intact (saves are atomic): free space, then continue with --resume",
             2,
         )
@@ -114,10 +151,28 @@ def separate_run_logs(names=RUN_LOGGERS):
         d2_logger._cached_log_stream.cache_clear()  # it holds the closed files now
 
 
-def setup(args):
-    """Config from file + opts, job checks, epoch schedule, Detectron2's default_setup."""
+def lock_output_dir(output_dir):
+    """This process's hold of OUTPUT_DIR (:func:`~jsis_d2.utils.folder_lock.acquire_folder`):
+    FolderBusyError when another run uses it, UsageError when it cannot be created/written."""
+    try:
+        return acquire_folder(output_dir, "OUTPUT_DIR")
+    except OSError as e:
+        raise UsageError(f"OUTPUT_DIR {output_dir!r} is not writable: {e.strerror or e}") from e
+
+
+def setup(args, holds=None):
+    """Config from file + opts, the OUTPUT_DIR lock (rank 0: one run per folder), job checks,
+    epoch schedule, Detectron2's default_setup. The lock's hold is appended to ``holds``
+    (the caller releases it); without ``holds`` it lasts as long as the process."""
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
+    if comm.get_rank() == 0:  # before anything is written there
+        hold = lock_output_dir(cfg.OUTPUT_DIR)
+        if holds is not None:
+            holds.append(hold)
+        for path in remove_stale_temporaries(cfg.OUTPUT_DIR):  # held: no writer is using them
+            logger.warning("Removed %s, the temporary file of a save that was killed", path)
     check_output_dir(cfg.OUTPUT_DIR, resume=args.resume, eval_only=args.eval_only)
+    check_device(cfg)
     fallback_syncbn(cfg)
     check_datasets(cfg)
     if not args.eval_only:
@@ -134,8 +189,20 @@ def setup(args):
 
 
 def main(args):
-    """Train (returns the final evaluation results) or, with ``--eval-only``, evaluate."""
-    cfg = setup(args)
+    """Train (returns the final evaluation results) or, with ``--eval-only``, evaluate; the
+    OUTPUT_DIR lock is held until it returns."""
+    holds = []
+    try:
+        return _main(args, holds)
+    finally:
+        for hold in holds:
+            hold.release()
+
+
+def _main(args, holds):
+    cfg = setup(args, holds)
+    for name in cfg.DATASETS.TEST:  # up front: not after the whole training
+        checked_dataset_dicts(name)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         checkpointer = JSISCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
@@ -146,6 +213,10 @@ def main(args):
         if not path:
             raise UsageError("--eval-only needs MODEL.WEIGHTS (a checkpoint) or --resume")
         check_checkpoint_matches_model(model, path, require_all=True)
+        for name in cfg.DATASETS.TEST:
+            md = MetadataCatalog.get(name)
+            if getattr(md, "categories", None) is not None:
+                check_checkpoint_label_space(path, LabelSpace.from_metadata(md), name)
         checkpointer.load(path)
         logger.info("Evaluating checkpoint %s", path)
         results = Trainer.test(cfg, model)
@@ -199,6 +270,9 @@ def run(argv=None):
                 dist_url=args.dist_url,
                 args=(args,),
             )
+        except KeyboardInterrupt:
+            sys.stderr.write(f"train_net: {INTERRUPTED}\n")
+            return 130
         except Exception as e:
             if isinstance(e, ProcessException):  # a worker failed: its own line, if it left one
                 failure = report_worker_error(error_file)

@@ -5,6 +5,8 @@ A run killed while Detectron2's JSONWriter wrote a line leaves a torn last line.
 skips it with a warning; :func:`set_aside_torn_metrics_line`, called before a resumed run
 appends to the file, moves it to ``metrics.json.torn`` so it does not end up glued to the
 next line in the middle of the file. A bad line anywhere else is an error naming the line.
+At resume, :func:`drop_metrics_after` sets aside the lines the killed run logged after its
+last checkpoint, so each iteration keeps one value.
 """
 
 import json
@@ -17,6 +19,7 @@ from .checks import UsageError
 __all__ = [
     "read_metrics_json",
     "set_aside_torn_metrics_line",
+    "drop_metrics_after",
     "summarize_results",
     "format_summary",
     "plot_loss_curves",
@@ -86,6 +89,49 @@ def set_aside_torn_metrics_line(path):
         "%s ended with an unfinished line (a killed run?); moved it to %s.torn", path, path
     )
     return torn
+
+
+def drop_metrics_after(path, iteration):
+    """Cut from ``path`` (a metrics.json) every line from the first one logged for an
+    iteration after ``iteration`` (a resumed run's checkpoint) to the end: those steps were
+    lost with the killed run and the resumed run logs them again, so keeping them would give
+    two values for one iteration. The cut lines are appended to ``<path>.superseded`` (kept,
+    not deleted) before the file is truncated in place (the file may already be open for
+    appending by Detectron2's JSONWriter: a rename would leave it writing to the old file).
+    Returns the number of lines moved."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    offset = 0
+    for line in data.splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("iteration"), int):
+            if row["iteration"] > iteration:
+                break
+        offset += len(line)
+    tail = data[offset:]
+    if not tail:
+        return 0
+    with open(path + ".superseded", "ab") as f:
+        f.write(tail)
+        f.flush()
+        os.fsync(f.fileno())
+    os.truncate(path, offset)
+    moved = len([line for line in tail.splitlines() if line.strip()])
+    logger.warning(
+        "%s: moved the %d line(s) logged after iteration %d (by the run that was stopped; this "
+        "run logs those iterations again) to %s.superseded",
+        path,
+        moved,
+        iteration,
+        path,
+    )
+    return moved
 
 
 def summarize_results(results):

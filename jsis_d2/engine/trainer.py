@@ -6,8 +6,12 @@ import os
 
 import torch
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
@@ -15,16 +19,24 @@ from detectron2.utils import comm
 from ..config import OPTIMIZERS, ConfigError
 from ..data.build import train_dataset_dicts
 from ..data.dataset_mapper import JSISDatasetMapper
+from ..data.label_space import LabelSpace
 from ..evaluation import JSISEvaluator
 from ..precision import training_dtype
 from .checkpoint import EnsureFinalCheckpoint, JSISCheckpointer
-from .checks import UsageError
+from .checks import LabelSpaceRecord, UsageError
 from .distributed import cpu_aware_ddp
-from .report import set_aside_torn_metrics_line
+from .report import drop_metrics_after, set_aside_torn_metrics_line
 
 __all__ = ["Trainer", "build_optimizer", "build_step_trainer"]
 
 logger = logging.getLogger(__name__)
+
+#: Whether the installed DefaultTrainer checkpoints its step trainer (optimizer, AMP grad
+#: scaler) under "_trainer" itself: official detectron2 does, 0.6 does not (its checkpoint's
+#: "trainer" holds only "iteration" and the hooks' states: the LR scheduler's).
+D2_SAVES_STEP_TRAINER = "state_dict" in vars(DefaultTrainer)
+#: What a step trainer's state_dict holds besides its iteration, and what each part is.
+STEP_TRAINER_STATE = {"optimizer": "optimizer state", "grad_scaler": "AMP grad scaler"}
 
 
 def build_optimizer(cfg, model):
@@ -100,6 +112,12 @@ class Trainer(DefaultTrainer):
         __init__ creates ``self.checkpointer`` just before calling this, and the
         PeriodicCheckpointer hook built here must hold the replacement."""
         self.checkpointer = JSISCheckpointer.like(self.checkpointer)
+        train = self.cfg.DATASETS.TRAIN
+        md = MetadataCatalog.get(train[0]) if train else None
+        if md is not None and getattr(md, "categories", None) is not None:
+            self.checkpointer.add_checkpointable(
+                "label_space", LabelSpaceRecord(LabelSpace.from_metadata(md), train[0])
+            )
         if comm.is_main_process():  # before Detectron2's JSONWriter appends to it
             set_aside_torn_metrics_line(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
         return super().build_hooks() + [EnsureFinalCheckpoint(self.checkpointer)]
@@ -144,13 +162,70 @@ class Trainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return JSISEvaluator.from_config(cfg, dataset_name, output_dir=output_folder)
 
+    def state_dict(self):
+        """DefaultTrainer's state (iteration, hooks: the LR scheduler), plus the step trainer's
+        (optimizer, AMP grad scaler) under "_trainer" where the installed detectron2 does not
+        save it itself (0.6; official does, and is left alone)."""
+        ret = super().state_dict()
+        if not D2_SAVES_STEP_TRAINER:
+            ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        """The inverse of :meth:`state_dict` (what official DefaultTrainer.load_state_dict
+        does, on both stacks). A checkpoint without "_trainer" (written by 0.6
+        before jsis_d2 saved it) restores the iteration and LR scheduler only, with a
+        warning: the optimizer starts from zero moments/momentum."""
+        step_state = state_dict.get("_trainer")
+        TrainerBase.load_state_dict(self, state_dict)  # iteration, hooks (both stacks)
+        if step_state is not None:
+            if isinstance(self._trainer, AMPTrainer) and "grad_scaler" not in step_state:
+                logger.warning(  # saved without float16 AMP (SOLVER.AMP changed since)
+                    "The checkpoint holds no AMP grad scaler state: the scaler starts fresh"
+                )
+                SimpleTrainer.load_state_dict(self._trainer, step_state)
+            else:
+                self._trainer.load_state_dict(step_state)
+        self._restored = ["model", "iteration"]
+        if "LRScheduler" in state_dict.get("hooks", {}):
+            self._restored.append("LR scheduler")
+        if step_state is None:
+            logger.warning(
+                "The checkpoint holds no optimizer state (saved by detectron2 0.6 before "
+                "jsis_d2 kept it): the optimizer restarts with zero momentum/moments"
+            )
+        else:
+            self._restored += [
+                what for key, what in STEP_TRAINER_STATE.items() if step_state.get(key)
+            ]
+
     def resume_or_load(self, resume=True):
-        """Detectron2's resume_or_load, plus one log line saying exactly what was restored."""
+        """Detectron2's resume_or_load, plus one log line saying exactly what was restored.
+
+        A resume whose checkpoint is past SOLVER.MAX_ITER is refused (UsageError) rather than
+        "continuing" backwards and labelling model_final.pth with the wrong iteration. The
+        rows of metrics.json logged after the checkpoint's iteration (by the run that was
+        killed) are set aside, so each iteration has one value.
+        """
+        self._restored = []
         super().resume_or_load(resume=resume)
         if resume and self.checkpointer.has_checkpoint():
+            path = self.checkpointer.get_checkpoint_file()
+            if self.start_iter > self.max_iter:
+                raise UsageError(
+                    f"--resume: checkpoint {path} is at iteration {self.start_iter - 1}, past "
+                    f"SOLVER.MAX_ITER={self.max_iter}: nothing to train. Raise SOLVER.MAX_ITER "
+                    f"to continue the run, or evaluate it with --eval-only MODEL.WEIGHTS {path}"
+                )
+            if comm.is_main_process():
+                drop_metrics_after(
+                    os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter - 1
+                )
             logger.info(
-                "Resumed from checkpoint %s: training continues at iteration %d of %d",
-                self.checkpointer.get_checkpoint_file(),
+                "Resumed from checkpoint %s (restored: %s): training continues at iteration "
+                "%d of %d",
+                path,
+                ", ".join(self._restored),
                 self.start_iter,
                 self.max_iter,
             )

@@ -71,6 +71,8 @@ class EvalContext:
         output_dir: where predictions may be saved; None: nothing is written.
         rpn_recall_iou: a ground-truth box counts as recalled at IoU >= this.
         crowd_ignore: crowd pixels are ignored in semantic metrics (else: their class).
+        gt_root: the dataset's panoptic PNG folder (metadata ``panoptic_root``); saved
+            predictions are named by the ground-truth PNG's path below it. None: by image id.
     """
 
     labels: LabelSpace
@@ -79,6 +81,7 @@ class EvalContext:
     output_dir: Optional[str] = None
     rpn_recall_iou: float = 0.5
     crowd_ignore: bool = False
+    gt_root: Optional[str] = None
 
 
 def build_accumulators(names: Sequence[str], ctx: EvalContext) -> List[Accumulator]:

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import urllib.parse
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -154,17 +155,26 @@ class PanopticAccumulator(Accumulator):
         label_divisor: for Detectron2-style outputs without segments_info, where the map holds
             ``class * label_divisor + instance`` (-1 = void).
         output_dir: when set, each prediction is written to
-            ``output_dir/panoptic_predictions/<name of the GT PNG>.png`` as it is processed, and
-            :meth:`results` writes ``output_dir/panoptic_predictions.json`` for all images, so
+            ``output_dir/panoptic_predictions/<path of the GT PNG below gt_root>`` as it is
+            processed (``a/img0.png`` and ``b/img0.png`` stay two files), and :meth:`results`
+            writes ``output_dir/panoptic_predictions.json`` for all images, so
             ``pq_compute(gt_json, that_json)`` re-evaluates them.
+        gt_root: the folder of the ground-truth PNGs (metadata ``panoptic_root``). None, or
+            a PNG outside it: the prediction is named by its image id (``<id>.png``, the id
+            %-escaped), unique as the ids are.
     """
 
     key = "panoptic_seg"
 
     def __init__(
-        self, labels: LabelSpace, label_divisor: int = 1000, output_dir: Optional[str] = None
+        self,
+        labels: LabelSpace,
+        label_divisor: int = 1000,
+        output_dir: Optional[str] = None,
+        gt_root: Optional[str] = None,
     ):
         self._labels = labels
+        self._gt_root = gt_root
         self._label_divisor = int(label_divisor)
         self._output_dir = output_dir
         self._cat_index = {k: k for k in range(labels.num_classes)}
@@ -214,10 +224,10 @@ class PanopticAccumulator(Accumulator):
         return segments_info, pan + 1  # -1 (void) -> 0
 
     def _save(self, gt: ImageGroundTruth, pan: np.ndarray, segments_info: List[Dict]) -> None:
-        folder = os.path.join(self._output_dir, PANOPTIC_DIRNAME)
-        os.makedirs(folder, exist_ok=True)
-        name = os.path.splitext(os.path.basename(gt.file_name))[0] + ".png"
-        write_panoptic_png(os.path.join(folder, name), pan)
+        name = self._prediction_name(gt)
+        path = os.path.join(self._output_dir, PANOPTIC_DIRNAME, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_panoptic_png(path, pan)
         segs = []
         for s in segments_info:
             k = int(s["category_id"])
@@ -230,6 +240,14 @@ class PanopticAccumulator(Accumulator):
         self._annotations.append(
             {"image_id": gt.image_id, "file_name": name, "segments_info": segs}
         )
+
+    def _prediction_name(self, gt: ImageGroundTruth) -> str:
+        """The saved PNG's path below panoptic_predictions/ (see the class docstring)."""
+        if self._gt_root:
+            rel = os.path.relpath(os.path.abspath(gt.file_name), os.path.abspath(self._gt_root))
+            if not rel.startswith(os.pardir + os.sep) and rel != os.pardir:
+                return os.path.splitext(rel)[0].replace(os.sep, "/") + ".png"
+        return urllib.parse.quote(str(gt.image_id), safe="") + ".png"
 
     def state(self) -> Dict:
         """Picklable: float64 [4, K] PQ sums, the saved annotations, the area mismatches."""

@@ -20,7 +20,7 @@ DEFAULT_ACCUMULATORS = ("panoptic_seg", "sem_seg", "instances", "proposals")
 @ACCUMULATOR_REGISTRY.register()
 def panoptic_seg(ctx: EvalContext) -> PanopticAccumulator:
     """PQ / SQ / RQ; saves the predictions under ``ctx.output_dir`` when it is set."""
-    return PanopticAccumulator(ctx.labels, ctx.label_divisor, ctx.output_dir)
+    return PanopticAccumulator(ctx.labels, ctx.label_divisor, ctx.output_dir, ctx.gt_root)
 
 
 @ACCUMULATOR_REGISTRY.register()

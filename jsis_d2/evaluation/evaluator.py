@@ -77,6 +77,7 @@ class JSISEvaluator(DatasetEvaluator):
             output_dir=output_dir if save_panoptic and output_dir else None,
             rpn_recall_iou=float(rpn_recall_iou),
             crowd_ignore=crowd_sem_seg == "ignore",
+            gt_root=getattr(metadata, "panoptic_root", None),
         )
         self._accumulator_names = tuple(accumulators)
         self._distributed = distributed

@@ -63,6 +63,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 from ..data.ids import IdIndex
+from ..data.label_space import parse_isthing
 from ..data.panoptic_format import check_annotations
 from ..data.panoptic_png import ID_LIMIT, VOID, PanopticPNGError, read_panoptic_png
 
@@ -459,10 +460,16 @@ class PQStats:
 
 def _load_json(path: str, what: str) -> Dict:
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, "rb") as f:  # bytes: json detects UTF-8/16/32 itself
+            return json.loads(f.read())
     except FileNotFoundError:
         raise MissingFileError(f"{what} JSON not found: {path}") from None
+    except IsADirectoryError:
+        raise PanopticEvalError(f"{what} JSON {path} is a folder, not a JSON file") from None
+    except OSError as e:
+        raise PanopticEvalError(f"cannot read {what} JSON {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise PanopticEvalError(f"{what} JSON {path} is not UTF-8 text ({e.reason})") from e
     except json.JSONDecodeError as e:
         raise PanopticEvalError(f"{what} JSON {path} does not parse: {e}") from e
 
@@ -576,6 +583,12 @@ def _checked_categories(categories, path: str) -> List[Dict]:
                     f"{path}: category {c.get('id', '#' + str(i))} ({c.get('name')!r}) has no "
                     f"{key!r} (every category needs 'id' and 'isthing': 1 thing, 0 stuff)"
                 )
+        try:
+            parse_isthing(c["isthing"])
+        except ValueError as e:
+            raise PanopticEvalError(
+                f"{path}: category {c['id']} ({c.get('name')!r}): {e}"
+            ) from None
     cat_ids = [c["id"] for c in categories]
     if len(set(cat_ids)) != len(cat_ids):
         dup = sorted({c for c in cat_ids if cat_ids.count(c) > 1})
@@ -596,7 +609,9 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
     """
     start = time.perf_counter()
     stats, categories = compute_pq_stats(gt_json_file, pred_json_file, gt_folder, pred_folder)
-    results = stats.results([c["id"] for c in categories], [c["isthing"] == 1 for c in categories])
+    results = stats.results(
+        [c["id"] for c in categories], [parse_isthing(c["isthing"]) for c in categories]
+    )
     logger.info(
         "PQ of %s vs %s (%.2f s):\n%s",
         pred_json_file,
@@ -651,7 +666,9 @@ def main(argv=None) -> int:
     except PanopticEvalError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    results = stats.results([c["id"] for c in categories], [c["isthing"] == 1 for c in categories])
+    results = stats.results(
+        [c["id"] for c in categories], [parse_isthing(c["isthing"]) for c in categories]
+    )
     per_class = None
     if args.per_class:
         per_class = {
