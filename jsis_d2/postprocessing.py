@@ -10,7 +10,7 @@ Shape legend: ``K`` classes (things first, then stuff: the contiguous label spac
 Every class id here is a CONTIGUOUS index in ``[0, K)``; dataset category ids never appear.
 """
 
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -113,6 +113,7 @@ def jsis_merge_core(
     *,
     stuff_area_thresh: int,
     mask_threshold: float,
+    uncovered_only: Optional[bool] = False,
 ):
     """Rules 2-6 of the JSIS merge on tensors only: the one merge that the eager model
     (through :func:`jsis_panoptic_merge`) and the exported graph (:mod:`jsis_d2.export`) run.
@@ -125,13 +126,18 @@ def jsis_merge_core(
         sem_seg: float [K, H, W] finite class scores, contiguous class index k on dim 0.
         probs: float [R, H, W] mask probabilities in [0, 1]: rows [0, n) are the n kept
             instances in merge order (:func:`merge_order`); rows [n, R) are "no instance" rows
-            (values <= every probability, e.g. zeros) that never cover a pixel: R >= max(n, 1),
-            so that the per-pixel maximum exists without a branch on n == 0.
+            with values <= every probability and < ``mask_threshold`` (e.g. zeros when
+            mask_threshold > 0): they never win a pixel that an instance covers, and the
+            per-pixel maximum exists without a branch on n == 0 (R >= max(n, 1)).
         scores: float [n] the kept instances' scores, in merge order.
         classes: int64 [n] their contiguous (thing) classes.
         stuff_classes: the stuff class indices, increasing (plain Python ints: a property of the
             label space, not of the data).
         stuff_area_thresh, mask_threshold: as :func:`jsis_panoptic_merge`.
+        uncovered_only: how the stuff map is computed, same result either way: False, one
+            reduction over all pixels; True, over the uncovered pixels only (faster when
+            instances cover most of the image); None, chosen from the coverage (a Python branch
+            on data: eager only, not for tracing).
     Returns:
         panoptic_seg: int32 [H, W], 0 = void, else a segment id in [1, S].
         segments: int64 [S, 4] rows (id, category k, isthing 0/1, area in pixels), in id order:
@@ -143,42 +149,53 @@ def jsis_merge_core(
     one = torch.ones_like(classes)  # [n]: counts n without reading it as a Python int
 
     # (2) per-pixel winner: the first maximum over the rows (= higher score, then lower index,
-    # as the rows are in merge order); covered when it reaches mask_threshold.
+    # as the rows are in merge order); covered when it reaches mask_threshold (never in a
+    # "no instance" row: it wins only where every instance is below the threshold).
     best, pos = probs.max(dim=0)
     pos = pos.flatten()
-    covered = (best.flatten() >= mask_threshold) & (pos < one.sum())
+    covered = best.flatten() >= mask_threshold
+    if uncovered_only is None:
+        uncovered_only = 2 * int(covered.sum()) > covered.numel()
 
     # (3) stuff map, (4) instances over stuff: s1 = 1 + stuff class at uncovered pixels, else 0
     if stuff_classes:
         rows = _class_rows(sem_seg, stuff_classes)  # [S, H * W]
         stuff1 = torch.tensor(list(stuff_classes), device=sem_seg.device) + 1  # [S]
-        s1 = stuff1[rows.max(dim=0)[1]].masked_fill(covered, 0)
+        if uncovered_only:  # gather the uncovered pixels' scores (cheaper when they are few)
+            free = torch.nonzero(~covered).flatten()  # [u] pixel indices
+            best_stuff = _plus(rows.index_select(1, free).max(dim=0)[1], stuff_classes, stuff1)
+            s1 = torch.zeros_like(pos).scatter_(0, free, best_stuff)
+        else:  # one reduction over the image
+            s1 = _plus(rows.max(dim=0)[1], stuff_classes, stuff1).masked_fill_(covered, 0)
     else:
         s1 = torch.zeros_like(pos)
 
     # (5) stuff area threshold among the remaining pixels; bin 0 (not stuff) is never "small"
     area1 = torch.zeros(K + 1, dtype=torch.long, device=sem_seg.device)
-    area1 = area1.scatter_add(0, s1, torch.ones_like(s1))
+    area1 = area1.scatter_add(0, s1, area1.new_ones(1).expand_as(s1))
     bins = torch.arange(K + 1, device=sem_seg.device)
     keep1 = ((area1 >= stuff_area_thresh) & (area1 > 0)) | (bins == 0)
     if stuff_classes:
-        small = torch.nonzero(~keep1.index_select(0, s1)).flatten()  # [m] pixel indices
+        small = torch.nonzero(~keep1[s1]).flatten()  # [m] pixel indices
         big = keep1.index_select(0, stuff1)  # [S] stuff classes at or above the threshold
-        # best big stuff class at the small-class pixels (a masked argmax; void if none)
-        vals = rows.index_select(1, small).masked_fill(~big[:, None], float("-inf"))
-        fallback = stuff1[vals.max(dim=0)[1]] * big.any()
-        s1 = s1.scatter(0, small, fallback)
+        # best big stuff class at the small-class pixels, gathered as [B + 1, m] scores: the B
+        # big classes' rows, then a copy of the first big row (or of any row when B == 0, the
+        # result is void then) so that the maximum never runs over an empty dimension
+        cand = torch.cat([torch.nonzero(big).flatten(), big.int().argmax().reshape(1)])
+        vals = rows.reshape(-1)[cand[:, None] * rows.shape[1] + small[None, :]]
+        fallback = stuff1[cand[vals.max(dim=0)[1]]] * big.any()
+        s1.scatter_(0, small, fallback)
 
     # (6) ids. Slots: 0 = void, 1 + k = stuff class k, K + 1 + r = instance row r.
     slot = torch.where(covered, pos + (K + 1), s1)
     seg_area = torch.cat([area1.new_zeros(K + 1), torch.zeros_like(classes)])
-    seg_area = seg_area.scatter_add(0, slot, torch.ones_like(slot))
+    seg_area = seg_area.scatter_add(0, slot, area1.new_ones(1).expand_as(slot))
     present = seg_area > 0
     p_stuff, p_inst = present[1 : K + 1].long(), present[K + 1 :].long()
     ids_inst = torch.cumsum(p_inst, 0) * p_inst
     ids_stuff = (torch.cumsum(p_stuff, 0) + p_inst.sum()) * p_stuff
-    ids = torch.cat([area1.new_zeros(1), ids_stuff, ids_inst])
-    panoptic_seg = ids.index_select(0, slot).view(H, W).to(torch.int32)
+    ids = torch.cat([area1.new_zeros(1), ids_stuff, ids_inst]).to(torch.int32)
+    panoptic_seg = ids[slot].view(H, W)
 
     # segment table: instance rows then stuff rows, the absent ones dropped
     sel = torch.nonzero(torch.cat([p_inst, p_stuff])).flatten()
@@ -194,6 +211,14 @@ def jsis_merge_core(
     ).index_select(0, sel)
     segment_scores = torch.cat([scores.float(), sem_seg.new_ones(K, dtype=torch.float32)])
     return panoptic_seg, table[:, :4], segment_scores.index_select(0, sel), table[:, 4]
+
+
+def _plus(local: torch.Tensor, class_ids: Sequence[int], class_ids1: torch.Tensor):
+    """``class_ids1[local]`` (1 + the class id of each local index): an addition when the
+    classes are contiguous (Python-level, a property of the label space)."""
+    if class_ids[-1] - class_ids[0] + 1 == len(class_ids):
+        return local + (class_ids[0] + 1)
+    return class_ids1[local]
 
 
 def _class_rows(sem_seg: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:
@@ -265,7 +290,7 @@ def jsis_panoptic_merge(
     # detector output is score-sorted: the kept instances are a prefix), and one "no instance"
     # row when no instance is kept.
     if n == 0:
-        probs = probs.new_zeros((1, H, W))
+        probs = probs.new_full((1, H, W), float("-inf"))  # the core's "no instance" row
     elif not bool((order == torch.arange(n, device=device)).all()):
         probs = probs.index_select(0, order)
     elif n < probs.shape[0]:
@@ -278,6 +303,7 @@ def jsis_panoptic_merge(
         stuff_classes,
         stuff_area_thresh=stuff_area_thresh,
         mask_threshold=mask_threshold,
+        uncovered_only=None,
     )
 
     # segments_info (one transfer to host), in id order
