@@ -7,6 +7,7 @@ index ``THING_K``, a thing, score 0.9), the others segment 1 (``STUFF_K``, stuff
 :func:`expected_prediction` computes the same in numpy from an RGB image.
 """
 
+import copy
 import json
 import os
 
@@ -41,7 +42,7 @@ def sidecar_dict(height, width, fmt="BGR", model_file="model.onnx"):
         },
         "pixel_mean": [103.53, 116.28, 123.675],
         "pixel_std": [1.0, 1.0, 1.0],
-        "categories": CATEGORIES,
+        "categories": copy.deepcopy(CATEGORIES),
         "merge": {
             "name": "jsis",
             "stuff_area_thresh": 16,
