@@ -190,11 +190,11 @@ def make_writer(args, categories) -> PanopticResultsWriter:
 def main(argv=None) -> int:
     """Parse; run the chosen backend; known failures -> one ``predict: error:`` line, exit 2."""
     args = get_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     try:
         check_args(args)
         if args.backend == "onnx":
+            if not logging.getLogger().handlers:  # (Detectron2's setup_logger on PyTorch)
+                logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
             return run_onnx(args)
     except (RuntimeUsageError, SidecarError) as e:
         sys.stderr.write(f"predict: error: {e}\n")

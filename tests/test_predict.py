@@ -278,15 +278,25 @@ NAMES = {"train": "jsis_test_predict_train", "val": "jsis_test_predict_val"}
 
 @pytest.fixture(scope="module")
 def tiny_synthetic(tmp_path_factory):
+    """3 synthetic val images whose ground truth is rewritten to one "grass" segment each
+    (the weights below predict mostly grass: PQ is then not 0 with untrained weights)."""
+    from jsis_d2.data.panoptic_png import write_panoptic_png
+
     root = str(tmp_path_factory.mktemp("syn"))
     paths = make_synthetic_datasets(root, num_train=2, num_val=3, image_size=64, register=False)
+    val = paths["val"]
+    gt = json.load(open(val["panoptic_json"]))
+    for ann in gt["annotations"]:
+        write_panoptic_png(os.path.join(val["panoptic_root"], ann["file_name"]), np.ones((64, 64)))
+        ann["segments_info"] = [{"id": 1, "category_id": 12, "iscrowd": 0, "area": 64 * 64}]
+    json.dump(gt, open(val["panoptic_json"], "w"))
     register_synthetic_datasets(root, names=NAMES)
-    return paths["val"]
+    return val
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    """A checkpoint of the quick model whose semantic head favours two stuff classes (random
+    """A checkpoint of the quick model whose semantic head favours "grass" (k = 5; random
     weights otherwise), so that PQ is not trivially 0."""
     from detectron2.modeling import build_model
 
@@ -302,8 +312,10 @@ def weights(tmp_path_factory):
 
 
 def _opts(weights):
+    """Weights and datasets; no instance passes the merge (the untrained ones would cover
+    the image)."""
     return ["MODEL.WEIGHTS", weights, "DATASETS.TRAIN", f"('{NAMES['train']}',)",
-            "DATASETS.TEST", f"('{NAMES['val']}',)"]  # fmt: skip
+            "DATASETS.TEST", f"('{NAMES['val']}',)", "MODEL.JSIS.INSTANCE_SCORE_THRESH", "1.0"]  # fmt: skip
 
 
 def test_pytorch_predictions_score_as_the_evaluator(
