@@ -199,6 +199,12 @@ def main(argv=None) -> int:
     except (RuntimeUsageError, SidecarError) as e:
         sys.stderr.write(f"predict: error: {e}\n")
         return 2
-    from jsis_d2.engine.predict import run_pytorch  # the PyTorch side, only when asked for
-
+    try:  # the PyTorch side, only when asked for
+        from jsis_d2.engine.predict import run_pytorch
+    except ImportError as e:
+        sys.stderr.write(
+            f"predict: error: the PyTorch backend needs torch, detectron2 and jsis_d2 ({e}); "
+            "with only requirements/deploy.txt installed, use --backend onnx --model DIR\n"
+        )
+        return 2
     return run_pytorch(args)

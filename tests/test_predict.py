@@ -118,10 +118,15 @@ def test_onnx_backend_runs_without_torch_and_names_unreadable_images(tmp_path):
 
 
 def test_deploy_wrapper_really_blocks_torch(tmp_path):
-    """The harness above would pass vacuously if the blocker did nothing: prove it bites."""
+    """The harness above would pass vacuously if the blocker did nothing: prove it bites; and
+    the PyTorch backend there ends with one line pointing to --backend onnx."""
     code = _DEPLOY_WRAPPER.format(blocked=BLOCKED, tool=TOOL, before="import torch")
     proc = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
     assert proc.returncode != 0 and "torch cannot be imported here" in proc.stderr
+    args = ["--config-file", CONFIG, "--input", str(tmp_path), "--output", str(tmp_path / "o")]
+    code, err = _run_deployed(args)
+    errors = [line for line in err.splitlines() if line.startswith("predict:")]
+    assert code == 2 and len(errors) == 1 and "use --backend onnx" in errors[0]
 
 
 def test_onnx_run_resumes_after_a_crash_to_the_same_json(tmp_path, monkeypatch, isolated_logs):
@@ -314,8 +319,8 @@ def weights(tmp_path_factory):
 def _opts(weights):
     """Weights and datasets; no instance passes the merge (the untrained ones would cover
     the image)."""
-    return ["MODEL.WEIGHTS", weights, "DATASETS.TRAIN", f"('{NAMES['train']}',)",
-            "DATASETS.TEST", f"('{NAMES['val']}',)", "MODEL.JSIS.INSTANCE_SCORE_THRESH", "1.0"]  # fmt: skip
+    datasets = ["DATASETS.TRAIN", f"('{NAMES['train']}',)", "DATASETS.TEST", f"('{NAMES['val']}',)"]
+    return ["MODEL.WEIGHTS", weights, *datasets, "MODEL.JSIS.INSTANCE_SCORE_THRESH", "1.0"]
 
 
 def test_pytorch_predictions_score_as_the_evaluator(
