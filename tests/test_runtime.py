@@ -294,3 +294,23 @@ def test_standin_categories_are_the_synthetic_datasets():
     from jsis_d2.data.synthetic import SYNTHETIC_CATEGORIES
 
     assert [c["id"] for c in CATEGORIES] == LabelSpace(SYNTHETIC_CATEGORIES).dataset_ids
+
+
+def test_category_agreement_counts_pixels_by_category_not_segment_id(tmp_path):
+    from jsis_runtime.compare import category_agreement
+
+    cats = [{"id": 3, "name": "c", "isthing": 1}, {"id": 13, "name": "s", "isthing": 0}]
+    a, b = (
+        PanopticResultsWriter(str(tmp_path / "a"), cats),
+        PanopticResultsWriter(str(tmp_path / "b"), cats),
+    )
+    pan = np.zeros((4, 5), np.int32)
+    pan[:, 2:] = 1
+    a.write("x.png", 1, pan, [{"id": 1, "category_id": 13, "isthing": False}])
+    other = pan * 7  # other segment ids, same categories ...
+    other[0, 0] = 7  # ... but one void pixel became "s"
+    b.write("x.png", 1, other, [{"id": 7, "category_id": 13, "isthing": False}])
+    for w in (a, b):
+        w.write_json(["x.png"])
+    agree, total, per_image = category_agreement(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert (agree, total) == (19, 20) and per_image == {1: 0.95}
