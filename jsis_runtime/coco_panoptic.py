@@ -53,6 +53,8 @@ FIGURES_DIRNAME = "figures"
 PREDICTIONS_JSON = "predictions.json"
 #: Segment ids are in [0, ID_LIMIT): three 8-bit channels.
 ID_LIMIT = 1 << 24
+#: Maps with ids below this are counted with a lookup table (else by sorting).
+_LUT_LIMIT = 1 << 22
 
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:
@@ -85,28 +87,30 @@ def encode_panoptic_png(ids: np.ndarray, where: str = "panoptic map") -> bytes:
     return buf.getvalue()
 
 
-def _segment_stats(pan: np.ndarray, seg_ids: Sequence[int]) -> Dict[int, tuple]:
-    """{segment id: (area, [x, y, w, h])} of the ids in ``seg_ids`` with pixels in ``pan``
-    [H, W] (one pass over the map, not one per segment)."""
-    flat = pan.reshape(-1).astype(np.int64)
-    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    w = pan.shape[1]
-    xs, ys = np.arange(flat.size) % w, np.arange(flat.size) // w
-    n = len(uniq)
-    x0, y0 = np.full(n, w), np.full(n, pan.shape[0])
-    x1, y1 = np.full(n, -1), np.full(n, -1)
-    np.minimum.at(x0, inverse, xs)
-    np.minimum.at(y0, inverse, ys)
-    np.maximum.at(x1, inverse, xs)
-    np.maximum.at(y1, inverse, ys)
-    row = {int(u): i for i, u in enumerate(uniq.tolist())}
-    stats = {}
-    for sid in seg_ids:
-        i = row.get(int(sid))
-        if i is not None:
-            box = [int(x0[i]), int(y0[i]), int(x1[i] - x0[i] + 1), int(y1[i] - y0[i] + 1)]
-            stats[int(sid)] = (int(counts[i]), box)
-    return stats
+def _segment_stats(pan: np.ndarray) -> Dict[int, tuple]:
+    """{segment id: (area, [x, y, w, h])} of every id in ``pan`` int [H, W] (0 included), in
+    a few passes over the map, not one per segment."""
+    h, w = pan.shape
+    flat = pan.reshape(-1).astype(np.int64, copy=False)
+    if flat.size and 0 <= flat.min() and flat.max() < _LUT_LIMIT:
+        counts = np.bincount(flat)
+        present = np.flatnonzero(counts)
+        lut = np.zeros(len(counts), dtype=np.int64)
+        lut[present] = np.arange(len(present))
+        inverse, counts = lut[pan], counts[present]
+    else:  # ids beyond a lookup table's size: sort instead
+        present, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(h, w)
+    rows = np.zeros((len(present), h), dtype=bool)  # [n, H]: segment has a pixel in row y
+    cols = np.zeros((len(present), w), dtype=bool)
+    rows[inverse, np.arange(h)[:, None]] = True
+    cols[inverse, np.arange(w)[None, :]] = True
+    y0, y1 = rows.argmax(1), h - 1 - rows[:, ::-1].argmax(1)
+    x0, x1 = cols.argmax(1), w - 1 - cols[:, ::-1].argmax(1)
+    return {
+        int(sid): (int(n), [int(a), int(b), int(c - a + 1), int(d - b + 1)])
+        for sid, n, a, b, c, d in zip(present.tolist(), counts.tolist(), x0, y0, x1, y1)
+    }
 
 
 def image_record(image_id, file_name: str, pan: np.ndarray, segments_info: List[Dict]) -> Dict:
@@ -124,8 +128,8 @@ def image_record(image_id, file_name: str, pan: np.ndarray, segments_info: List[
     seg_ids = [int(s["id"]) for s in segments_info]
     if len(set(seg_ids)) != len(seg_ids):
         raise ValueError(f"image {image_id!r}: duplicate segment ids in segments_info")
-    stats = _segment_stats(np.asarray(pan), seg_ids)
-    unknown = set(np.unique(pan).tolist()) - set(seg_ids) - {0}
+    stats = _segment_stats(np.asarray(pan))
+    unknown = set(stats) - set(seg_ids) - {0}
     if unknown:
         raise ValueError(
             f"image {image_id!r}: segment id(s) {sorted(unknown)[:5]} in the panoptic map are "

@@ -314,3 +314,18 @@ def test_category_agreement_counts_pixels_by_category_not_segment_id(tmp_path):
         w.write_json(["x.png"])
     agree, total, per_image = category_agreement(str(tmp_path / "a"), str(tmp_path / "b"))
     assert (agree, total) == (19, 20) and per_image == {1: 0.95}
+
+
+@pytest.mark.parametrize("scale", [1, 100003])  # small ids (lookup table) and large (sorting)
+def test_record_areas_and_boxes_equal_a_per_segment_count(scale):
+    rng = np.random.default_rng(scale)
+    pan = np.repeat(np.repeat(rng.integers(0, 12, (6, 9)), 5, 0), 3, 1) * scale
+    pan[rng.random(pan.shape) < 0.1] = 5 * scale  # scattered pixels: boxes wider than blocks
+    ids = [int(i) for i in np.unique(pan) if i]
+    info = [{"id": i, "category_id": 3, "isthing": True, "score": 0.5} for i in ids]
+    rec = image_record(1, "x.png", pan, info)
+    for seg in rec["segments_info"]:
+        ys, xs = np.nonzero(pan == seg["id"])
+        box = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert seg["area"] == len(xs) and seg["bbox"] == [int(v) for v in box]
+    assert [s["id"] for s in rec["segments_info"]] == ids
