@@ -156,8 +156,8 @@ def run_onnx(args) -> int:
         raise SidecarError(f"{sidecar.path}: model_file {sidecar.model_path} does not exist")
     signature["model_sha256"] = file_sha256(sidecar.model_path)
     signature["sidecar_sha256"] = file_sha256(sidecar.path)
+    model = OnnxPanopticModel(args.model, num_threads=args.num_threads)  # before OUT is touched
     prepare_output_dir(args.output, signature, overwrite=args.overwrite)
-    model = OnnxPanopticModel(args.model, num_threads=args.num_threads)
     writer = make_writer(args, category_table(sidecar))
     todo = [it for it in items if not writer.is_done(it.name)]
     logger.info(
