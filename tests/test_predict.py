@@ -380,12 +380,21 @@ needs_cpu_launch = pytest.mark.skipif(
 
 @needs_cpu_launch
 def test_two_processes_write_the_same_json_as_one(tiny_synthetic, weights, tmp_path, isolated_logs):
+    """The label space comes from the built-in synthetic dataset's name (the spawned workers
+    register the built-in names when they import jsis_d2, not the test's own names)."""
     val = tiny_synthetic
     outs = {}
+    builtin = [
+        "DATASETS.TRAIN",
+        "('jsis_synthetic_train',)",
+        "DATASETS.TEST",
+        "('jsis_synthetic_val',)",
+    ]
     for n in (1, 2):
         out = outs[n] = str(tmp_path / f"out{n}")
         argv = ["--config-file", CONFIG, "--image-info", val["panoptic_json"], "--image-root"]
         argv += [val["image_root"], "--output", out, "--no-progress", "--num-gpus", str(n)]
-        assert cli.main([*argv, "--opts", *_opts(weights)]) == 0
+        assert cli.main([*argv, "--opts", *_opts(weights), *builtin]) == 0
     a = open(os.path.join(outs[1], "predictions.json"), "rb").read()
     assert a == open(os.path.join(outs[2], "predictions.json"), "rb").read()
+    assert len(json.loads(a)["annotations"]) == 3
