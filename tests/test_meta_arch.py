@@ -217,10 +217,10 @@ def test_instance_postprocess_scales_x_and_y_separately_and_keeps_probabilities(
         pred_masks=torch.stack([torch.full((1, 14, 14), 0.7), torch.full((1, 14, 14), 0.4)]),
     )
     model.instance_score_thresh = 0.5
-    r, probs, keep = model._postprocess_instances(copy.deepcopy(raw), 128, 96)  # H x2, W x1.5
+    r, probs, keep = model.postprocess_instances(copy.deepcopy(raw), 128, 96)  # H x2, W x1.5
     assert keep.tolist() == [0] and probs.shape == (1, 128, 96)  # score 0.3 < 0.5: no merge
     model.instance_score_thresh = 0.0
-    r, probs, keep = model._postprocess_instances(raw, 128, 96)
+    r, probs, keep = model.postprocess_instances(raw, 128, 96)
     assert keep.tolist() == [0, 1] and r.image_size == (128, 96)
     assert torch.allclose(r.pred_boxes.tensor, torch.tensor([[0, 0, 48, 64], [48, 32, 96, 96.0]]))
     m0 = r.pred_masks[0]
