@@ -274,6 +274,14 @@ def export_model(
     check_output_dir(output_dir, overwrite)
     if cfg.MODEL.DEVICE != "cpu":
         raise UsageError(f"export runs on the CPU: set MODEL.DEVICE cpu (got {cfg.MODEL.DEVICE})")
+    if cfg.TEST.PRECISION != "float32":
+        logger.info(
+            "the exported graph runs in float32 (TEST.PRECISION %s not used)", cfg.TEST.PRECISION
+        )
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.TEST.PRECISION = "float32"
+        cfg.freeze()
     predictor = JSISPredictor(cfg)  # refuses random or unfitting weights
     model = predictor.model.eval()
     dataset, space = _label_space(cfg, model.num_classes)
