@@ -84,6 +84,7 @@ def _with_weights(cfg, weights, tmp, name):
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
+    cfg.TEST.PRECISION = "float32"  # the eager_fp32 side (eager_bf16 sets its own)
     if weights is None:
         cfg.MODEL.WEIGHTS = ""
         torch.manual_seed(0)
