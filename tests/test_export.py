@@ -206,3 +206,25 @@ def test_matrix_pooling_equals_adaptive_pooling(size):
     for b in (1, 2, 3, 6):
         ref = torch.nn.functional.adaptive_avg_pool2d(x, b)
         torch.testing.assert_close(MatrixAdaptiveAvgPool2d(b, size)(x), ref, atol=1e-6, rtol=0)
+
+
+def test_deploy_benchmark_quick_structure(tmp_path):
+    """`tools/benchmark.py deploy --quick`: the sides, their ratios and the agreement of the
+    exported model with eager on the timed images."""
+    import argparse
+
+    from benchmarks import deploy
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    deploy.add_arguments(p)
+    r = deploy.run(p.parse_args(["--quick", "--repeats", "1", "--images", "1"]))
+    (row,) = r["rows"]
+    assert row["weights"] == "random" and row["export_check"]["ok"]
+    assert row["agreement"] == 1.0
+    assert set(row["speedup"]) == {"onnxruntime"} | (
+        {"eager_bf16"} if r["cpu_bf16"]["supported"] else set()
+    )
+    assert all(len(row[s]["times_s"]) == 1 for s in ("eager_fp32", "onnxruntime"))
+    assert "onnxruntime speedup" in r["markdown"] and r["headline"]["goal"] == 1.3
