@@ -24,6 +24,7 @@ from .graph import PanopticGraph, tracing_adapter_class
 __all__ = [
     "FORMAT",
     "ExportMismatchError",
+    "check_export",
     "compare_panoptic",
     "export_model",
     "prepare_image",
@@ -136,6 +137,25 @@ def _eager_panoptic(model, image: np.ndarray, orig_size: Tuple[int, int]):
     with torch.no_grad():
         (out,) = model.inference([{"image": x, "height": orig_size[0], "width": orig_size[1]}])
     return out["panoptic_seg"]
+
+
+def check_export(model_path, fmt, model, image, orig_size, sample_name="the sample") -> Dict:
+    """Run the exported file (as a runtime loads it) and the eager ``model`` on ``image``
+    (graph input, uint8 HWC) at ``orig_size``; return :func:`compare_panoptic`'s dict, or raise
+    :class:`ExportMismatchError` with one line of numbers when they disagree."""
+    exported = run_exported(model_path, fmt, image, orig_size)
+    check = compare_panoptic(_eager_panoptic(model, image, orig_size), exported)
+    logger.info("check on %s: %s", sample_name, check)
+    if not check["ok"]:
+        raise ExportMismatchError(
+            f"exported model disagrees with PyTorch on {sample_name}: category maps agree on "
+            f"{100 * check['pixel_agreement']:.3f}% of pixels (need >= "
+            f"{100 * MIN_PIXEL_AGREEMENT:.1f}%), segments {check['segments'][0]} vs "
+            f"{check['segments'][1]}, tables match: {check['tables_match']} (max area diff "
+            f"{check['max_area_diff']} px, max score diff {check['max_score_diff']}); "
+            f"files left in {os.path.dirname(model_path) or '.'}"
+        )
+    return check
 
 
 def _label_space(cfg, num_classes: int) -> Tuple[str, LabelSpace]:
@@ -254,6 +274,14 @@ def export_model(
     check_output_dir(output_dir, overwrite)
     if cfg.MODEL.DEVICE != "cpu":
         raise UsageError(f"export runs on the CPU: set MODEL.DEVICE cpu (got {cfg.MODEL.DEVICE})")
+    if cfg.TEST.PRECISION != "float32":
+        logger.info(
+            "the exported graph runs in float32 (TEST.PRECISION %s not used)", cfg.TEST.PRECISION
+        )
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.TEST.PRECISION = "float32"
+        cfg.freeze()
     predictor = JSISPredictor(cfg)  # refuses random or unfitting weights
     model = predictor.model.eval()
     dataset, space = _label_space(cfg, model.num_classes)
@@ -313,17 +341,5 @@ def export_model(
     }
     atomic_write_text(os.path.join(output_dir, "model.json"), json.dumps(sidecar, indent=2) + "\n")
 
-    # the check: the exported file (as a runtime loads it) against the eager model
-    exported = run_exported(model_path, fmt, image, orig_size)
-    check = compare_panoptic(_eager_panoptic(model, image, orig_size), exported)
-    logger.info("check on %s: %s", sample_name, check)
-    if not check["ok"]:
-        raise ExportMismatchError(
-            f"exported model disagrees with PyTorch on {sample_name}: category maps agree on "
-            f"{100 * check['pixel_agreement']:.3f}% of pixels (need >= "
-            f"{100 * MIN_PIXEL_AGREEMENT:.1f}%), segments {check['segments'][0]} vs "
-            f"{check['segments'][1]}, tables match: {check['tables_match']} (max area diff "
-            f"{check['max_area_diff']} px, max score diff {check['max_score_diff']}); "
-            f"files left in {output_dir}"
-        )
+    check = check_export(model_path, fmt, model, image, orig_size, sample_name)
     return dict(sidecar, check=check)
