@@ -12,6 +12,10 @@ when installed. ``requirements/deploy.txt`` pins exactly these. Modules:
 - :mod:`.inputs`: the list of images to predict (files, folders, globs, COCO image-info JSON).
 - :mod:`.coco_panoptic`: the COCO panoptic results writer shared by every backend.
 - :mod:`.job`: the prediction loop (read ahead, predict, write off the compute path, resume).
+- :mod:`.run_dir`: whose output folder it is (``predict_run.json``), resume or refuse.
+- :mod:`.cli`: ``tools/predict.py``'s arguments and its ONNX backend.
+- :mod:`.compare`: category agreement of two prediction folders.
+- :mod:`.figures`, :mod:`.atomic`, :mod:`.errors`: pictures, atomic writes, error types.
 
 Nothing here imports torch, detectron2, jsis_d2, cv2 or pycocotools (a test checks it).
 """

@@ -12,7 +12,16 @@ import contextlib
 import os
 import tempfile
 
-__all__ = ["atomic_open", "atomic_write_text"]
+__all__ = [
+    "atomic_open",
+    "atomic_write_text",
+    "is_atomic_temporary",
+    "remove_stale_temporaries",
+    "TEMP_INFIX",
+]
+
+#: What :func:`atomic_open`'s temporary files are named: ``.<name>.tmp-<random>``.
+TEMP_INFIX = ".tmp-"
 
 
 def _fsync_dir(folder):
@@ -39,7 +48,7 @@ def atomic_open(path, mode="wb"):
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', not {mode!r}")
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.tmp-")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}{TEMP_INFIX}")
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -64,3 +73,26 @@ def atomic_write_text(path, text):
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_open`)."""
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def is_atomic_temporary(name):
+    """Whether the file name ``name`` is that of an :func:`atomic_open` temporary."""
+    return name.startswith(".") and TEMP_INFIX in name[1:]
+
+
+def remove_stale_temporaries(folder):
+    """Remove the :func:`atomic_open` temporaries in ``folder`` (left by a SIGKILL during a
+    write); returns their paths. Only for a folder this process holds
+    (``jsis_d2.utils.folder_lock``): another writer's temporary would be in use."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(folder, name)
+        if is_atomic_temporary(name) and os.path.isfile(path):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+                removed.append(path)
+    return removed
