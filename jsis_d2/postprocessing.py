@@ -118,9 +118,10 @@ def jsis_merge_core(
     """Rules 2-6 of the JSIS merge on tensors only: the one merge that the eager model
     (through :func:`jsis_panoptic_merge`) and the exported graph (:mod:`jsis_d2.export`) run.
 
-    No Python branch on tensor values, no ``.tolist()``, no ``bincount``, no stable sort and no
-    ``out=``: it traces into a graph that is valid for every input (any number of instances,
-    zero included). Inputs are not validated here (:func:`jsis_panoptic_merge` does it).
+    No Python branch on tensor values (but for ``uncovered_only=None``, which eager callers
+    may pass), no ``.tolist()``, no ``bincount``, no stable sort and no ``out=``: it traces into
+    a graph that is valid for every input (any number of instances, zero included). Inputs are
+    not validated here (:func:`jsis_panoptic_merge` does it).
 
     Args:
         sem_seg: float [K, H, W] finite class scores, contiguous class index k on dim 0.
