@@ -162,7 +162,7 @@ def test_compare_panoptic_tolerances():
     assert not bad_map["ok"] and bad_map["pixel_agreement"] == pytest.approx(5 / 6)
 
 
-def test_tool_refuses_random_and_unfitting_weights(tmp_path, capsys):
+def test_tool_refuses_random_and_unfitting_weights(tmp_path, capsys, isolated_logs):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("export_model_tool", "tools/export_model.py")
