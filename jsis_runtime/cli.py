@@ -6,6 +6,7 @@ The ONNX backend imports nothing from torch, detectron2 or jsis_d2; the PyTorch 
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -187,15 +188,31 @@ def make_writer(args, categories) -> PanopticResultsWriter:
     return PanopticResultsWriter(args.output, categories, draw=draw)
 
 
+@contextlib.contextmanager
+def _log_to_stderr():
+    """jsis_runtime's INFO lines on stderr while the block runs (the handler is removed after
+    it, so an in-process caller keeps its logging as it was)."""
+    lg = logging.getLogger("jsis_runtime")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s"))
+    lg.addHandler(handler)
+    level = lg.level
+    lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        lg.removeHandler(handler)
+        lg.setLevel(level)
+
+
 def main(argv=None) -> int:
     """Parse; run the chosen backend; known failures -> one ``predict: error:`` line, exit 2."""
     args = get_parser().parse_args(argv)
     try:
         check_args(args)
         if args.backend == "onnx":
-            if not logging.getLogger().handlers:  # (Detectron2's setup_logger on PyTorch)
-                logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-            return run_onnx(args)
+            with _log_to_stderr():  # (the PyTorch backend uses Detectron2's setup_logger)
+                return run_onnx(args)
     except (RuntimeUsageError, SidecarError) as e:
         sys.stderr.write(f"predict: error: {e}\n")
         return 2

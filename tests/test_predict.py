@@ -208,6 +208,7 @@ def test_output_folder_of_another_run_or_foreign_files_is_refused(tmp_path, caps
     assert "is not empty and holds no prediction run" in capsys.readouterr().err
     assert sorted(os.listdir(out)) == ["mine.txt"]
     assert cli.main([*args, "--input", str(tmp_path / "in" / "a"), "--overwrite"]) == 0
+    capsys.readouterr()  # that run's log lines
     assert cli.main([*args, "--input", str(tmp_path / "in" / "b")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other arguments (differing: images, images_sha256)" in err[0]

@@ -51,7 +51,9 @@ def weights(tmp_path_factory):
     return str(path)
 
 
-def test_onnx_backend_without_torch_agrees_with_pytorch(synthetic_val, weights, tmp_path):
+def test_onnx_backend_without_torch_agrees_with_pytorch(
+    synthetic_val, weights, tmp_path, isolated_logs
+):
     opts = ["MODEL.WEIGHTS", weights, *DATASETS]
     export = str(tmp_path / "export")
     sample = os.path.join(synthetic_val["image_root"], "000000.png")
