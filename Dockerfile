@@ -26,7 +26,49 @@
 # requirements/detectron2-official.txt (official detectron2's install_requires, pinned;
 # detectron2 itself is installed with --no-deps). `make docker-check` builds a stand-in of
 # this image on a machine without GPU or registry access (README, "GPU training with Docker").
+#
+# The `deploy` target is a separate, small image: the ONNX runtime only (numpy, onnxruntime,
+# Pillow, tqdm: requirements/deploy.txt; no torch, CUDA or detectron2) with the entry point
+# `tools/predict.py --backend onnx` (docs/PREDICT.md):
+#
+#   docker build --target deploy -t jsis_d2:deploy .
+#   docker run --rm -v $PWD/export:/model:ro -v /data/images:/images:ro -v $PWD/out:/out \
+#     jsis_d2:deploy --model /model --input /images --output /out
+#
+#   DEPLOY_BASE_IMAGE     its base: any Debian/Ubuntu image; Python 3 is installed with apt
+#                         when the base has none. PIP_WHEELHOUSE applies to it too.
+# It is the FIRST stage: Docker's classic builder (no BuildKit) builds every stage before the
+# target, so `--target deploy` builds nothing of the GPU image; the GPU image's build also
+# builds this small stage.
 ARG BASE_IMAGE=nvidia/cuda:13.0.0-cudnn-devel-ubuntu24.04
+ARG DEPLOY_BASE_IMAGE=python:3.11-slim-bookworm
+
+# --- deploy: the ONNX runtime of an exported model, nothing else ---
+FROM ${DEPLOY_BASE_IMAGE} AS deploy
+RUN if ! command -v python3 >/dev/null || ! python3 -c "import venv, ensurepip" 2>/dev/null; then \
+        apt-get update \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            python3 python3-venv ca-certificates \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && python3 -m venv /opt/deploy
+ENV PATH=/opt/deploy/bin:$PATH \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+ARG PIP_WHEELHOUSE=
+COPY requirements/deploy.txt /tmp/deploy.txt
+RUN pip install ${PIP_WHEELHOUSE:+--no-index --find-links=$PIP_WHEELHOUSE} -r /tmp/deploy.txt \
+    && rm /tmp/deploy.txt
+WORKDIR /workspace/jsis_d2
+COPY jsis_runtime/ jsis_runtime/
+COPY tools/predict.py tools/predict.py
+# jsis_runtime from the source tree (no setuptools, no jsis_d2 in this image).
+ENV PYTHONPATH=/workspace/jsis_d2
+RUN python -c "import sys, jsis_runtime.cli, onnxruntime; \
+assert not {'torch', 'detectron2', 'cv2'} & set(sys.modules); \
+print('jsis_runtime with onnxruntime', onnxruntime.__version__)"
+ENTRYPOINT ["python", "tools/predict.py", "--backend", "onnx"]
+CMD ["--help"]
 
 # --- runtime base: what both stages share (the final image's Python is this one) ---
 FROM ${BASE_IMAGE} AS runtime-base

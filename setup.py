@@ -11,8 +11,10 @@ setup(
     name="jsis_d2",
     version="0.1.0",
     description="JSIS-Net panoptic segmentation (joint semantic + instance) on Detectron2",
-    # Only the library: benchmarks/, tests/, tools/ and configs/ run from the repository.
-    packages=find_packages(include=("jsis_d2", "jsis_d2.*")),
+    # Only the libraries: benchmarks/, tests/, tools/ and configs/ run from the repository.
+    # jsis_runtime (the torch-free ONNX runtime) needs only requirements/deploy.txt: a deploy
+    # install is `pip install -r requirements/deploy.txt && pip install --no-deps .`.
+    packages=find_packages(include=("jsis_d2", "jsis_d2.*", "jsis_runtime", "jsis_runtime.*")),
     package_data={"jsis_d2": ["data/datasets/*.json"]},
     python_requires=">=3.8",
     install_requires=[

@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     "profile": "where a training step's time goes (torch.profiler), the demo model",
     "roi_align": "ROIAlign on the CPU: Detectron2 / torchvision vs the separable GEMMs",
     "precision": "fp32 vs bf16 (autocast, channels_last): time, memory, PQ of one checkpoint",
+    "deploy": "end to end: exported model in onnxruntime vs PyTorch eager fp32 / bf16",
 }
 
 logger = logging.getLogger("benchmarks")

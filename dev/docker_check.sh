@@ -15,7 +15,10 @@
 #      detectron2 source (../shared/vendor) on 127.0.0.1 while the image builds;
 #   3. `docker build` of the repository's Dockerfile with those as build args
 #      (TORCH_CUDA_ARCH_LIST=9.0 to keep it short);
-#   4. in the container: has_cuda(), no build-time env, the whole suite, run_demo.py --quick.
+#   4. in the container: has_cuda(), no build-time env, the whole suite, run_demo.py --quick;
+#   5. the `deploy` target (ONNX runtime only) on a plain bookworm minbase: no torch in it, its
+#      size; the quick demo's checkpoint exported with the full image, its predictions with
+#      the deploy image compared with the PyTorch backend's (jsis_runtime.compare).
 # Not part of CI. Environment overrides: DOCKER_CACHE, SHARED, IMAGE, ARCHS, MAX_JOBS,
 # DOCKER_CHECK_PORT, DEBIAN_MIRROR, PYTHON.
 set -euo pipefail
@@ -25,7 +28,9 @@ REPO=$PWD
 CACHE=${DOCKER_CACHE:-$REPO/output/docker-cache}
 SHARED=${SHARED:-$(dirname "$REPO")/shared}
 IMAGE=${IMAGE:-jsis_d2:standin}
+DEPLOY_IMAGE=${DEPLOY_IMAGE:-jsis_d2:deploy-standin}
 BASE_TAG=jsis_d2-standin-base:bookworm-cuda13.0
+DEPLOY_BASE_TAG=jsis_d2-standin-base:bookworm   # the same minbase without CUDA (deploy stage)
 ARCHS=${ARCHS:-9.0}
 MAX_JOBS=${MAX_JOBS:-2}
 PORT=${DOCKER_CHECK_PORT:-38641}   # fixed: the URLs are build args, part of the cache key
@@ -85,9 +90,20 @@ PY
     || die "incomplete CUDA tree in $work/cuda-13.0"
   mv "$work/cuda-13.0" "$work/rootfs/usr/local/cuda-13.0"
   ln -s cuda-13.0 "$work/rootfs/usr/local/cuda"
+  docker image inspect "$DEPLOY_BASE_TAG" >/dev/null 2>&1 \
+    || tar --numeric-owner -C "$work/rootfs" --exclude ./usr/local/cuda-13.0 -c . \
+       | docker import - "$DEPLOY_BASE_TAG" >/dev/null
   tar --numeric-owner -C "$work/rootfs" -c . | docker import \
     --change 'ENV PATH=/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV CUDA_VERSION=13.0' - "$BASE_TAG" >/dev/null
+  rm -rf "$work"
+fi
+if ! docker image inspect "$DEPLOY_BASE_TAG" >/dev/null 2>&1; then  # a cache from before
+  work="$CACHE/deploy-base-build"
+  rm -rf "$work"; mkdir -p "$work"
+  debootstrap --variant=minbase bookworm "$work/rootfs" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 \
+    || die "debootstrap failed (log: $work/debootstrap.log)"
+  tar --numeric-owner -C "$work/rootfs" -c . | docker import - "$DEPLOY_BASE_TAG" >/dev/null
   rm -rf "$work"
 fi
 done_step "stand-in base image"
@@ -114,6 +130,8 @@ else
   rm -rf "$CACHE/wheels" "$CACHE/wheels.tmp"
   "$PYTHON" -m pip wheel --disable-pip-version-check -q -w "$CACHE/wheels.tmp" \
     -r requirements/base.txt -r requirements/detectron2-official.txt
+  "$PYTHON" -m pip wheel --disable-pip-version-check -q -w "$CACHE/wheels.tmp" \
+    -r requirements/deploy.txt
   mv "$CACHE/wheels.tmp" "$CACHE/wheels"
   echo "$want" > "$CACHE/wheels/.stamp"
 fi
@@ -136,13 +154,21 @@ done
 step "docker build $IMAGE (TORCH_CUDA_ARCH_LIST=$ARCHS, MAX_JOBS=$MAX_JOBS)"
 docker build --network host -t "$IMAGE" \
   --build-arg BASE_IMAGE="$BASE_TAG" \
+  --build-arg DEPLOY_BASE_IMAGE="$DEPLOY_BASE_TAG" \
   --build-arg PIP_WHEELHOUSE="http://127.0.0.1:$PORT/wheels/" \
   --build-arg DETECTRON2_SOURCE="http://127.0.0.1:$PORT/$D2_TARBALL" \
   --build-arg TORCH_CUDA_ARCH_LIST="$ARCHS" \
   --build-arg MAX_JOBS="$MAX_JOBS" .
-kill $server 2>/dev/null || true
 done_step "docker build"
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+
+step "docker build --target deploy $DEPLOY_IMAGE"
+docker build --network host --target deploy -t "$DEPLOY_IMAGE" \
+  --build-arg DEPLOY_BASE_IMAGE="$DEPLOY_BASE_TAG" \
+  --build-arg PIP_WHEELHOUSE="http://127.0.0.1:$PORT/wheels/" .
+kill $server 2>/dev/null || true
+done_step "docker build --target deploy"
+deploy_size=$(docker image inspect -f '{{.Size}}' "$DEPLOY_IMAGE")
 
 # 4. Inside the container.
 step "checks inside $IMAGE"
@@ -172,7 +198,30 @@ step "run_demo.py --quick inside the container"
 "${run[@]}" "$IMAGE" tools/run_demo.py --quick --output /tmp/demo 2>&1 | tail -n 15
 done_step "run_demo.py --quick"
 
+step "deploy image: export with $IMAGE, predict with $DEPLOY_IMAGE, compare with PyTorch"
+docker run --rm --network host --entrypoint python "$DEPLOY_IMAGE" -c "
+import importlib.util as u
+found = [m for m in ('torch', 'detectron2', 'jsis_d2', 'cv2', 'pycocotools') if u.find_spec(m)]
+assert not found, f'the deploy image holds {found}'
+print('deploy image: no torch, detectron2, jsis_d2, cv2 or pycocotools')"
+work="$CACHE/deploy-check"
+rm -rf "$work"; mkdir -p "$work"
+vol=(-v "$work":/work)
+val=(--image-info /work/demo/synthetic/val/panoptic_val.json --image-root /work/demo/synthetic/val/images)
+"${run[@]}" "${vol[@]}" "$IMAGE" tools/run_demo.py --quick --output /work/demo 2>&1 | tail -n 3
+"${run[@]}" "${vol[@]}" "$IMAGE" tools/export_model.py --config-file /work/demo/config.yaml \
+  --output /work/export --opts MODEL.WEIGHTS /work/demo/model_final.pth 2>&1 | tail -n 3
+"${run[@]}" "${vol[@]}" "$IMAGE" tools/predict.py --config-file /work/demo/config.yaml "${val[@]}" \
+  --output /work/pytorch --no-progress --opts MODEL.WEIGHTS /work/demo/model_final.pth 2>&1 | tail -n 2
+docker run --rm --network host "${vol[@]}" "$DEPLOY_IMAGE" --model /work/export "${val[@]}" \
+  --output /work/onnx --no-progress 2>&1 | tail -n 2
+"${run[@]}" "${vol[@]}" "$IMAGE" -m jsis_runtime.compare /work/pytorch /work/onnx 2>&1 \
+  | grep -E "^(category agreement|PQ of B)" | tee "$CACHE/deploy-compare.log"
+[ -s "$CACHE/deploy-compare.log" ] || die "the deploy comparison printed nothing"
+done_step "deploy image check"
+
 echo
 echo "== docker-check passed: $IMAGE, $((size / 1000000)) MB ($(tail -n 1 "$CACHE/pytest.log"))"
+echo "   deploy image $DEPLOY_IMAGE: $((deploy_size / 1000000)) MB; $(tr '\n' ' ' < "$CACHE/deploy-compare.log")"
 printf '   %s\n' "${timings[@]}"
 d=$((SECONDS - t_start)); printf '   %-34s %4d min %02d s\n' "total" $((d / 60)) $((d % 60))

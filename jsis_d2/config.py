@@ -191,16 +191,10 @@ def setup_cfg(config_file=None, opts=None, freeze=True):
 
 
 def _merge_names():
-    """The names MODEL.JSIS.MERGE accepts, from the model module (a ``MERGES`` tuple, or a
-    registry of merges), or None when neither is found (then the model checks it)."""
-    from .modeling import meta_arch
+    """The names MODEL.JSIS.MERGE accepts: the registered panoptic merges."""
+    from .modeling.merges import PANOPTIC_MERGE_REGISTRY
 
-    names = getattr(meta_arch, "MERGES", None)
-    if names is None:
-        for value in vars(meta_arch).values():
-            if type(value).__name__ == "Registry" and "MERGE" in str(getattr(value, "_name", "")):
-                names = [name for name, _ in value]
-    return tuple(names) if names is not None else None
+    return tuple(sorted(name for name, _ in PANOPTIC_MERGE_REGISTRY))
 
 
 def validate_config(cfg):
@@ -249,7 +243,7 @@ def validate_config(cfg):
             f"{list(BRANCHES)}, got {branches}" + (f" (unknown: {unknown})" if unknown else "")
         )
     merges = _merge_names()
-    if merges is not None and cfg.MODEL.JSIS.MERGE not in merges:
+    if cfg.MODEL.JSIS.MERGE not in merges:
         raise ConfigError(f"MODEL.JSIS.MERGE must be one of {merges}, got {cfg.MODEL.JSIS.MERGE!r}")
     k, ignore = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
     if "semantic" in branches and 0 <= ignore < k:

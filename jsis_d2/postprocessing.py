@@ -10,11 +10,17 @@ Shape legend: ``K`` classes (things first, then stuff: the contiguous label spac
 Every class id here is a CONTIGUOUS index in ``[0, K)``; dataset category ids never appear.
 """
 
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["jsis_panoptic_merge", "kirillov_panoptic_merge", "stuff_map"]
+__all__ = [
+    "jsis_merge_core",
+    "jsis_panoptic_merge",
+    "kirillov_panoptic_merge",
+    "merge_order",
+    "stuff_map",
+]
 
 
 def _check_inputs(sem_seg, instances, is_thing) -> torch.Tensor:
@@ -62,20 +68,6 @@ def _check_inputs(sem_seg, instances, is_thing) -> torch.Tensor:
     return is_thing
 
 
-def _best_class(sem_seg, class_ids, pixels=None, offset=0) -> torch.Tensor:
-    """Flat int64: ``offset`` + the class among ``class_ids`` (int64 [C], increasing, C >= 1)
-    with the highest score at each pixel index in ``pixels`` (default: all H * W pixels); ties:
-    lower index."""
-    first, count = int(class_ids[0]), class_ids.numel()
-    contiguous = int(class_ids[-1]) - first + 1 == count
-    rows = sem_seg[first : first + count] if contiguous else sem_seg.index_select(0, class_ids)
-    rows = rows.flatten(1)  # [C, H * W], a view in the usual things-first layout
-    if pixels is not None:
-        rows = rows.index_select(1, pixels)
-    local = rows.max(dim=0)[1]  # faster than argmax on CPU; also the first maximum on ties
-    return local + (first + offset) if contiguous else (class_ids + offset)[local]
-
-
 def stuff_map(sem_seg: torch.Tensor, is_thing: torch.Tensor) -> torch.Tensor:
     """Most probable STUFF class per pixel (rule 3).
 
@@ -85,43 +77,159 @@ def stuff_map(sem_seg: torch.Tensor, is_thing: torch.Tensor) -> torch.Tensor:
         int64 [H, W] contiguous class index of the best stuff class (ties: lower index), or -1
         everywhere when there is no stuff class.
     """
-    stuff_ids = torch.nonzero(~is_thing, as_tuple=True)[0]
+    stuff_classes = [k for k, t in enumerate(is_thing.tolist()) if not t]
     H, W = sem_seg.shape[1:]
-    if stuff_ids.numel() == 0:
+    if not stuff_classes:
         return torch.full((H, W), -1, dtype=torch.long, device=sem_seg.device)
-    return _best_class(sem_seg, stuff_ids).view(H, W)
+    local = _class_rows(sem_seg, stuff_classes).max(dim=0)[1]  # the first maximum on ties
+    return torch.tensor(stuff_classes, device=sem_seg.device)[local].view(H, W)
 
 
-def _stuff_plus1_uncovered(sem_seg: torch.Tensor, is_thing: torch.Tensor, covered: torch.Tensor):
-    """Flat int64 [H * W]: 1 + the best stuff class (rule 3) at the pixels not ``covered``
-    (bool [H * W]), 0 at covered pixels (and everywhere when there is no stuff class). Gathers
-    only the uncovered pixels' scores when they are a minority of the image."""
-    P = covered.numel()
-    stuff_ids = torch.nonzero(~is_thing, as_tuple=True)[0]
-    if stuff_ids.numel() == 0:
-        return torch.zeros(P, dtype=torch.long, device=sem_seg.device)
-    idx = torch.nonzero(~covered, as_tuple=True)[0]
-    if 2 * idx.numel() >= P:  # dense: one reduction over the image
-        return _best_class(sem_seg, stuff_ids, offset=1).masked_fill_(covered, 0)
-    out = torch.zeros(P, dtype=torch.long, device=sem_seg.device)
-    if idx.numel():
-        out[idx] = _best_class(sem_seg, stuff_ids, idx, offset=1)
-    return out
+def merge_order(scores: torch.Tensor, instance_score_thresh: float) -> torch.Tensor:
+    """Rule 1 and the instance order of the merge, tensor-only (traceable, exportable).
+
+    Args:
+        scores: float [N] instance scores.
+    Returns:
+        int64 [n]: the indices of the instances with ``score >= instance_score_thresh``, by
+        decreasing score, ties: lower index first. Ranks come from pairwise comparisons (O(N^2)
+        booleans, N is at most a few hundred detections), not from a stable sort.
+    """
+    kept = torch.nonzero(scores >= instance_score_thresh).flatten()
+    s = scores.index_select(0, kept)
+    ahead = (s[None, :] > s[:, None]) | (
+        (s[None, :] == s[:, None]) & (kept[None, :] < kept[:, None])
+    )
+    rank = ahead.sum(dim=1)  # a permutation of 0..n-1
+    return torch.zeros_like(kept).scatter(0, rank, kept)
 
 
-def _running_max(probs: torch.Tensor, order: torch.Tensor):
-    """Max over ``probs[order]`` [n, H, W] without copying it: (best [H, W], position in
-    ``order`` of the first maximum) -- O(n) in-place tensor ops."""
-    order_l = order.tolist()
-    best = probs[order_l[0]].clone()
-    winner = torch.zeros(best.shape, dtype=torch.long, device=best.device)
-    better = torch.empty(best.shape, dtype=torch.bool, device=best.device)
-    for pos in range(1, len(order_l)):
-        p = probs[order_l[pos]]
-        torch.gt(p, best, out=better)  # strict: an earlier (higher-ranked) instance keeps ties
-        torch.maximum(best, p, out=best)
-        winner.masked_fill_(better, pos)
-    return best, winner
+def jsis_merge_core(
+    sem_seg: torch.Tensor,
+    probs: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    stuff_classes: Sequence[int],
+    *,
+    stuff_area_thresh: int,
+    mask_threshold: float,
+    uncovered_only: Optional[bool] = False,
+):
+    """Rules 2-6 of the JSIS merge on tensors only: the one merge that the eager model
+    (through :func:`jsis_panoptic_merge`) and the exported graph (:mod:`jsis_d2.export`) run.
+
+    No Python branch on tensor values (but for ``uncovered_only=None``, which eager callers
+    may pass), no ``.tolist()``, no ``bincount``, no stable sort and no ``out=``: it traces into
+    a graph that is valid for every input (any number of instances, zero included). Inputs are
+    not validated here (:func:`jsis_panoptic_merge` does it).
+
+    Args:
+        sem_seg: float [K, H, W] finite class scores, contiguous class index k on dim 0.
+        probs: float [R, H, W] mask probabilities in [0, 1]: rows [0, n) are the n kept
+            instances in merge order (:func:`merge_order`); rows [n, R) are "no instance" rows
+            with values <= every probability and < ``mask_threshold`` (e.g. zeros when
+            mask_threshold > 0): they never win a pixel that an instance covers, and the
+            per-pixel maximum exists without a branch on n == 0 (R >= max(n, 1)).
+        scores: float [n] the kept instances' scores, in merge order.
+        classes: int64 [n] their contiguous (thing) classes.
+        stuff_classes: the stuff class indices, increasing (plain Python ints: a property of the
+            label space, not of the data).
+        stuff_area_thresh, mask_threshold: as :func:`jsis_panoptic_merge`.
+        uncovered_only: how the stuff map is computed, same result either way: False, one
+            reduction over all pixels; True, over the uncovered pixels only (faster when
+            instances cover most of the image); None, chosen from the coverage (a Python branch
+            on data: eager only, not for tracing).
+    Returns:
+        panoptic_seg: int32 [H, W], 0 = void, else a segment id in [1, S].
+        segments: int64 [S, 4] rows (id, category k, isthing 0/1, area in pixels), in id order:
+            instances first (merge order), then stuff classes by increasing k; ids 1..S.
+        segment_scores: float [S] the instance score for things, 1.0 for stuff.
+        segment_rows: int64 [S] the instance's row in [0, n) for things, -1 for stuff.
+    """
+    K, H, W = sem_seg.shape
+    one = torch.ones_like(classes)  # [n]: counts n without reading it as a Python int
+
+    # (2) per-pixel winner: the first maximum over the rows (= higher score, then lower index,
+    # as the rows are in merge order); covered when it reaches mask_threshold (never in a
+    # "no instance" row: it wins only where every instance is below the threshold).
+    best, pos = probs.max(dim=0)
+    pos = pos.flatten()
+    covered = best.flatten() >= mask_threshold
+    if uncovered_only is None:
+        uncovered_only = 2 * int(covered.sum()) > covered.numel()
+
+    # (3) stuff map, (4) instances over stuff: s1 = 1 + stuff class at uncovered pixels, else 0
+    if stuff_classes:
+        rows = _class_rows(sem_seg, stuff_classes)  # [S, H * W]
+        stuff1 = torch.tensor(list(stuff_classes), device=sem_seg.device) + 1  # [S]
+        if uncovered_only:  # gather the uncovered pixels' scores (cheaper when they are few)
+            free = torch.nonzero(~covered).flatten()  # [u] pixel indices
+            best_stuff = _plus(rows.index_select(1, free).max(dim=0)[1], stuff_classes, stuff1)
+            s1 = torch.zeros_like(pos).scatter_(0, free, best_stuff)
+        else:  # one reduction over the image
+            s1 = _plus(rows.max(dim=0)[1], stuff_classes, stuff1).masked_fill_(covered, 0)
+    else:
+        s1 = torch.zeros_like(pos)
+
+    # (5) stuff area threshold among the remaining pixels; bin 0 (not stuff) is never "small"
+    area1 = torch.zeros(K + 1, dtype=torch.long, device=sem_seg.device)
+    area1 = area1.scatter_add(0, s1, area1.new_ones(1).expand_as(s1))
+    bins = torch.arange(K + 1, device=sem_seg.device)
+    keep1 = ((area1 >= stuff_area_thresh) & (area1 > 0)) | (bins == 0)
+    if stuff_classes:
+        small = torch.nonzero(~keep1[s1]).flatten()  # [m] pixel indices
+        big = keep1.index_select(0, stuff1)  # [S] stuff classes at or above the threshold
+        # best big stuff class at the small-class pixels, gathered as [B + 1, m] scores: the B
+        # big classes' rows, then a copy of the first big row (or of any row when B == 0, the
+        # result is void then) so that the maximum never runs over an empty dimension
+        cand = torch.cat([torch.nonzero(big).flatten(), big.int().argmax().reshape(1)])
+        vals = rows.reshape(-1)[cand[:, None] * rows.shape[1] + small[None, :]]
+        fallback = stuff1[cand[vals.max(dim=0)[1]]] * big.any()
+        s1.scatter_(0, small, fallback)
+
+    # (6) ids. Slots: 0 = void, 1 + k = stuff class k, K + 1 + r = instance row r.
+    slot = torch.where(covered, pos + (K + 1), s1)
+    seg_area = torch.cat([area1.new_zeros(K + 1), torch.zeros_like(classes)])
+    seg_area = seg_area.scatter_add(0, slot, area1.new_ones(1).expand_as(slot))
+    present = seg_area > 0
+    p_stuff, p_inst = present[1 : K + 1].long(), present[K + 1 :].long()
+    ids_inst = torch.cumsum(p_inst, 0) * p_inst
+    ids_stuff = (torch.cumsum(p_stuff, 0) + p_inst.sum()) * p_stuff
+    ids = torch.cat([area1.new_zeros(1), ids_stuff, ids_inst]).to(torch.int32)
+    panoptic_seg = ids[slot].view(H, W)
+
+    # segment table: instance rows then stuff rows, the absent ones dropped
+    sel = torch.nonzero(torch.cat([p_inst, p_stuff])).flatten()
+    table = torch.stack(
+        [
+            torch.cat([ids_inst, ids_stuff]),
+            torch.cat([classes.long(), bins[:K]]),
+            torch.cat([one.long(), torch.zeros_like(bins[:K])]),
+            torch.cat([seg_area[K + 1 :], seg_area[1 : K + 1]]),
+            torch.cat([torch.cumsum(one.long(), 0) - 1, torch.full_like(bins[:K], -1)]),
+        ],
+        dim=1,
+    ).index_select(0, sel)
+    segment_scores = torch.cat([scores.float(), sem_seg.new_ones(K, dtype=torch.float32)])
+    return panoptic_seg, table[:, :4], segment_scores.index_select(0, sel), table[:, 4]
+
+
+def _plus(local: torch.Tensor, class_ids: Sequence[int], class_ids1: torch.Tensor):
+    """``class_ids1[local]`` (1 + the class id of each local index): an addition when the
+    classes are contiguous (Python-level, a property of the label space)."""
+    if class_ids[-1] - class_ids[0] + 1 == len(class_ids):
+        return local + (class_ids[0] + 1)
+    return class_ids1[local]
+
+
+def _class_rows(sem_seg: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:
+    """[C, H * W] scores of the classes ``class_ids`` (increasing Python ints): a view when
+    they are contiguous (the things-first label space), else a copy."""
+    first, count = class_ids[0], len(class_ids)
+    if class_ids[-1] - first + 1 == count:
+        return sem_seg[first : first + count].flatten(1)
+    index = torch.tensor(list(class_ids), device=sem_seg.device)
+    return sem_seg.index_select(0, index).flatten(1)
 
 
 def jsis_panoptic_merge(
@@ -153,7 +261,9 @@ def jsis_panoptic_merge(
     without pixels gets no segment; (3) stuff map = best stuff class per pixel; (4) instances
     over stuff; (5) stuff classes whose remaining area is below ``stuff_area_thresh`` are
     removed, their pixels take the best-scoring stuff class among those at or above it (void
-    when none); (6) unique ids.
+    when none); (6) unique ids. The work is done by :func:`merge_order` and
+    :func:`jsis_merge_core` (tensor-only, also in the exported graph); this function validates
+    the inputs and turns the segment table into dicts.
 
     Returns:
         panoptic_seg: int32 [H, W] on sem_seg's device; 0 = void, else a segment id.
@@ -169,96 +279,45 @@ def jsis_panoptic_merge(
     is_thing = _check_inputs(sem_seg, instances, is_thing)
     device = sem_seg.device
     K, H, W = sem_seg.shape
+    stuff_classes = [k for k, t in enumerate(is_thing.tolist()) if not t]
 
-    # (1) score threshold, then order by decreasing score (stable: ties keep lower index first)
     scores = instances.scores.to(device)
-    kept = torch.nonzero(scores >= instance_score_thresh, as_tuple=True)[0]
-    order = kept[torch.sort(scores[kept], descending=True, stable=True)[1]]
+    order = merge_order(scores, instance_score_thresh)
     n = order.numel()
-
-    # (2) per-pixel winner: the highest probability over the kept instances taken in score
-    # order, the FIRST maximum winning ties (= higher score, then lower index); the pixel is
-    # covered when that maximum reaches mask_threshold (every tied instance covers it too).
-    if n:
-        probs = instances.pred_masks.to(device)
-        if not probs.dtype.is_floating_point:
-            probs = probs.float()
-        if n == probs.shape[0] and bool((order == torch.arange(n, device=device)).all()):
-            # already in score order (Detectron2's detector output is): one reduction, no copy
-            best, winner = probs.max(dim=0)  # max(dim) returns the first maximum on ties
-        else:
-            best, winner = _running_max(probs, order)
-        covered = best >= mask_threshold
-        del best
-    else:
-        winner = torch.zeros((H, W), dtype=torch.long, device=device)
-        covered = torch.zeros((H, W), dtype=torch.bool, device=device)
-
-    # Flat maps over the P = H * W pixels from here on.
-    covered, winner = covered.flatten(), winner.flatten()
-    # (3) stuff map, (4) instances over stuff: s1 = 1 + stuff class at the uncovered pixels,
-    # 0 at covered pixels (and void)
-    s1 = _stuff_plus1_uncovered(sem_seg, is_thing, covered)
-    # (5) stuff area threshold among the remaining pixels; bin 0 (not stuff) is never "small"
-    area1 = torch.bincount(s1, minlength=K + 1)
-    keep1 = (area1 >= stuff_area_thresh) & (area1 > 0)
-    keep1[0] = True
-    small_idx = torch.nonzero(~keep1[s1], as_tuple=True)[0]
-    if small_idx.numel():
-        big_ids = torch.nonzero(keep1[1:], as_tuple=True)[0]
-        if big_ids.numel():
-            # best big stuff class, evaluated at the small-class pixels only
-            s1.index_copy_(0, small_idx, _best_class(sem_seg, big_ids, small_idx, offset=1))
-        else:
-            s1.index_fill_(0, small_idx, 0)  # nothing to fall back to: void
-
-    # (6) ids. Slots: 0 = void, 1 + k = stuff class k, K + 1 + s = instance order[s].
-    slot = torch.where(covered, winner + (K + 1), s1)
-    seg_area = torch.bincount(slot, minlength=K + 1 + n)
-    present = seg_area > 0
-    present[0] = False
-    p_stuff, p_inst = present[1 : K + 1].int(), present[K + 1 :].int()
-    n_inst = int(p_inst.sum())
-    ids = torch.cat(  # instances first (score order), then stuff (class order); 0 if absent
-        [
-            p_inst.new_zeros(1),
-            (torch.cumsum(p_stuff, 0, dtype=torch.int32) + n_inst) * p_stuff,
-            torch.cumsum(p_inst, 0, dtype=torch.int32) * p_inst,
-        ]
+    probs = instances.pred_masks.to(device)
+    if not probs.dtype.is_floating_point:
+        probs = probs.float()
+    # The core's rows in merge order, without copying the maps in the usual case (Detectron2's
+    # detector output is score-sorted: the kept instances are a prefix), and one "no instance"
+    # row when no instance is kept.
+    if n == 0:
+        probs = probs.new_full((1, H, W), float("-inf"))  # the core's "no instance" row
+    elif not bool((order == torch.arange(n, device=device)).all()):
+        probs = probs.index_select(0, order)
+    elif n < probs.shape[0]:
+        probs = probs[:n]
+    pan, table, seg_scores, rows = jsis_merge_core(
+        sem_seg,
+        probs,
+        scores.index_select(0, order),
+        instances.pred_classes.to(device).long().index_select(0, order),
+        stuff_classes,
+        stuff_area_thresh=stuff_area_thresh,
+        mask_threshold=mask_threshold,
+        uncovered_only=None,
     )
-    panoptic_seg = ids[slot].view(H, W)
 
     # segments_info (one transfer to host), in id order
-    seg_area_l = seg_area.cpu().tolist()
-    present_l = present.cpu().tolist()
-    order_l = order.cpu().tolist()
-    cls_l = instances.pred_classes.cpu().tolist() if n else []
-    score_l = instances.scores.cpu().tolist() if n else []
+    table_l = table.cpu().tolist()
+    scores_l = seg_scores.cpu().tolist()
+    inst_l = order.index_select(0, rows.clamp(min=0)).cpu().tolist() if n else []
     segments_info = []
-    for pos in range(n):
-        if present_l[K + 1 + pos]:
-            i = order_l[pos]
-            segments_info.append(
-                {
-                    "id": len(segments_info) + 1,
-                    "category_id": int(cls_l[i]),
-                    "isthing": True,
-                    "area": int(seg_area_l[K + 1 + pos]),
-                    "score": float(score_l[i]),
-                    "instance_id": int(i),
-                }
-            )
-    for k in range(K):
-        if present_l[1 + k]:
-            segments_info.append(
-                {
-                    "id": len(segments_info) + 1,
-                    "category_id": k,
-                    "isthing": False,
-                    "area": int(seg_area_l[1 + k]),
-                }
-            )
-    return panoptic_seg, segments_info
+    for j, (sid, k, isthing, area) in enumerate(table_l):
+        s = {"id": sid, "category_id": k, "isthing": bool(isthing), "area": area}
+        if isthing:
+            s.update(score=float(scores_l[j]), instance_id=int(inst_l[j]))
+        segments_info.append(s)
+    return pan, segments_info
 
 
 def kirillov_panoptic_merge(

@@ -217,10 +217,10 @@ def test_instance_postprocess_scales_x_and_y_separately_and_keeps_probabilities(
         pred_masks=torch.stack([torch.full((1, 14, 14), 0.7), torch.full((1, 14, 14), 0.4)]),
     )
     model.instance_score_thresh = 0.5
-    r, probs, keep = model._postprocess_instances(copy.deepcopy(raw), 128, 96)  # H x2, W x1.5
+    r, probs, keep = model.postprocess_instances(copy.deepcopy(raw), 128, 96)  # H x2, W x1.5
     assert keep.tolist() == [0] and probs.shape == (1, 128, 96)  # score 0.3 < 0.5: no merge
     model.instance_score_thresh = 0.0
-    r, probs, keep = model._postprocess_instances(raw, 128, 96)
+    r, probs, keep = model.postprocess_instances(raw, 128, 96)
     assert keep.tolist() == [0, 1] and r.image_size == (128, 96)
     assert torch.allclose(r.pred_boxes.tensor, torch.tensor([[0, 0, 48, 64], [48, 32, 96, 96.0]]))
     m0 = r.pred_masks[0]
@@ -299,3 +299,48 @@ def test_separable_roi_align_key_swaps_the_poolers_and_keeps_losses_and_gradient
     for k in grads[0][0]:
         torch.testing.assert_close(grads[0][0][k], grads[1][0][k], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-5)
+
+
+def test_merge_registry_picks_the_merge_by_name():
+    from jsis_d2.modeling.merges import PANOPTIC_MERGE_REGISTRY
+
+    calls = []
+
+    @PANOPTIC_MERGE_REGISTRY.register()
+    def everything_void(sem_seg, instances, is_thing, **settings):
+        calls.append(sorted(settings))
+        return torch.zeros(sem_seg.shape[1:], dtype=torch.int32), []
+
+    try:
+        model = model_of("MODEL.JSIS.MERGE", "everything_void")
+        out = infer(model, [{"image": torch.zeros(3, 64, 64, dtype=torch.uint8), "height": 20}])
+        pan, info = out[0]["panoptic_seg"]
+        assert info == [] and pan.shape == (20, 64) and not pan.any()
+        assert calls == [
+            ["instance_score_thresh", "mask_threshold", "overlap_thresh", "stuff_area_thresh"]
+        ]
+    finally:
+        PANOPTIC_MERGE_REGISTRY._obj_map.pop("everything_void")
+
+
+def test_postprocess_instances_masks_equal_detectron2_paste():
+    """Masks are pasted once: the bool masks are the pasted probabilities thresholded, equal
+    to Detectron2's paste_masks_in_image; the merge's probabilities are the same paste."""
+    from detectron2.layers import paste_masks_in_image
+
+    model = model_of().eval()
+    g = torch.Generator().manual_seed(0)
+    roi = torch.rand(3, 1, 14, 14, generator=g)
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 20.0], [0.0, 0.0, 60.0, 61.0], [10.5, 5.2, 33.1, 38.9]])
+    raw = Instances(
+        (64, 64),
+        pred_boxes=Boxes(boxes),
+        scores=torch.tensor([0.9, 0.3, 0.7]),
+        pred_classes=torch.tensor([1, 2, 0]),
+        pred_masks=roi,
+    )
+    model.instance_score_thresh, model.mask_threshold = 0.5, 0.5
+    r, probs, keep = model.postprocess_instances(raw, 80, 50, merge_probs=True)
+    want = paste_masks_in_image(roi[:, 0], r.pred_boxes, (80, 50), threshold=0.5)
+    assert r.pred_masks.dtype == torch.bool and torch.equal(r.pred_masks, want)
+    assert keep.tolist() == [0, 2] and torch.equal(probs >= 0.5, want[[0, 2]])

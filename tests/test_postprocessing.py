@@ -360,3 +360,89 @@ def test_cuda_matches_cpu():
     pan, info = jsis_panoptic_merge(s, i, IS_THING, stuff_area_thresh=50)
     pan_c, info_c = jsis_panoptic_merge(s.cuda(), i.to("cuda"), IS_THING, stuff_area_thresh=50)
     assert pan_c.is_cuda and torch.equal(pan, pan_c.cpu()) and info == info_c
+
+
+# ------------------------------------------------------------------ the tensor-only core
+def core_as_public(s, i, is_thing, area_thr, score_thr, mask_thr, uncovered_only):
+    """jsis_merge_core called as the export graph calls it (an all-zero "no instance" row,
+    no Python branch on the data) -> the public function's output format."""
+    from jsis_d2.postprocessing import jsis_merge_core, merge_order
+
+    order = merge_order(i.scores, score_thr)
+    probs = torch.cat([i.pred_masks.float().index_select(0, order), torch.zeros(1, *s.shape[1:])])
+    stuff = [k for k, t in enumerate(is_thing) if not t]
+    pan, table, scores, rows = jsis_merge_core(
+        s,
+        probs,
+        i.scores.index_select(0, order),
+        i.pred_classes.index_select(0, order),
+        stuff,
+        stuff_area_thresh=area_thr,
+        mask_threshold=mask_thr,
+        uncovered_only=uncovered_only,
+    )
+    assert pan.dtype == torch.int32 and table.dtype == torch.long and scores.dtype == torch.float
+    info = []
+    for (sid, k, isthing, area), sc, r in zip(table.tolist(), scores.tolist(), rows.tolist()):
+        d = {"id": sid, "category_id": k, "isthing": bool(isthing), "area": area}
+        if isthing:
+            d.update(score=sc, instance_id=int(order[r]))
+        else:
+            assert sc == 1.0 and r == -1
+        info.append(d)
+    return pan, info
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("uncovered_only", [False, True])
+def test_core_equals_public_merge_on_random_cases(seed, uncovered_only):
+    g = torch.Generator().manual_seed(100 + seed)
+    K, h, w = 6, 10, 12
+    n = [0, 0, 1, 3, 6, 9][seed % 6]  # zero instances included
+    is_thing = [True, True, True, False, False, False]
+    if seed % 3 == 2:
+        is_thing = [False, True, False, True, True, False]
+    thing_ids = torch.tensor([k for k in range(K) if is_thing[k]])
+    s = torch.randint(0, 4, (K, h, w), generator=g).float()
+    masks = torch.randint(0, 5, (n, h, w), generator=g).float() / 4
+    scores = torch.randint(1, 5, (n,), generator=g).float() / 4  # ties, some below 0.5
+    classes = thing_ids[torch.randint(0, 3, (n,), generator=g)]
+    # 0: nothing small; 30, 60: small stuff classes fall back to big ones; 500: all small, void
+    area_thr = [0, 30, 60, 500][seed % 4]
+    i = insts(masks, scores, classes, h, w)
+    want = jsis_panoptic_merge(
+        s, i, is_thing, stuff_area_thresh=area_thr, instance_score_thresh=0.5, mask_threshold=0.5
+    )
+    got = core_as_public(s, i, is_thing, area_thr, 0.5, 0.5, uncovered_only)
+    assert torch.equal(got[0], want[0]) and got[1] == want[1]
+
+
+def test_core_small_stuff_fallback_takes_the_best_big_class():
+    from jsis_d2.postprocessing import jsis_merge_core
+
+    best = torch.full((H, W), 2)
+    best[0, :3] = 4  # 3 px of class 4: small at threshold 5
+    second = torch.full((H, W), 4)
+    second[0, :3] = 3  # class 3 is second there, but class 3 is small too (0 px) -> not big
+    s = sem(best, second)
+    s[2, 0, :3] = 0.5  # big class 2 still scores above the others there
+    pan, table, scores, rows = jsis_merge_core(
+        s,
+        torch.zeros(1, H, W),
+        torch.zeros(0),
+        torch.zeros(0, dtype=torch.long),
+        [2, 3, 4],
+        stuff_area_thresh=5,
+        mask_threshold=0.5,
+    )
+    assert table.tolist() == [[1, 2, 0, H * W]] and (pan == 1).all()
+    assert scores.tolist() == [1.0] and rows.tolist() == [-1]
+
+
+def test_merge_order_is_decreasing_score_then_lower_index():
+    from jsis_d2.postprocessing import merge_order
+
+    scores = torch.tensor([0.4, 0.9, 0.6, 0.9, 0.2, 0.6])
+    assert merge_order(scores, 0.5).tolist() == [1, 3, 2, 5]
+    assert merge_order(scores, 0.95).tolist() == []
+    assert merge_order(torch.zeros(0), 0.5).tolist() == []

@@ -13,38 +13,13 @@ RGBA, 16-bit RGB PNGs, ...) goes through Detectron2's own conversion unchanged.
 import numpy as np
 from PIL import Image
 
+# The 8-bit conversion lives in the torch-free runtime (the ONNX backend reads images too).
+from jsis_runtime.image_io import HIGH_BIT_DEPTH_MODES, UnsupportedImageError, to_8bit
+
 from detectron2.data import detection_utils as d2_utils
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["read_image", "UnsupportedImageError", "to_8bit"]
-
-#: Pillow modes with more than 8 bits per sample and a single channel.
-HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I", "F")
-
-
-class UnsupportedImageError(ValueError):
-    """An image file whose pixel type cannot be turned into 8 bits without guessing."""
-
-
-def to_8bit(image: Image.Image, file_name: str = "image") -> Image.Image:
-    """A high-bit-depth single-channel PIL image -> mode "L" (uint8), scaled by the type's
-    range (module docstring); other modes are returned unchanged."""
-    if image.mode not in HIGH_BIT_DEPTH_MODES:
-        return image
-    values = np.asarray(image)
-    if image.mode == "F" or values.dtype.kind == "f":
-        raise UnsupportedImageError(
-            f"image {file_name} has 32-bit float pixels (PIL mode 'F'), whose range has no "
-            "convention; save it as 8-bit or 16-bit"
-        )
-    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
-    if lo < 0 or hi > 65535:
-        raise UnsupportedImageError(
-            f"image {file_name} has {image.mode!r} pixels in {lo}..{hi}, outside the 16-bit "
-            "range 0..65535; save it as 8-bit or 16-bit"
-        )
-    scaled = (values.astype(np.uint32) + 128) // 257  # 0..65535 -> 0..255, rounded
-    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+__all__ = ["read_image", "UnsupportedImageError", "to_8bit", "HIGH_BIT_DEPTH_MODES"]
 
 
 def read_image(file_name: str, format: str = "BGR") -> np.ndarray:

@@ -10,6 +10,9 @@ errors. Errors are one line naming the file: :class:`PanopticPNGError` (a ``Valu
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# The id <-> colour codec lives in the torch-free runtime, which writes the same PNGs.
+from jsis_runtime.coco_panoptic import ID_LIMIT, id2rgb, rgb2id
+
 from detectron2.utils.file_io import PathManager
 
 __all__ = [
@@ -25,8 +28,6 @@ __all__ = [
 
 #: Segment id of void pixels (panopticapi ``VOID``).
 VOID = 0
-#: Segment ids are in [0, ID_LIMIT): three 8-bit channels.
-ID_LIMIT = 1 << 24
 
 
 class PanopticPNGError(ValueError):
@@ -38,21 +39,6 @@ class MissingPanopticPNGError(PanopticPNGError, FileNotFoundError):
 
     def __str__(self):  # FileNotFoundError would otherwise format (errno, strerror)
         return str(self.args[0]) if self.args else ""
-
-
-def rgb2id(rgb: np.ndarray) -> np.ndarray:
-    """uint8 colors [H, W, 3] (R, G, B; a 4th channel is ignored) -> uint32 ids [H, W]."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] < 3:
-        raise ValueError(f"panoptic colors must be RGB [H, W, 3], got shape {rgb.shape}")
-    r, g, b = (rgb[..., c].astype(np.uint32) for c in range(3))
-    return r | (g << 8) | (b << 16)
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """Integer ids [H, W] (any shape) in [0, 2**24) -> uint8 colors [H, W, 3] (R, G, B)."""
-    u = np.asarray(ids).astype(np.uint32)
-    return np.stack([u & 255, (u >> 8) & 255, u >> 16], axis=-1).astype(np.uint8)
 
 
 def read_panoptic_png(path: str, where: str = "", raw: bool = False) -> np.ndarray:

@@ -10,7 +10,8 @@ the ORIGINAL size (H, W) = (input["height"], input["width"]).
 
 Memory at inference: the merge works at the original size on float mask probabilities of the
 instances with score >= MODEL.JSIS.INSTANCE_SCORE_THRESH (4 bytes x N' x H x W; e.g. 30
-instances on a 12-Mpixel Mapillary image: ~1.4 GB), besides Detectron2's usual bool masks.
+instances on a 12-Mpixel Mapillary image: ~1.4 GB), besides Detectron2's usual bool masks; each
+mask is pasted once (:func:`paste_masks_once`).
 """
 
 from typing import Dict, List, Optional
@@ -20,7 +21,6 @@ from torch import nn
 from torch.profiler import record_function
 
 from detectron2.config import configurable
-from detectron2.layers import paste_masks_in_image
 from detectron2.layers.mask_ops import _do_paste_mask
 from detectron2.modeling import (
     META_ARCH_REGISTRY,
@@ -30,14 +30,13 @@ from detectron2.modeling import (
 from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
 from detectron2.structures import ImageList, Instances
 
-from ..postprocessing import jsis_panoptic_merge, kirillov_panoptic_merge
 from ..precision import LowPrecisionWeights, autocast, inference_dtype, training_dtype
+from .merges import get_merge
 from .roi_align import use_separable_roi_align
 
-__all__ = ["JSISNet", "LOSS_KEY_TO_WEIGHT", "paste_mask_probs"]
+__all__ = ["JSISNet", "LOSS_KEY_TO_WEIGHT", "paste_mask_probs", "paste_masks_once"]
 
 BRANCHES = ("semantic", "instance")
-MERGES = ("jsis", "kirillov")
 # Detectron2 loss key -> MODEL.JSIS.LOSS_WEIGHTS key (paper Table 2, lambda_1..lambda_6).
 LOSS_KEY_TO_WEIGHT = {
     "loss_rpn_cls": "RPN_OBJ",
@@ -66,25 +65,58 @@ def paste_mask_probs(mask_probs: torch.Tensor, boxes: torch.Tensor, height: int,
     Returns:
         float [N, height, width] probabilities (0 outside each box).
     """
-    n = mask_probs.shape[0]
-    out = mask_probs.new_zeros((n, height, width), dtype=torch.float32)
-    if n == 0:
-        return out
-    # As Detectron2's paste_masks_in_image, without the thresholding: on CPU one by one over
-    # the box region only; on GPU in chunks of at most ~1 GB of output.
-    if mask_probs.device.type == "cpu":
+    keep = torch.arange(mask_probs.shape[0], device=mask_probs.device)
+    return paste_masks_once(mask_probs, boxes, height, width, None, keep)[1]
+
+
+def paste_masks_once(
+    mask_probs: torch.Tensor,
+    boxes: torch.Tensor,
+    height: int,
+    width: int,
+    threshold: Optional[float],
+    keep: torch.Tensor,
+):
+    """Paste each ROI mask once: its thresholded bool mask and, for the rows ``keep``, its
+    probabilities (as Detectron2's ``paste_masks_in_image``, which only gives the former).
+
+    Args:
+        mask_probs: float [N, M, M] probabilities. boxes: float [N, 4] XYXY in the image.
+        threshold: bool masks = probability >= threshold (None: no bool masks).
+        keep: int64 [N'] rows whose probabilities are returned, in that order.
+    Returns:
+        (bool [N, height, width] or None, float [N', height, width]; 0 outside each box).
+    """
+    n, device = mask_probs.shape[0], mask_probs.device
+    masks = None
+    if threshold is not None:
+        masks = torch.zeros((n, height, width), dtype=torch.bool, device=device)
+    probs = torch.zeros((keep.numel(), height, width), dtype=torch.float32, device=device)
+    slot = torch.full((n,), -1, dtype=torch.long)
+    slot[keep.cpu()] = torch.arange(keep.numel())
+    slot = slot.tolist()
+    # As Detectron2's paste_masks_in_image: on CPU one by one over the box region only; on GPU
+    # in chunks of at most ~1 GB of output.
+    if device.type == "cpu":
         for i in range(n):
             m, (ys, xs) = _do_paste_mask(
                 mask_probs[i : i + 1, None].float(), boxes[i : i + 1], height, width, True
             )
-            out[i, ys, xs] = m[0]
-    else:
-        per_chunk = max(1, int(2**30 // max(1, 4 * height * width)))
-        for a in range(0, n, per_chunk):
-            chunk = slice(a, a + per_chunk)
-            probs = mask_probs[chunk, None].float()
-            out[chunk] = _do_paste_mask(probs, boxes[chunk], height, width, False)[0]
-    return out
+            if masks is not None:
+                masks[i, ys, xs] = m[0] >= threshold
+            if slot[i] >= 0:
+                probs[slot[i], ys, xs] = m[0]
+        return masks, probs
+    per_chunk = max(1, int(2**30 // max(1, 4 * height * width)))
+    for a in range(0, n, per_chunk):
+        chunk = slice(a, a + per_chunk)
+        p = _do_paste_mask(mask_probs[chunk, None].float(), boxes[chunk], height, width, False)[0]
+        if masks is not None:
+            masks[chunk] = p >= threshold
+        for j, s in enumerate(slot[chunk]):
+            if s >= 0:
+                probs[s] = p[j]
+    return masks, probs
 
 
 def _float_fields(results):
@@ -148,7 +180,8 @@ class JSISNet(GeneralizedRCNN):
                 unweighted "loss_sem_seg".
             loss_weights: {Detectron2 loss key: lambda}, see LOSS_KEY_TO_WEIGHT.
             num_classes: K (semantic classes, things first). num_things: T (ROI-head classes).
-            merge ("jsis" or "kirillov"), panoptic_on (needs both branches), stuff_area_thresh,
+            merge (a name in :data:`~jsis_d2.modeling.merges.PANOPTIC_MERGE_REGISTRY`: "jsis",
+                "kirillov"), panoptic_on (needs both branches), stuff_area_thresh,
                 instance_score_thresh, mask_threshold (also binarizes the returned instance
                 masks), kirillov_overlap_thresh: MODEL.JSIS.*.
             train_dtype, test_dtype: autocast dtypes (float32: none); losses and outputs stay
@@ -171,8 +204,7 @@ class JSISNet(GeneralizedRCNN):
             raise ValueError("JSISNet needs at least one branch (MODEL.JSIS.BRANCHES is empty)")
         if self.instance_on and proposal_generator is None:
             raise ValueError("JSISNet: the instance branch needs a proposal generator (RPN)")
-        if merge not in MERGES:
-            raise ValueError(f"MODEL.JSIS.MERGE must be one of {MERGES}, got {merge!r}")
+        self._merge_fn = get_merge(merge)  # ValueError naming MODEL.JSIS.MERGE if unknown
         if not 0 <= num_things <= num_classes:
             raise ValueError(
                 f"MODEL.ROI_HEADS.NUM_CLASSES (T={num_things}) must be <= "
@@ -185,7 +217,7 @@ class JSISNet(GeneralizedRCNN):
         self.loss_weights = dict(loss_weights)
         self.num_classes = num_classes
         self.num_things = num_things
-        self.merge = merge
+        self.merge_name = merge
         self.panoptic_on = panoptic_on and self.semantic_on and self.instance_on
         self.stuff_area_thresh = stuff_area_thresh
         self.instance_score_thresh = instance_score_thresh
@@ -395,18 +427,16 @@ class JSISNet(GeneralizedRCNN):
             if self.semantic_on:
                 out["sem_seg"] = sem_seg_postprocess(sem_seg_results[i], image_size, height, width)
             if self.instance_on:
-                out["instances"], mask_probs, keep = self._postprocess_instances(
+                out["instances"], mask_probs, keep = self.postprocess_instances(
                     detector_results[i], height, width
                 )
                 out["proposals"] = detector_postprocess(proposals[i], height, width)
             if self.panoptic_on:
-                out["panoptic_seg"] = self._merge(
-                    out["sem_seg"], out["instances"], mask_probs, keep
-                )
+                out["panoptic_seg"] = self.merge(out["sem_seg"], out["instances"], mask_probs, keep)
             outputs.append(out)
         return outputs
 
-    def _postprocess_instances(
+    def postprocess_instances(
         self, results: Instances, height: int, width: int, merge_probs: Optional[bool] = None
     ):
         """ROI-head output (input coordinates, pred_masks [N, 1, M, M] probabilities) ->
@@ -417,6 +447,9 @@ class JSISNet(GeneralizedRCNN):
           INSTANCE_SCORE_THRESH (only those go to the merge; None when there is no merge:
           ``merge_probs`` False, default ``self.panoptic_on``);
         * int64 [N'] their indices in the returned Instances.
+
+        Each mask is pasted once (:func:`paste_masks_once`); the bool masks
+        are those probabilities thresholded (what ``paste_masks_in_image`` would give).
         """
         roi_probs = results.pred_masks[:, 0]
         results.remove("pred_masks")
@@ -424,33 +457,47 @@ class JSISNet(GeneralizedRCNN):
         r = detector_postprocess(results, height, width)  # scales + clips boxes, drops empty
         roi_probs = r.roi_mask_probs
         r.remove("roi_mask_probs")
-        boxes = r.pred_boxes.tensor
-        r.pred_masks = paste_masks_in_image(
-            roi_probs, boxes, (height, width), threshold=self.mask_threshold
-        ).bool()
-        if not (self.panoptic_on if merge_probs is None else merge_probs):
+        if self.panoptic_on if merge_probs is None else merge_probs:
+            keep = torch.nonzero(r.scores >= self.instance_score_thresh, as_tuple=True)[0]
+        else:
+            keep = None
+        r.pred_masks, probs = paste_masks_once(
+            roi_probs,
+            r.pred_boxes.tensor,
+            height,
+            width,
+            self.mask_threshold,
+            keep if keep is not None else r.scores.new_zeros(0, dtype=torch.long),
+        )
+        if keep is None:
             return r, None, None
-        keep = torch.nonzero(r.scores >= self.instance_score_thresh, as_tuple=True)[0]
-        probs = paste_mask_probs(roi_probs[keep], boxes[keep], height, width)
         return r, probs, keep
 
-    def _merge(self, sem_seg: torch.Tensor, instances: Instances, mask_probs, keep):
+    def merge(self, sem_seg: torch.Tensor, instances: Instances, mask_probs, keep):
+        """Panoptic merge (MODEL.JSIS.MERGE) of one image's outputs at its original size.
+
+        Args:
+            sem_seg: float [K, H, W] logits. instances: the :meth:`postprocess_instances`
+                Instances; mask_probs float [N', H, W] and keep int64 [N'] from it.
+        Returns:
+            (int32 [H, W] segment ids, segments_info); a thing's "instance_id" indexes
+            ``instances``.
+        """
         inst = Instances(
             instances.image_size,
             pred_masks=mask_probs,
             scores=instances.scores[keep],
             pred_classes=instances.pred_classes[keep],
         )
-        kwargs = dict(
+        pan, info = self._merge_fn(
+            sem_seg,
+            inst,
+            self.is_thing,
             stuff_area_thresh=self.stuff_area_thresh,
             instance_score_thresh=self.instance_score_thresh,
             mask_threshold=self.mask_threshold,
+            overlap_thresh=self.kirillov_overlap_thresh,
         )
-        if self.merge == "jsis":
-            pan, info = jsis_panoptic_merge(sem_seg, inst, self.is_thing, **kwargs)
-        else:
-            kwargs["overlap_thresh"] = self.kirillov_overlap_thresh
-            pan, info = kirillov_panoptic_merge(sem_seg, inst, self.is_thing, **kwargs)
         keep_l = keep.tolist()
         for s in info:  # instance_id: index into the returned "instances"
             if s["isthing"]:

@@ -29,7 +29,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-__all__ = ["PPMHead"]
+__all__ = ["MatrixAdaptiveAvgPool2d", "PPMHead"]
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -193,6 +193,35 @@ class PPMHead(nn.Module):
         if not (targets != self.ignore_value).any():
             loss = predictions.sum() * 0.0  # all void: zero (CE would give NaN), keeps the graph
         return {"loss_sem_seg": loss}
+
+
+class MatrixAdaptiveAvgPool2d(nn.Module):
+    """``nn.AdaptiveAvgPool2d(output_size)`` for inputs of ONE spatial size ``input_size``, as
+    two constant matrix products ``P_h @ x @ P_w^T`` (the bins of adaptive pooling: rows
+    ``floor(i h / b)`` to ``ceil((i + 1) h / b)``, each weighted 1 / its length). Equal to the
+    adaptive pooling up to float rounding; it exports to ONNX where adaptive pooling of a size
+    the exporter sees as symbolic does not (used by :mod:`jsis_d2.export`, not in training).
+
+    Input float [B, C, h, w] with (h, w) == ``input_size``; output [B, C, b_h, b_w].
+    """
+
+    def __init__(self, output_size, input_size: Tuple[int, int]):
+        super().__init__()
+        out = (output_size, output_size) if isinstance(output_size, int) else output_size
+        self.register_buffer("p_h", _adaptive_pool_matrix(int(out[0]), int(input_size[0])))
+        self.register_buffer("p_w", _adaptive_pool_matrix(int(out[1]), int(input_size[1])))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(torch.matmul(self.p_h.to(x.dtype), x), self.p_w.to(x.dtype).t())
+
+
+def _adaptive_pool_matrix(bins: int, size: int) -> torch.Tensor:
+    """float [bins, size]: row i averages the input positions of adaptive pooling's bin i."""
+    m = torch.zeros(bins, size)
+    for i in range(bins):
+        start, end = (i * size) // bins, -((-(i + 1) * size) // bins)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
 
 
 def _bilinear_init_(deconv: nn.ConvTranspose2d) -> None:

@@ -42,7 +42,7 @@ class SeparateNetworks(nn.Module):
             h = int(inp.get("height", r["instances"].image_size[0]))
             w = int(inp.get("width", r["instances"].image_size[1]))
             # The instance-only model has no merge of its own: ask for the mask probabilities.
-            instances, probs, keep = inst_model._postprocess_instances(
+            instances, probs, keep = inst_model.postprocess_instances(
                 r["instances"], h, w, merge_probs=True
             )
             outputs.append(
@@ -50,7 +50,7 @@ class SeparateNetworks(nn.Module):
                     "sem_seg": s["sem_seg"],
                     "instances": instances,
                     "proposals": detector_postprocess(r["proposals"], h, w),
-                    "panoptic_seg": inst_model._merge(s["sem_seg"], instances, probs, keep),
+                    "panoptic_seg": inst_model.merge(s["sem_seg"], instances, probs, keep),
                 }
             )
         return outputs
