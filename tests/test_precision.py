@@ -367,12 +367,12 @@ def test_bf16_inference_uses_the_cast_once_weights_and_gives_autocasts_outputs()
 
     def infer(cast_once):
         model.eval()
-        cache = model._lowp_weights
+        cache = model.precision.weights
         if not cast_once:
-            model._lowp_weights = None
+            model.precision.weights = None
         with torch.no_grad():
             out = model(images)[0]
-        model._lowp_weights = cache
+        model.precision.weights = cache
         return out
 
     for _ in range(2):
@@ -381,7 +381,7 @@ def test_bf16_inference_uses_the_cast_once_weights_and_gives_autocasts_outputs()
         assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0])
         assert torch.equal(a["instances"].scores, b["instances"].scores)
         _overfit(model, batch, 1)  # in-place weight update; train() cleared the copies
-        assert not model._lowp_weights._copies
+        assert not model.precision.weights._copies
     # per round: cast-once inference, per-call inference, training step
     assert seen == [torch.bfloat16, torch.float32, torch.float32] * 2
     assert model.backbone.stem.conv1.weight.dtype == torch.float32
