@@ -16,6 +16,9 @@ Autocast runs matmuls/convolutions in the low precision; the model casts its out
 float32 at the boundaries (losses, logits, scores, mask probabilities), so the losses, the
 panoptic merge and the evaluator always see float32. At inference the convolution and linear
 weights are cast once and reused (:class:`LowPrecisionWeights`) instead of once per call.
+:class:`PrecisionPolicy` puts these together for a model: it holds the dtypes and the
+cast-once weights, and gives the model its autocast region, its module calls and its float32
+boundary, so the model's code only names the steps.
 """
 
 import contextlib
@@ -37,6 +40,8 @@ __all__ = [
     "training_dtype",
     "inference_dtype",
     "LowPrecisionWeights",
+    "float32_outputs",
+    "PrecisionPolicy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -198,3 +203,100 @@ class LowPrecisionWeights:
                 copies = {n: p.detach().to(self.dtype) for n, p in params}
             cached = self._copies[id(module)] = (key, copies)
         return cached[1]
+
+
+def float32_outputs(results):
+    """Low-precision floating tensors (and Instances fields, Boxes) in ``results`` (a tensor
+    or a list of Instances/None) -> float32, in place for Instances; other dtypes unchanged.
+    Returns ``results`` (the new tensor for a tensor)."""
+
+    def f(t):
+        return t.float() if torch.is_floating_point(t) and t.dtype != torch.float32 else t
+
+    if isinstance(results, torch.Tensor):
+        return f(results)
+    for r in results:
+        if r is None:
+            continue
+        for k, v in r.get_fields().items():
+            if isinstance(v, torch.Tensor):
+                r.set(k, f(v))
+            elif hasattr(v, "tensor") and isinstance(v.tensor, torch.Tensor):
+                v.tensor = f(v.tensor)
+    return results
+
+
+class PrecisionPolicy(nn.Module):
+    """How a model computes: autocast dtypes, memory format, cast-once inference weights.
+
+    A model holds one as a child module (no parameters or buffers, so ``state_dict`` is
+    unchanged) and calls it at a few places:
+
+    * ``with policy.autocast(device):`` around the forward pass: ``train_dtype`` in training,
+      ``test_dtype`` at inference (float32: no autocast);
+    * ``policy.run(module, *args, **kwargs)``: ``module(*args, **kwargs)``; at low-precision
+      inference with its convolution/linear weights replaced by the cast-once copies
+      (:class:`LowPrecisionWeights`, through ``torch.func.functional_call``), bit-identical to
+      autocast's own per-call casts;
+    * ``policy.features(backbone, x)``: ``run(backbone, x)`` with the images ``x`` (float
+      [B, 3, H, W]) in channels_last format when ``channels_last``;
+    * ``policy.float32(*results)``: each result through :func:`float32_outputs` at
+      low-precision inference (the boundary: everything after is float32), unchanged otherwise.
+
+    :meth:`attach` puts the model's 4-D weights in channels_last format (when set).
+    ``model.train()`` reaches this module too and drops the cast copies (the weights will
+    change). ``weights`` is the :class:`LowPrecisionWeights` (None: float32 inference, or set
+    to None to cast at every call as plain autocast does).
+    """
+
+    def __init__(
+        self,
+        train_dtype: torch.dtype = torch.float32,
+        test_dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        self.train_dtype = train_dtype
+        self.test_dtype = test_dtype
+        self.channels_last = channels_last
+        self.weights = None if test_dtype == torch.float32 else LowPrecisionWeights(test_dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"train_dtype={self.train_dtype}, test_dtype={self.test_dtype}, "
+            f"channels_last={self.channels_last}"
+        )
+
+    def attach(self, model: nn.Module) -> None:
+        """Prepare ``model``'s weights: channels_last format for 4-D weights (when set)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)  # 4-D weights only
+
+    def train(self, mode: bool = True):
+        if mode and self.weights is not None:
+            self.weights.clear()  # the weights will change
+        return super().train(mode)
+
+    def autocast(self, device):
+        """The autocast region of a forward pass on ``device`` (see :func:`autocast`)."""
+        return autocast(device, self.train_dtype if self.training else self.test_dtype)
+
+    def run(self, module: nn.Module, *args, **kwargs):
+        """``module(*args, **kwargs)``, with the cast-once weights at low-precision inference."""
+        if self.training or self.weights is None:
+            return module(*args, **kwargs)
+        return torch.func.functional_call(module, self.weights.for_module(module), args, kwargs)
+
+    def features(self, backbone: nn.Module, x: torch.Tensor):
+        """``backbone``'s features of the images ``x`` (float [B, 3, H, W]) through :meth:`run`,
+        ``x`` in channels_last format when set."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.run(backbone, x)
+
+    def float32(self, *results):
+        """``results`` (tensors or lists of Instances/None) in float32 after low-precision
+        inference (:func:`float32_outputs`); as they are otherwise. Returns a tuple."""
+        if self.training or self.test_dtype == torch.float32:
+            return results
+        return tuple(float32_outputs(r) for r in results)

@@ -367,12 +367,12 @@ def test_bf16_inference_uses_the_cast_once_weights_and_gives_autocasts_outputs()
 
     def infer(cast_once):
         model.eval()
-        cache = model._lowp_weights
+        cache = model.precision.weights
         if not cast_once:
-            model._lowp_weights = None
+            model.precision.weights = None
         with torch.no_grad():
             out = model(images)[0]
-        model._lowp_weights = cache
+        model.precision.weights = cache
         return out
 
     for _ in range(2):
@@ -381,7 +381,33 @@ def test_bf16_inference_uses_the_cast_once_weights_and_gives_autocasts_outputs()
         assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0])
         assert torch.equal(a["instances"].scores, b["instances"].scores)
         _overfit(model, batch, 1)  # in-place weight update; train() cleared the copies
-        assert not model._lowp_weights._copies
+        assert not model.precision.weights._copies
     # per round: cast-once inference, per-call inference, training step
     assert seen == [torch.bfloat16, torch.float32, torch.float32] * 2
     assert model.backbone.stem.conv1.weight.dtype == torch.float32
+
+
+def test_precision_policy_runs_modules_on_cast_once_weights_at_inference_only():
+    """At low-precision inference run() calls the module on the bf16 copies (its parameters stay
+    float32) and float32() casts the results back; in training run() is a plain call under the
+    training dtype, and train() dropped the copies; features() hands the backbone channels_last
+    images when set. The policy adds nothing to a state_dict."""
+    conv = torch.nn.Conv2d(3, 4, 3)
+    seen = []
+    conv.register_forward_pre_hook(lambda m, i: seen.append((m.weight.dtype, i[0].is_contiguous())))
+    x = torch.randn(1, 3, 8, 8)
+    policy = precision.PrecisionPolicy(test_dtype=torch.bfloat16, channels_last=True)
+    assert not policy.state_dict()
+    policy.eval()
+    with policy.autocast("cpu"):
+        y = policy.features(conv, x)
+    assert seen == [(torch.bfloat16, False)] and y.dtype == torch.bfloat16
+    (y32,) = policy.float32(y)
+    assert y32.dtype == torch.float32 and torch.equal(y32, y.float())
+    assert policy.weights._copies
+    policy.train()
+    assert not policy.weights._copies
+    with policy.autocast("cpu"):
+        y = policy.run(conv, x)
+    assert seen[-1] == (torch.float32, True) and y.dtype == torch.float32
+    assert policy.float32(y)[0] is y

@@ -30,7 +30,7 @@ from detectron2.modeling import (
 from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
 from detectron2.structures import ImageList, Instances
 
-from ..precision import LowPrecisionWeights, autocast, inference_dtype, training_dtype
+from ..precision import PrecisionPolicy, inference_dtype, training_dtype
 from .merges import get_merge
 from .roi_align import use_separable_roi_align
 
@@ -119,26 +119,6 @@ def paste_masks_once(
     return masks, probs
 
 
-def _float_fields(results):
-    """Low-precision floating tensors (and Instances fields, Boxes) in ``results`` (a tensor
-    or a list of Instances/None) -> float32; other dtypes unchanged."""
-
-    def f(t):
-        return t.float() if torch.is_floating_point(t) and t.dtype != torch.float32 else t
-
-    if isinstance(results, torch.Tensor):
-        return f(results)
-    for r in results:
-        if r is None:
-            continue
-        for k, v in r.get_fields().items():
-            if isinstance(v, torch.Tensor):
-                r.set(k, f(v))
-            elif hasattr(v, "tensor") and isinstance(v.tensor, torch.Tensor):
-                v.tensor = f(v.tensor)
-    return results
-
-
 @META_ARCH_REGISTRY.register()
 class JSISNet(GeneralizedRCNN):
     """JSIS-Net: joint semantic and instance segmentation on one shared C4 backbone.
@@ -185,7 +165,8 @@ class JSISNet(GeneralizedRCNN):
                 instance_score_thresh, mask_threshold (also binarizes the returned instance
                 masks), kirillov_overlap_thresh: MODEL.JSIS.*.
             train_dtype, test_dtype: autocast dtypes (float32: none); losses and outputs stay
-                float32. channels_last: weights and input images in channels_last format.
+                float32. channels_last: weights and input images in channels_last format. All
+                three held by ``self.precision`` (:class:`~jsis_d2.precision.PrecisionPolicy`).
             separable_roi_align: on the CPU, pool low-precision features and features that need
                 a gradient as two GEMMs (:mod:`jsis_d2.modeling.roi_align`); float32 inference
                 and CUDA keep Detectron2's ROIAlign (with float32 ROIs for bf16/fp16
@@ -224,17 +205,18 @@ class JSISNet(GeneralizedRCNN):
         self.mask_threshold = mask_threshold
         self.kirillov_overlap_thresh = kirillov_overlap_thresh
         self.register_buffer("is_thing", torch.arange(num_classes) < num_things, persistent=False)
-        self.train_dtype = train_dtype
-        self.test_dtype = test_dtype
-        # Inference weights cast once, not at every call (None: float32 inference).
-        self._lowp_weights = (
-            None if test_dtype == torch.float32 else LowPrecisionWeights(test_dtype)
-        )
         if roi_heads is not None and separable_roi_align:
             use_separable_roi_align(roi_heads)
-        self.channels_last = channels_last
-        if channels_last:
-            self.to(memory_format=torch.channels_last)  # 4-D weights only
+        self.precision = PrecisionPolicy(train_dtype, test_dtype, channels_last)
+        self.precision.attach(self)
+
+    @property
+    def train_dtype(self) -> torch.dtype:
+        return self.precision.train_dtype
+
+    @property
+    def test_dtype(self) -> torch.dtype:
+        return self.precision.test_dtype
 
     @classmethod
     def from_config(cls, cfg):
@@ -302,34 +284,15 @@ class JSISNet(GeneralizedRCNN):
         """
         if not self.training:
             return self.inference(batched_inputs)
-        with autocast(self.device, self.train_dtype):
+        with self.precision.autocast(self.device):
             losses = self._losses(batched_inputs)
         return self._weight_losses(losses)
-
-    def train(self, mode: bool = True):
-        if mode and getattr(self, "_lowp_weights", None) is not None:
-            self._lowp_weights.clear()  # the weights will change
-        return super().train(mode)
-
-    def _run(self, module: nn.Module, *args, **kwargs):
-        """``module(*args, **kwargs)``; at low-precision inference with its convolution and
-        linear weights replaced by the cast-once copies (:class:`LowPrecisionWeights`)."""
-        if self.training or self._lowp_weights is None:
-            return module(*args, **kwargs)
-        weights = self._lowp_weights.for_module(module)
-        return torch.func.functional_call(module, weights, args, kwargs)
-
-    def _backbone(self, images: ImageList) -> Dict[str, torch.Tensor]:
-        x = images.tensor
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self._run(self.backbone, x)
 
     def _losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         """Unweighted Detectron2 losses of the enabled branches (see :meth:`forward`)."""
         images = self.preprocess_image(batched_inputs)
         with record_function("jsis.backbone"):
-            features = self._backbone(images)
+            features = self.precision.features(self.backbone, images.tensor)
         losses = {}
         if self.semantic_on:
             if "sem_seg" not in batched_inputs[0]:
@@ -397,19 +360,20 @@ class JSISNet(GeneralizedRCNN):
         sem_seg_results = [None] * n
         detector_results = [None] * n
         proposals = [None] * n
-        with autocast(self.device, self.test_dtype):
-            features = self._backbone(images)
+        run = self.precision.run  # module(...), with the cast-once low-precision weights
+        with self.precision.autocast(self.device):
+            features = self.precision.features(self.backbone, images.tensor)
             if self.semantic_on:
-                sem_seg_results, _ = self._run(
+                sem_seg_results, _ = run(
                     self.sem_seg_head, features, None, output_size=tuple(images.tensor.shape[-2:])
                 )
             if self.instance_on:
-                proposals, _ = self._run(self.proposal_generator, images, features, None)
-                detector_results, _ = self._run(self.roi_heads, images, features, proposals, None)
-        if self.test_dtype != torch.float32:  # the boundary: everything after is float32
-            sem_seg_results = _float_fields(sem_seg_results)
-            proposals = _float_fields(proposals)
-            detector_results = _float_fields(detector_results)
+                proposals, _ = run(self.proposal_generator, images, features, None)
+                detector_results, _ = run(self.roi_heads, images, features, proposals, None)
+        # the boundary: everything after is float32
+        sem_seg_results, proposals, detector_results = self.precision.float32(
+            sem_seg_results, proposals, detector_results
+        )
 
         outputs = []
         for i, (inp, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
