@@ -48,6 +48,17 @@ def _image(path, value=(90, 140, 200), size=(40, 48)):
     return str(path)
 
 
+def _other_k_checkpoint(weights, path):
+    """``weights`` with a semantic predictor of 3 classes (another K than the config's),
+    saved to ``path``."""
+    state = torch.load(weights, weights_only=False)
+    state["model"] = {
+        k: torch.zeros((3,) + tuple(v.shape[1:])) if k.startswith("sem_seg_head.predictor") else v
+        for k, v in state["model"].items()
+    }
+    torch.save(state, path)
+
+
 def _argv(inputs, out, weights, *opts):
     return [
         "--config-file",
@@ -125,12 +136,7 @@ def test_missing_or_unfitting_weights_are_refused(demo, weights, tmp_path, capsy
     image = _image(tmp_path / "x.png")
     assert demo.main(_argv([image], tmp_path / "o1", "")) == 2
     assert "MODEL.WEIGHTS is empty" in capsys.readouterr().err
-    state = torch.load(weights, weights_only=False)
-    state["model"] = {
-        k: torch.zeros((3,) + tuple(v.shape[1:])) if k.startswith("sem_seg_head.predictor") else v
-        for k, v in state["model"].items()
-    }
-    torch.save(state, tmp_path / "other_k.pth")
+    _other_k_checkpoint(weights, tmp_path / "other_k.pth")
     assert demo.main(_argv([image], tmp_path / "o2", str(tmp_path / "other_k.pth"))) == 2
     err = capsys.readouterr().err
     assert "another number of classes" in err and "Traceback" not in err
@@ -236,12 +242,7 @@ def test_inputs_datasets_and_weights_that_cannot_work_are_one_line(demo, weights
     assert demo.main(_argv([image], tmp_path / "o", str(pkl))) == 2
     assert f"{pkl} is truncated or not a checkpoint" in capsys.readouterr().err
     # a .pt of another model: refused like a .pth (was: loaded with warnings, PQ 0)
-    state = torch.load(weights, weights_only=False)
-    state["model"] = {
-        k: torch.zeros((3,) + tuple(v.shape[1:])) if k.startswith("sem_seg_head.predictor") else v
-        for k, v in state["model"].items()
-    }
-    torch.save(state, tmp_path / "other_k.pt")
+    _other_k_checkpoint(weights, tmp_path / "other_k.pt")
     assert demo.main(_argv([image], tmp_path / "o", str(tmp_path / "other_k.pt"))) == 2
     assert "another number of classes" in capsys.readouterr().err
     # weights that record another training label space than DATASETS.TEST[0]'s
