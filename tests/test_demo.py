@@ -226,6 +226,18 @@ def test_video_output_that_is_the_input_a_folder_or_unknown_is_refused(
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
 
 
+def test_an_input_that_matches_nothing_is_one_line(demo, weights, tmp_path, capsys):
+    """The listing is jsis_runtime.inputs' (its RuntimeUsageError): one ``demo: error:`` line
+    naming the input, exit code 2; a folder named like an image is not an input."""
+    pattern = str(tmp_path / "nope*.jpg")
+    assert demo.main(_argv([pattern], tmp_path / "o", weights)) == 2
+    assert capsys.readouterr().err == (
+        f"demo: error: --input {pattern!r}: no such file, folder or pattern\n"
+    )
+    (tmp_path / "in" / "folder.jpg").mkdir(parents=True)
+    assert demo.expand_inputs([str(tmp_path / "in")]) == []
+
+
 def test_inputs_datasets_and_weights_that_cannot_work_are_one_line(demo, weights, tmp_path, capsys):
     image = _image(tmp_path / "in" / "x.png")
     (tmp_path / "empty").mkdir()
