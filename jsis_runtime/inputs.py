@@ -20,6 +20,7 @@ __all__ = [
     "ImageItem",
     "expand_inputs",
     "png_names",
+    "png_names_below_common_folder",
     "items_from_inputs",
     "items_from_image_info",
 ]
@@ -86,6 +87,17 @@ def png_names(relative_paths: Sequence[str]) -> List[str]:
             names[i] = rel[i] + ".png"
 
 
+def png_names_below_common_folder(paths: Sequence[str]) -> List[str]:
+    """Image paths -> distinct PNG names (:func:`png_names`) of their paths below the inputs'
+    common folder (``/d/a/x.jpg``, ``/d/b/x.jpg`` -> ``a/x.png``, ``b/x.png``); the same
+    names for the same inputs. ``[]`` for no path."""
+    absolute = [os.path.abspath(p) for p in paths]
+    if not absolute:
+        return []
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    return png_names([os.path.relpath(p, root) for p in absolute])
+
+
 def items_from_inputs(inputs: Sequence[str]) -> List[ImageItem]:
     """:func:`expand_inputs`, each image named by its path below the inputs' common folder
     (``a/img0.jpg`` and ``b/img0.jpg`` -> ids ``a/img0``, ``b/img0``; PNGs ``a/img0.png``,
@@ -93,9 +105,7 @@ def items_from_inputs(inputs: Sequence[str]) -> List[ImageItem]:
     paths = expand_inputs(inputs)
     if not paths:
         raise RuntimeUsageError(f"--input {' '.join(inputs)}: no image found")
-    absolute = [os.path.abspath(p) for p in paths]
-    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
-    names = png_names([os.path.relpath(p, root) for p in absolute])
+    names = png_names_below_common_folder(paths)
     return [ImageItem(n[: -len(".png")], p, n) for p, n in zip(paths, names)]
 
 

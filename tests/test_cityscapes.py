@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from _quick_train import train_argv
 from PIL import Image
 
 from jsis_d2.config import setup_cfg
@@ -33,7 +34,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CITYSCAPES_CONFIG = os.path.join(
     ROOT, "configs", "Cityscapes-PanopticSegmentation", "jsis_R50_C4.yaml"
 )
-QUICK_CONFIG = os.path.join(ROOT, "configs", "quick", "jsis_R18_C4_quick.yaml")
 NAMES = {s: f"jsis_cityscapes_fine_panoptic_{s}" for s in ("train", "val")}
 CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt", "lindau")}
 H, W = 64, 128
@@ -360,26 +360,15 @@ def test_evaluator_keeps_string_ids_and_matches_pq_compute(cityscapes_root, tmp_
 def test_train_and_evaluate_through_the_builtin_names(cityscapes_root, tmp_path, isolated_logs):
     root, ids = cityscapes_root
     out = tmp_path / "run"
-    argv = [
-        "--config-file",
-        QUICK_CONFIG,
-        "OUTPUT_DIR",
-        str(out),
-        "DATASETS.TRAIN",
-        f"('{NAMES['train']}',)",
-        "DATASETS.TEST",
+    argv = train_argv(
+        out,
+        NAMES["train"],
         f"('{NAMES['val']}',)",
-        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
-        "19",
-        "MODEL.ROI_HEADS.NUM_CLASSES",
-        "8",
-        "INPUT.JSIS.FIXED_SIZE",
-        "(32, 64)",
-        "SOLVER.MAX_ITER",
-        "2",
-        "SEED",
-        "3",
-    ]
+        *("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "19", "MODEL.ROI_HEADS.NUM_CLASSES", "8"),
+        *("INPUT.JSIS.FIXED_SIZE", "(32, 64)"),
+        max_iter=2,
+        seed=3,
+    )
     assert run(argv) == 0
     assert (out / "model_final.pth").is_file()
     rows = [json.loads(line) for line in open(out / "metrics.json")]

@@ -48,6 +48,17 @@ def _image(path, value=(90, 140, 200), size=(40, 48)):
     return str(path)
 
 
+def _other_k_checkpoint(weights, path):
+    """``weights`` with a semantic predictor of 3 classes (another K than the config's),
+    saved to ``path``."""
+    state = torch.load(weights, weights_only=False)
+    state["model"] = {
+        k: torch.zeros((3,) + tuple(v.shape[1:])) if k.startswith("sem_seg_head.predictor") else v
+        for k, v in state["model"].items()
+    }
+    torch.save(state, path)
+
+
 def _argv(inputs, out, weights, *opts):
     return [
         "--config-file",
@@ -125,12 +136,7 @@ def test_missing_or_unfitting_weights_are_refused(demo, weights, tmp_path, capsy
     image = _image(tmp_path / "x.png")
     assert demo.main(_argv([image], tmp_path / "o1", "")) == 2
     assert "MODEL.WEIGHTS is empty" in capsys.readouterr().err
-    state = torch.load(weights, weights_only=False)
-    state["model"] = {
-        k: torch.zeros((3,) + tuple(v.shape[1:])) if k.startswith("sem_seg_head.predictor") else v
-        for k, v in state["model"].items()
-    }
-    torch.save(state, tmp_path / "other_k.pth")
+    _other_k_checkpoint(weights, tmp_path / "other_k.pth")
     assert demo.main(_argv([image], tmp_path / "o2", str(tmp_path / "other_k.pth"))) == 2
     err = capsys.readouterr().err
     assert "another number of classes" in err and "Traceback" not in err
@@ -220,6 +226,18 @@ def test_video_output_that_is_the_input_a_folder_or_unknown_is_refused(
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
 
 
+def test_an_input_that_matches_nothing_is_one_line(demo, weights, tmp_path, capsys):
+    """The listing is jsis_runtime.inputs' (its RuntimeUsageError): one ``demo: error:`` line
+    naming the input, exit code 2; a folder named like an image is not an input."""
+    pattern = str(tmp_path / "nope*.jpg")
+    assert demo.main(_argv([pattern], tmp_path / "o", weights)) == 2
+    assert capsys.readouterr().err == (
+        f"demo: error: --input {pattern!r}: no such file, folder or pattern\n"
+    )
+    (tmp_path / "in" / "folder.jpg").mkdir(parents=True)
+    assert demo.expand_inputs([str(tmp_path / "in")]) == []
+
+
 def test_inputs_datasets_and_weights_that_cannot_work_are_one_line(demo, weights, tmp_path, capsys):
     image = _image(tmp_path / "in" / "x.png")
     (tmp_path / "empty").mkdir()
@@ -236,12 +254,7 @@ def test_inputs_datasets_and_weights_that_cannot_work_are_one_line(demo, weights
     assert demo.main(_argv([image], tmp_path / "o", str(pkl))) == 2
     assert f"{pkl} is truncated or not a checkpoint" in capsys.readouterr().err
     # a .pt of another model: refused like a .pth (was: loaded with warnings, PQ 0)
-    state = torch.load(weights, weights_only=False)
-    state["model"] = {
-        k: torch.zeros((3,) + tuple(v.shape[1:])) if k.startswith("sem_seg_head.predictor") else v
-        for k, v in state["model"].items()
-    }
-    torch.save(state, tmp_path / "other_k.pt")
+    _other_k_checkpoint(weights, tmp_path / "other_k.pt")
     assert demo.main(_argv([image], tmp_path / "o", str(tmp_path / "other_k.pt"))) == 2
     assert "another number of classes" in capsys.readouterr().err
     # weights that record another training label space than DATASETS.TEST[0]'s

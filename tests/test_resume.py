@@ -10,49 +10,25 @@ import json
 
 import pytest
 import torch
+from _quick_train import tiny_synthetic_root, train_argv
 
-from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
 from jsis_d2.engine.launcher import run, setup
 from jsis_d2.engine.report import drop_metrics_after
 from jsis_d2.engine.trainer import Trainer
 
 from detectron2.engine import HookBase, default_argument_parser, hooks
 
-CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
 NAMES = {"train": "jsis_test_resume_train", "val": "jsis_test_resume_val"}
 
 
 @pytest.fixture(scope="module")
 def tiny_synthetic(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("syn"))
-    make_synthetic_datasets(root, num_train=4, num_val=1, image_size=64, register=False)
-    register_synthetic_datasets(root, names=NAMES)
-    return root
+    return tiny_synthetic_root(tmp_path_factory, NAMES, num_val=1)
 
 
-def _argv(out, *extra, max_iter=4, test="()"):
-    return [
-        "--config-file",
-        CONFIG,
-        *[a for a in extra if a.startswith("--")],
-        "OUTPUT_DIR",
-        str(out),
-        "DATASETS.TRAIN",
-        f"('{NAMES['train']}',)",
-        "DATASETS.TEST",
-        test,
-        "SOLVER.MAX_ITER",
-        str(max_iter),
-        "SOLVER.CHECKPOINT_PERIOD",
-        "2",
-        "SOLVER.STEPS",
-        "(3,)",
-        "SOLVER.WARMUP_ITERS",
-        "2",
-        "SEED",
-        "7",
-        *[a for a in extra if not a.startswith("--")],
-    ]
+def _argv(out, *extra, max_iter=4):
+    warmup = ("SOLVER.WARMUP_ITERS", "2")
+    return train_argv(out, NAMES["train"], "()", *warmup, *extra, max_iter=max_iter)
 
 
 class _Stop(Exception):

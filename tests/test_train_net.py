@@ -10,44 +10,22 @@ import shutil
 
 import pytest
 import torch
+from _quick_train import tiny_synthetic_root, train_argv
 
 from jsis_d2.data.datasets import make_synthetic_datasets, register_synthetic_datasets
 from jsis_d2.engine.launcher import run
 from jsis_d2.engine.report import read_metrics_json
 
-CONFIG = "configs/quick/jsis_R18_C4_quick.yaml"
 NAMES = {"train": "jsis_test_tn_train", "val": "jsis_test_tn_val"}
 
 
 @pytest.fixture(scope="module")
 def tiny_synthetic(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("syn"))
-    make_synthetic_datasets(root, num_train=4, num_val=2, image_size=64, register=False)
-    register_synthetic_datasets(root, names=NAMES)
-    return root
+    return tiny_synthetic_root(tmp_path_factory, NAMES, num_val=2)
 
 
 def _argv(out, *extra, max_iter=4):
-    return [
-        "--config-file",
-        CONFIG,
-        *[a for a in extra if a.startswith("--")],
-        "OUTPUT_DIR",
-        str(out),
-        "DATASETS.TRAIN",
-        f"('{NAMES['train']}',)",
-        "DATASETS.TEST",
-        f"('{NAMES['val']}',)",
-        "SOLVER.MAX_ITER",
-        str(max_iter),
-        "SOLVER.CHECKPOINT_PERIOD",
-        "2",
-        "SOLVER.STEPS",
-        "(3,)",
-        "SEED",
-        "7",
-        *[a for a in extra if not a.startswith("--")],
-    ]
+    return train_argv(out, NAMES["train"], f"('{NAMES['val']}',)", *extra, max_iter=max_iter)
 
 
 def _final_results(out):

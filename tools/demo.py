@@ -19,11 +19,9 @@ then ends with one error line listing the skipped files and exit code 2.
 
 import argparse
 import functools
-import glob
 import logging
 import os
 import sys
-from collections import Counter
 
 import cv2
 import tqdm
@@ -40,11 +38,13 @@ from jsis_d2.engine.checks import (
 )
 from jsis_d2.predictor import JSISPredictor
 from jsis_d2.visualization import draw_four_panel, draw_panoptic
+from jsis_runtime.errors import RuntimeUsageError
+from jsis_runtime.inputs import IMAGE_EXTS, expand_inputs
+from jsis_runtime.inputs import png_names_below_common_folder as output_names
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: Containers OpenCV writes with the "mp4v" codec used for videos.
 VIDEO_EXTS = (".mp4", ".m4v", ".mov")
 logger = logging.getLogger("jsis_d2.demo")
@@ -61,50 +61,6 @@ def get_parser():
         "--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides (put last)"
     )
     return p
-
-
-def expand_inputs(inputs):
-    """Files, folders (their images, sorted) and globs -> list of image paths, each once."""
-    paths = []
-    for item in inputs:
-        if os.path.isdir(item):
-            paths += sorted(
-                os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTS)
-            )
-        elif os.path.isfile(item):
-            paths.append(item)
-        else:
-            matched = sorted(glob.glob(os.path.expanduser(item)))
-            if not matched:
-                raise FileNotFoundError(f"--input {item!r}: no such file, folder or pattern")
-            paths += matched
-    seen, unique = set(), []
-    for p in paths:
-        if os.path.realpath(p) not in seen:
-            seen.add(os.path.realpath(p))
-            unique.append(p)
-    return unique
-
-
-def output_names(paths):
-    """Image paths -> distinct relative output paths (``.png``), the same for the same inputs.
-
-    The folders below the inputs' common parent are kept; a file's extension is replaced by
-    ``.png`` unless another input would get the same name, then it is kept (``x.jpg.png``).
-    """
-    absolute = [os.path.abspath(p) for p in paths]
-    if not absolute:
-        return []
-    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
-    rel = [os.path.relpath(p, root) for p in absolute]
-    names = [os.path.splitext(r)[0] + ".png" for r in rel]
-    while True:  # distinct relative paths + ".png" are distinct: this ends
-        counts = Counter(names)
-        clashing = [i for i, n in enumerate(names) if counts[n] > 1]
-        if not clashing:
-            return names
-        for i in clashing:
-            names[i] = rel[i] + ".png"
 
 
 def render(predictor, image_bgr_or_rgb, metadata, mode, input_format, score_thresh):
@@ -256,7 +212,7 @@ def main(argv=None):
     setup_logger(name="jsis_d2")
     try:
         return run(args)
-    except (ConfigError, UsageError, FileNotFoundError) as e:
+    except (ConfigError, UsageError, RuntimeUsageError, FileNotFoundError) as e:
         sys.stderr.write(f"demo: error: {e}\n")
         return 2
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # The id <-> colour codec lives in the torch-free runtime, which writes the same PNGs.
-from jsis_runtime.coco_panoptic import ID_LIMIT, id2rgb, rgb2id
+from jsis_runtime.coco_panoptic import ID_LIMIT, encode_panoptic_png, id2rgb, rgb2id
 
 from detectron2.utils.file_io import PathManager
 
@@ -82,12 +82,6 @@ def read_panoptic_png(path: str, where: str = "", raw: bool = False) -> np.ndarr
 
 def write_panoptic_png(path: str, ids: np.ndarray) -> None:
     """Write integer segment ids [H, W] in [0, 2**24) as a COCO panoptic RGB PNG."""
-    ids = np.asarray(ids)
-    if ids.ndim != 2:
-        raise ValueError(f"{path}: panoptic ids must be [H, W], got shape {ids.shape}")
-    if ids.size and (ids.min() < 0 or ids.max() >= ID_LIMIT):
-        raise ValueError(
-            f"{path}: panoptic ids must be in [0, 2**24), got {ids.min()}..{ids.max()}"
-        )
+    data = encode_panoptic_png(ids, where=path)  # ValueError naming ``path`` for bad ids
     with PathManager.open(path, "wb") as f:
-        Image.fromarray(id2rgb(ids)).save(f, format="PNG")
+        f.write(data)

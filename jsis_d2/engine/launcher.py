@@ -253,31 +253,39 @@ def _worker_main(args):
     return result
 
 
-def run(argv=None):
-    """Parse arguments, launch (one process per GPU, or per CPU rank with gloo), and turn
-    known failures, in this process or in a worker, into one clean line and an exit code."""
-    args = default_argument_parser().parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="jsis_d2_launch_") as tmp:
+def launch_reporting(worker, args, describe, prefix: str = "jsis_d2_launch_") -> int:
+    """Run ``worker(args)`` through Detectron2's ``launch`` (one process per GPU, or per CPU
+    rank with gloo; :func:`check_launch` first) and turn a failure with a known cause, in this
+    process or in a worker, into one line on stderr and its exit code.
+
+    Args:
+        worker: the function each process runs; a known failure there leaves its line with
+            :func:`worker_error` (the error file is named in ``$JSIS_D2_WORKER_ERROR_FILE``).
+        args: parsed arguments with ``num_gpus``, ``num_machines``, ``machine_rank``,
+            ``dist_url`` (Detectron2's ``default_argument_parser``).
+        describe: ``describe(exception)`` -> ``(line, exit_code)`` for a failure of this
+            process with a known cause, or None (a bug: the traceback is kept).
+        prefix: of the temporary folder holding the worker error file.
+    Returns 0, or the exit code of the failure reported. ``KeyboardInterrupt`` propagates.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         error_file = os.path.join(tmp, "worker_error")
         os.environ[ERROR_FILE_ENV] = error_file  # inherited by the spawned workers
         try:
             check_launch(args)
             launch(
-                _worker_main,
+                worker,
                 args.num_gpus,
                 num_machines=args.num_machines,
                 machine_rank=args.machine_rank,
                 dist_url=args.dist_url,
                 args=(args,),
             )
-        except KeyboardInterrupt:
-            sys.stderr.write(f"train_net: {INTERRUPTED}\n")
-            return 130
         except Exception as e:
             if isinstance(e, ProcessException):  # a worker failed: its own line, if it left one
                 failure = report_worker_error(error_file)
             else:
-                failure = describe_failure(e)
+                failure = describe(e)
             if failure is None:
                 raise
             sys.stderr.write(failure[0] + "\n")
@@ -285,3 +293,14 @@ def run(argv=None):
         finally:
             os.environ.pop(ERROR_FILE_ENV, None)
     return 0
+
+
+def run(argv=None):
+    """Parse arguments, launch (one process per GPU, or per CPU rank with gloo), and turn
+    known failures, in this process or in a worker, into one clean line and an exit code."""
+    args = default_argument_parser().parse_args(argv)
+    try:
+        return launch_reporting(_worker_main, args, describe_failure)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"train_net: {INTERRUPTED}\n")
+        return 130

@@ -15,13 +15,10 @@ rank 0, which writes ``predictions.json``.
 
 import logging
 import os
-import sys
-import tempfile
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
-from torch.multiprocessing.spawn import ProcessException
 
 from jsis_runtime.cli import common_signature, finish, list_items, make_writer
 from jsis_runtime.errors import RuntimeUsageError, UnreadableImageError
@@ -30,7 +27,6 @@ from jsis_runtime.job import predict_images
 from jsis_runtime.run_dir import file_sha256, prepare_output_dir
 
 from detectron2.data import MetadataCatalog
-from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -38,13 +34,8 @@ from ..config import ConfigError, setup_cfg
 from ..data.label_space import LabelSpace
 from ..predictor import JSISPredictor
 from .checks import UsageError, check_datasets
-from .distributed import (
-    ERROR_FILE_ENV,
-    check_launch,
-    destroy_process_groups,
-    report_worker_error,
-    worker_error,
-)
+from .distributed import destroy_process_groups, worker_error
+from .launcher import launch_reporting
 
 __all__ = ["run_pytorch", "label_space_of", "pytorch_predict_fn", "image_loader"]
 
@@ -188,31 +179,12 @@ def _worker_main(args) -> None:
         worker_error(f"predict: error: {message}", 2)
 
 
+def _describe(e: BaseException):
+    """``(line, 2)`` for a known failure of the launching process, or None (a bug)."""
+    return (f"predict: error: {e}", 2) if isinstance(e, KNOWN_ERRORS) else None
+
+
 def run_pytorch(args) -> int:
     """Launch the PyTorch backend (one process per GPU, or per CPU rank with gloo); known
     failures, here or in a worker, end with one ``predict: error:`` line and exit code 2."""
-    with tempfile.TemporaryDirectory(prefix="jsis_d2_predict_") as tmp:
-        error_file = os.path.join(tmp, "worker_error")
-        os.environ[ERROR_FILE_ENV] = error_file
-        try:
-            check_launch(args)
-            launch(
-                _worker_main,
-                args.num_gpus,
-                num_machines=args.num_machines,
-                machine_rank=args.machine_rank,
-                dist_url=args.dist_url,
-                args=(args,),
-            )
-        except ProcessException:
-            failure = report_worker_error(error_file)
-            if failure is None:
-                raise
-            sys.stderr.write(failure[0] + "\n")
-            return failure[1]
-        except KNOWN_ERRORS as e:
-            sys.stderr.write(f"predict: error: {e}\n")
-            return 2
-        finally:
-            os.environ.pop(ERROR_FILE_ENV, None)
-    return 0
+    return launch_reporting(_worker_main, args, _describe, prefix="jsis_d2_predict_")

@@ -6,7 +6,6 @@ Id spaces: the graph's ``segments`` carry CONTIGUOUS category indices k in [0, K
 sidecar's ``categories`` list (index = k) maps them to dataset category ids.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -14,6 +13,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from jsis_runtime.run_dir import file_sha256
 
 from ..data.image_io import read_image
 from ..data.label_space import LabelSpace
@@ -196,14 +197,6 @@ def _sample_image(cfg, dataset: str, sample: Optional[str]) -> Tuple[np.ndarray,
     return np.ascontiguousarray(rgb[:, :, ::-1]), "synthetic 640x480"
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse an existing non-empty folder that is not a previous export, unless ``overwrite``."""
     if not os.path.isdir(output_dir):
@@ -332,7 +325,7 @@ def export_model(
         "source": {
             "config_file": config_file,
             "weights": weights,
-            "weights_sha256": _sha256(weights),
+            "weights_sha256": file_sha256(weights),
             "torch": torch.__version__,
             "detectron2": detectron2.__version__,
             "jsis_d2": __version__,
