@@ -22,6 +22,7 @@ __all__ = [
     "check_checkpoint_matches_model",
     "check_checkpoint_label_space",
     "LabelSpaceRecord",
+    "label_space_of",
     "check_weights_readable",
     "checkpoint_problem",
     "fallback_syncbn",
@@ -252,6 +253,22 @@ def _compare_label_spaces(state, labels, what, dataset_name):
             "first = the checkpoint's): its class indices would be drawn or scored as other "
             "categories. Use the DATASETS.TEST / DATASETS.TRAIN it was trained with"
         )
+
+
+def label_space_of(cfg) -> LabelSpace:
+    """The label space of the config's dataset (``DATASETS.TEST[0]``, else ``TRAIN[0]``):
+    contiguous index <-> dataset id, names, colours. What the prediction tools and the export
+    map contiguous classes with."""
+    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+    if not names:
+        raise UsageError(
+            "DATASETS.TEST and DATASETS.TRAIN are empty: the category ids of the predictions "
+            "come from that dataset's metadata; name the dataset the model was trained on"
+        )
+    try:
+        return LabelSpace.from_metadata(MetadataCatalog.get(names[0]))
+    except KeyError as e:
+        raise UsageError(f"DATASETS: {e.args[0]}") from None
 
 
 def check_checkpoint_label_space(path, labels, dataset_name):

@@ -26,38 +26,22 @@ from jsis_runtime.image_io import read_image_rgb
 from jsis_runtime.job import predict_images
 from jsis_runtime.run_dir import file_sha256, prepare_output_dir
 
-from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, setup_cfg
 from ..data.label_space import LabelSpace
 from ..predictor import JSISPredictor
-from .checks import UsageError, check_datasets
+from .checks import UsageError, check_datasets, label_space_of
 from .distributed import destroy_process_groups, worker_error
 from .launcher import launch_reporting
 
-__all__ = ["run_pytorch", "label_space_of", "pytorch_predict_fn", "image_loader"]
+__all__ = ["run_pytorch", "pytorch_predict_fn", "image_loader"]
 
 logger = logging.getLogger(__name__)
 
 #: Failures with a known cause: one ``predict: error:`` line and exit code 2.
 KNOWN_ERRORS = (ConfigError, UsageError, RuntimeUsageError, FileNotFoundError)
-
-
-def label_space_of(cfg) -> LabelSpace:
-    """The label space of the config's dataset (``DATASETS.TEST[0]``, else ``TRAIN[0]``):
-    contiguous index <-> dataset id, names, colours."""
-    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
-    if not names:
-        raise UsageError(
-            "DATASETS.TEST and DATASETS.TRAIN are empty: the category ids of the predictions "
-            "come from that dataset's metadata; name the dataset the model was trained on"
-        )
-    try:
-        return LabelSpace.from_metadata(MetadataCatalog.get(names[0]))
-    except KeyError as e:
-        raise UsageError(f"DATASETS: {e.args[0]}") from None
 
 
 def pytorch_predict_fn(predictor: JSISPredictor, labels: LabelSpace) -> Callable:

@@ -18,7 +18,7 @@ from jsis_runtime.run_dir import file_sha256
 
 from ..data.image_io import read_image
 from ..data.label_space import LabelSpace
-from ..engine.checks import UsageError
+from ..engine.checks import UsageError, label_space_of
 from ..utils.atomic import atomic_open, atomic_write_text
 from .graph import PanopticGraph, tracing_adapter_class
 
@@ -160,23 +160,16 @@ def check_export(model_path, fmt, model, image, orig_size, sample_name="the samp
 
 
 def _label_space(cfg, num_classes: int) -> Tuple[str, LabelSpace]:
-    from detectron2.data import MetadataCatalog
-
-    names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
-    if not names:
-        raise UsageError(
-            "DATASETS.TEST and DATASETS.TRAIN are empty: the categories come from them"
-        )
-    try:
-        space = LabelSpace.from_metadata(MetadataCatalog.get(names[0]))
-    except KeyError as e:
-        raise UsageError(f"dataset {names[0]!r} (DATASETS.TEST[0]/TRAIN[0]): {e}") from None
+    """(dataset name, its label space) of the config (:func:`label_space_of`), checked against
+    the model's K."""
+    space = label_space_of(cfg)
+    name = (list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN))[0]
     if space.num_classes != num_classes:
         raise UsageError(
-            f"dataset {names[0]!r} has K={space.num_classes} classes but the model "
+            f"dataset {name!r} has K={space.num_classes} classes but the model "
             f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}"
         )
-    return names[0], space
+    return name, space
 
 
 def _sample_image(cfg, dataset: str, sample: Optional[str]) -> Tuple[np.ndarray, str]:
